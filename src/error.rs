@@ -1,0 +1,78 @@
+//! The library's one error type, named by what the peer is told.
+//!
+//! [`Error::code`] maps each variant to the wire, and [`Error::closes_connection`] is the single
+//! place that decides between "reply and go on" and "reply and close".
+
+use crate::protocol::ErrorCode;
+use crate::protocol::frame::FrameError;
+
+/// Everything that can go wrong in sockit, on either side of a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The peer broke the wire format; the stream cannot be trusted after this.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] FrameError),
+    /// A well-framed request with missing or mistyped fields.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// An op the server does not implement.
+    #[error("unknown op `{0}`")]
+    UnknownOp(String),
+    /// A value over a configured limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Something took longer than its limit.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The server answered with an error reply.
+    #[error("{message} [{code}]")]
+    Remote {
+        /// The reply's error code.
+        code: ErrorCode,
+        /// The reply's message.
+        message: String,
+    },
+    /// The peer's reply was well framed but not a reply of this protocol.
+    #[error("unexpected reply: {0}")]
+    BadReply(String),
+    /// A socket or file failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error code a peer is told for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Protocol(FrameError::BodyTooLarge { .. } | FrameError::HeaderTooLong { .. }) => {
+                ErrorCode::TooLarge
+            }
+            Error::Protocol(_) => ErrorCode::Protocol,
+            Error::BadRequest(_) | Error::BadReply(_) => ErrorCode::BadRequest,
+            Error::UnknownOp(_) => ErrorCode::UnknownOp,
+            Error::TooLarge(_) => ErrorCode::TooLarge,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Remote { code, .. } => *code,
+            Error::Io(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the connection must close after this error is reported: true when the stream
+    /// is out of sync (a broken frame) or the transport itself failed.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Error::Protocol(_) | Error::Io(_) | Error::Timeout(_))
+    }
+
+    /// Whether this error means the peer went away cleanly or abruptly (reset, broken pipe,
+    /// EOF inside a frame): nothing to report, nobody to report it to.
+    pub fn is_disconnect(&self) -> bool {
+        use std::io::ErrorKind::*;
+        matches!(self, Error::Io(e) if matches!(
+            e.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        ))
+    }
+}

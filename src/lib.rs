@@ -1,0 +1,23 @@
+//! sockit: messages over TCP that never stick together (the seeds' 粘包 problem, solved with
+//! their 4-byte length + JSON header framing), a socketserver-style framework, and the
+//! services built on it.
+//!
+//! # Layout
+//! - [`protocol`]: the wire format, pure functions over bytes (no I/O).
+//! - [`connection`]: frames over an async stream; [`blocking`]: the same over `std::io`.
+//! - [`net`]: endpoints (`host:port`, `unix:PATH`), listeners and streams.
+//! - [`server`]: the framework: accept loop, limits, idle timeouts, graceful shutdown.
+//! - [`service`]: the native protocol's ops and the frame loop that dispatches them.
+//! - [`client`]: the calling side of the native protocol.
+//! - [`error`]: the one error type, mapped to the wire by [`Error::code`].
+
+pub mod blocking;
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod service;
+
+pub use error::{Error, Result};

@@ -1,0 +1,300 @@
+//! Addresses, listeners and streams for both socket families of the seeds: AF_INET(6) and
+//! AF_UNIX. `host:port` is TCP; `unix:/path/to.sock` is a Unix stream socket.
+//!
+//! Binding follows the seeds' advice (SO_REUSEADDR before bind, so a restarted server gets its
+//! port back at once) with a large backlog instead of their `listen(5)`.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+
+/// Pending connections the kernel may queue (it caps this at `net.core.somaxconn`).
+pub const BACKLOG: i32 = 1024;
+
+/// Where to listen or connect: `host:port` (TCP) or `unix:PATH` (Unix stream socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP address, `host:port`, IPv4 or `[v6]:port`.
+    Tcp(String),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a socket path, as in unix:/tmp/sockit.sock".into());
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Endpoint::Tcp(s.to_string()))
+            }
+            _ => Err(format!(
+                "`{s}` is not HOST:PORT (as 127.0.0.1:9900 or [::1]:9900) or unix:PATH"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => f.write_str(a),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Resolves a `host:port` to its first socket address.
+///
+/// # Errors
+/// When the name does not resolve.
+pub async fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing"))
+    })
+}
+
+/// A bound listening socket of either family.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix stream socket; the file is removed when the listener is dropped.
+    Unix(UnixListener, UnixPath),
+}
+
+/// The path of a bound Unix socket, removed on drop.
+#[derive(Debug)]
+pub struct UnixPath(PathBuf);
+
+impl Drop for UnixPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Listener {
+    /// Binds `endpoint` with SO_REUSEADDR and a backlog of [`BACKLOG`].
+    ///
+    /// A Unix socket file left by a crashed server (nobody accepts on it) is replaced; one that
+    /// a live server still answers on is an `AddrInUse` error.
+    ///
+    /// # Errors
+    /// Resolution and bind errors, with the address in the message.
+    pub async fn bind(endpoint: &Endpoint) -> io::Result<Listener> {
+        match endpoint {
+            Endpoint::Tcp(addr) => Ok(Listener::Tcp(bind_tcp(resolve(addr).await?)?)),
+            Endpoint::Unix(path) => bind_unix(path).await,
+        }
+    }
+
+    /// Accepts one connection; TCP streams get TCP_NODELAY (replies are written whole).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, as the underlying `accept`.
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), Peer::Tcp(addr)))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), Peer::Unix))
+            }
+        }
+    }
+
+    /// The endpoint actually bound (with the real port when port 0 was asked for).
+    ///
+    /// # Errors
+    /// When the socket cannot report its address.
+    pub fn local_endpoint(&self) -> io::Result<Endpoint> {
+        match self {
+            Listener::Tcp(l) => Ok(Endpoint::Tcp(l.local_addr()?.to_string())),
+            Listener::Unix(_, p) => Ok(Endpoint::Unix(p.0.clone())),
+        }
+    }
+}
+
+/// Binds a TCP listener the way every sockit listener is bound.
+///
+/// # Errors
+/// Socket and bind errors, with the address in the message.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| with_context(e, format!("binding {addr}")))?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds a UDP socket with SO_REUSEADDR.
+///
+/// # Errors
+/// Resolution, socket and bind errors, with the address in the message.
+pub async fn bind_udp(addr: &str) -> io::Result<UdpSocket> {
+    let addr = resolve(addr).await?;
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| with_context(e, format!("binding udp {addr}")))?;
+    UdpSocket::from_std(socket.into())
+}
+
+async fn bind_unix(path: &Path) -> io::Result<Listener> {
+    if path.exists() {
+        match UnixStream::connect(path).await {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server", path.display()),
+                ));
+            }
+            // Nobody listens: a stale file from a server that did not clean up.
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| with_context(e, format!("binding unix:{}", path.display())))?;
+    Ok(Listener::Unix(listener, UnixPath(path.to_path_buf())))
+}
+
+/// Connects to `endpoint`; TCP streams get TCP_NODELAY.
+///
+/// # Errors
+/// Resolution and connect errors, with the address in the message.
+pub async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let s = TcpStream::connect(addr.as_str())
+                .await
+                .map_err(|e| with_context(e, format!("connecting to {addr}")))?;
+            s.set_nodelay(true)?;
+            Ok(Stream::Tcp(s))
+        }
+        Endpoint::Unix(path) => UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+            .map_err(|e| with_context(e, format!("connecting to unix:{}", path.display()))),
+    }
+}
+
+fn with_context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix socket peer (unnamed).
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => a.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// A connected stream of either family.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix stream socket.
+    Unix(UnixStream),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(
+            "127.0.0.1:9900".parse(),
+            Ok(Endpoint::Tcp("127.0.0.1:9900".into()))
+        );
+        assert_eq!("[::1]:0".parse(), Ok(Endpoint::Tcp("[::1]:0".into())));
+        assert_eq!(
+            "unix:/tmp/s.sock".parse(),
+            Ok(Endpoint::Unix("/tmp/s.sock".into()))
+        );
+        for bad in ["9900", "host", ":80", "h:99999", "unix:"] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Typed headers of sockit's own protocol: requests by `op`, replies by `ok`.
+//!
+//! Services receive a [`Request`], never raw JSON; the body size lives in
+//! [`super::Head::body_len`], so none of these types carries `total_size` themselves.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::Head;
+
+/// A request header, tagged by its `"op"` field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// `{"op":"echo","total_size":n}` + n bytes: answered with the same n bytes (contract).
+    Echo,
+    /// Any op this server does not know; answered with [`ErrorCode::UnknownOp`].
+    #[serde(other)]
+    Unknown,
+}
+
+impl Request {
+    /// Reads the typed request out of a parsed head.
+    ///
+    /// # Errors
+    /// A [`crate::Error::BadRequest`] naming the problem: no `op`, or fields of the wrong type.
+    /// An op this build does not know is not an error here: it is [`Request::Unknown`].
+    pub fn from_head(head: &Head) -> crate::Result<Request> {
+        match head.header.get("op") {
+            Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(crate::Error::BadRequest(format!(
+                    "`op` must be a string, got {other}"
+                )));
+            }
+            None => return Err(crate::Error::BadRequest("header has no `op`".into())),
+        }
+        Request::deserialize(&Value::Object(head.header.clone()))
+            .map_err(|e| crate::Error::BadRequest(e.to_string()))
+    }
+}
+
+/// The machine-readable reason of an error reply (`"error": {"code": ...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The bytes broke the wire format; the server closes the connection after this reply.
+    Protocol,
+    /// A well-framed request with missing or mistyped fields.
+    BadRequest,
+    /// An `op` this server does not implement.
+    UnknownOp,
+    /// A body or value over a configured limit.
+    TooLarge,
+    /// The operation took longer than its limit.
+    Timeout,
+    /// The server is at a configured capacity limit; try again later.
+    Busy,
+    /// Something failed on the server's side (disk, process); the message says what.
+    Internal,
+    /// A code this client does not know (from a newer server).
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The wire spelling, so that a person sees what a program would match on.
+        let text = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(text.as_str().unwrap_or("other"))
+    }
+}
+
+/// The `"error"` object of a failed reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// A reply header: `{"ok": true, ...fields}` or `{"ok": false, "error": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply<T = Map<String, Value>> {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Why it failed, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// The op's own fields.
+    #[serde(flatten)]
+    pub data: T,
+}
+
+/// The fields of a reply that has none of its own.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Empty {}
+
+impl<T> Reply<T> {
+    /// A successful reply carrying `data`'s fields.
+    pub fn ok(data: T) -> Self {
+        Reply {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+}
+
+impl Reply<Empty> {
+    /// A failed reply.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Reply {
+            ok: false,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+            data: Empty {},
+        }
+    }
+}
+
+impl Reply {
+    /// Reads a reply out of a parsed head.
+    ///
+    /// # Errors
+    /// [`crate::Error::Remote`] for an `ok: false` reply; [`crate::Error::BadReply`] when the
+    /// header is not a reply at all.
+    pub fn from_head(head: &Head) -> crate::Result<Map<String, Value>> {
+        let reply: Reply = Reply::deserialize(&Value::Object(head.header.clone()))
+            .map_err(|e| crate::Error::BadReply(e.to_string()))?;
+        if reply.ok {
+            return Ok(reply.data);
+        }
+        let error = reply.error.unwrap_or(ErrorBody {
+            code: ErrorCode::Other,
+            message: "request failed (the server gave no reason)".into(),
+        });
+        Err(crate::Error::Remote {
+            code: error.code,
+            message: error.message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Limits, encode_head};
+    use bytes::BytesMut;
+    use serde_json::json;
+
+    fn head(v: Value) -> Head {
+        let mut buf = BytesMut::new();
+        encode_head(&v, 0, &mut buf).unwrap();
+        Head::parse(&buf, &Limits::default()).unwrap().0
+    }
+
+    #[test]
+    fn echo_and_unknown_ops() {
+        assert_eq!(Request::from_head(&head(json!({"op":"echo"}))).unwrap(), Request::Echo);
+        assert_eq!(
+            Request::from_head(&head(json!({"op":"fly"}))).unwrap(),
+            Request::Unknown
+        );
+    }
+
+    #[test]
+    fn missing_or_mistyped_op_is_a_bad_request() {
+        for v in [json!({"filename": "a"}), json!({"op": 7})] {
+            assert!(matches!(
+                Request::from_head(&head(v)),
+                Err(crate::Error::BadRequest(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn error_reply_round_trips_to_a_remote_error() {
+        let mut buf = BytesMut::new();
+        encode_head(&Reply::error(ErrorCode::UnknownOp, "no such op"), 0, &mut buf).unwrap();
+        let (h, _) = Head::parse(&buf, &Limits::default()).unwrap();
+        assert_eq!(
+            h.header["error"],
+            json!({"code": "unknown_op", "message": "no such op"})
+        );
+        match Reply::from_head(&h) {
+            Err(crate::Error::Remote { code, message }) => {
+                assert_eq!(code, ErrorCode::UnknownOp);
+                assert_eq!(message, "no such op");
+            }
+            other => panic!("expected a remote error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ok_reply_has_no_error_key() {
+        let mut buf = BytesMut::new();
+        encode_head(&Reply::ok(Empty {}), 3, &mut buf).unwrap();
+        assert_eq!(&buf[4..], br#"{"ok":true,"total_size":3}"#);
+    }
+}

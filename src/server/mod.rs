@@ -1,0 +1,43 @@
+//! The server framework: what Python's socketserver gives the seeds, for tokio.
+//!
+//! You write a [`TcpService`] (socketserver's `handle()`); [`serve_tcp`] gives it the link
+//! loop, a task per connection, a connection limit, idle timeouts, accept back-off, a log span
+//! per peer, and graceful shutdown through [`Shutdown`]. Servers take an already bound
+//! listener, so tests bind port 0.
+
+mod shutdown;
+mod tcp;
+
+pub use shutdown::Shutdown;
+pub use tcp::{Conn, IoStream, TcpService, serve_tcp};
+
+use std::time::Duration;
+
+use crate::protocol::Limits;
+
+/// Limits and timeouts of a server; each is a `sockit serve` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing (or reads nothing) for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub grace: Duration,
+    /// Frame limits (header length, body size).
+    pub limits: Limits,
+    /// Largest body a service reads into memory (bigger ones stream or are refused).
+    pub max_inline_body: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(10),
+            limits: Limits::default(),
+            max_inline_body: crate::protocol::MAX_INLINE_BODY,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `Shutdown`: one signal for every listener and connection, and a deadline for the rest.
+//!
+//! Cancelling the token stops the accept loops and tells each connection to stop after the
+//! request it is on; [`Shutdown::drain`] then waits for the tracked tasks, up to a grace period.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The server's shutdown signal plus the set of tasks it waits for.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shutdown {
+    /// A fresh, untriggered signal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every listener and connection to stop.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// The token that connections watch between requests.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The tracker that owns the per-connection tasks.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Completes once [`Shutdown::trigger`] was called.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Triggers, then waits up to `grace` for every tracked task to finish. Returns whether
+    /// all did; what is left is abandoned with the runtime.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.trigger();
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+    }
+}

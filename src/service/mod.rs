@@ -1,0 +1,101 @@
+//! Services of sockit's native protocol, one per file, and the frame loop that dispatches them.
+//!
+//! [`Native`] is the [`TcpService`] behind `sockit serve --listen`: it reads a head, turns it
+//! into a typed [`Request`], runs the op, and queues the reply. Replies to pipelined requests
+//! leave in one write; an error that leaves the stream in sync is answered and the loop goes
+//! on, one that does not is answered (if the peer still listens) and the connection closes.
+
+pub mod echo;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use crate::connection::Connection;
+use crate::protocol::{Reply, Request};
+use crate::server::{Conn, TcpService};
+use crate::{Error, Result};
+
+/// Input a closing connection still drains so that its error reply is not lost to a reset.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+/// How long a closing connection drains at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// The native protocol service.
+#[derive(Debug, Default)]
+pub struct Native {}
+
+impl Native {
+    /// A native service with the built-in ops.
+    pub fn new() -> Self {
+        Native {}
+    }
+
+    /// Runs one request whose head was just read.
+    async fn dispatch<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        request: Request,
+        op: &str,
+        conn: &mut Connection<S>,
+    ) -> Result<()> {
+        match request {
+            Request::Echo => echo::handle(conn).await,
+            Request::Unknown => Err(Error::UnknownOp(op.to_string())),
+        }
+    }
+}
+
+impl TcpService for Native {
+    async fn handle(&self, conn: Conn) -> Result<()> {
+        let mut framed = Connection::new(conn.stream, conn.config.limits);
+        let result = frame_loop(self, &mut framed, &conn.shutdown).await;
+        match &result {
+            Err(e) if !e.is_disconnect() => {
+                // One error frame if the peer still listens, then a polite close.
+                let _ = framed.queue(&Reply::error(e.code(), e.to_string()), b"");
+                let _ = framed.flush().await;
+                framed.linger_close(LINGER_BYTES, LINGER_TIME).await;
+            }
+            _ => {
+                let _ = framed.flush().await;
+            }
+        }
+        result
+    }
+}
+
+/// Reads and answers requests until the peer closes, an error closes the stream, or shutdown.
+async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    native: &Native,
+    conn: &mut Connection<S>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    loop {
+        // Shutdown is only heard between requests: one in flight runs to its end.
+        let head = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            head = conn.read_head() => head?,
+        };
+        let Some(head) = head else {
+            return Ok(());
+        };
+        let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
+        debug!(op, body_len = head.body_len, "request");
+        let result = match Request::from_head(&head) {
+            Ok(request) => native.dispatch(request, op, conn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if e.closes_connection() {
+                return Err(e);
+            }
+            debug!(error = %e, "request refused");
+            conn.queue(&Reply::error(e.code(), e.to_string()), b"")?;
+        }
+        if !conn.has_buffered_head() {
+            conn.flush().await?;
+        }
+    }
+}
