@@ -163,7 +163,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data folder {}", args.data.display()))?;
     let listener = Listener::bind(&args.listen).await?;
-    info!(listen = %listener.local_endpoint()?, data = %args.data.display(), "sockit serving");
+    // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
+    // real port (logs go to stderr).
+    println!("sockit: native protocol on {}", listener.local_endpoint()?);
+    info!(data = %args.data.display(), "sockit serving");
     let shutdown = Shutdown::new();
     let server = tokio::spawn(serve_tcp(
         listener,

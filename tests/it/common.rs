@@ -1,0 +1,159 @@
+//! Shared helpers: in-process servers on port 0, and the real `sockit` binary as a child
+//! process that is killed when its handle drops.
+
+#![allow(dead_code)] // each test module uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sockit::net::{Endpoint, Listener};
+use sockit::server::{ServerConfig, Shutdown, TcpService, serve_tcp};
+use sockit::service::Native;
+use tokio::task::JoinHandle;
+
+/// An in-process server; shut down by [`TestServer::stop`] or aborted on drop.
+pub struct TestServer {
+    pub endpoint: Endpoint,
+    pub shutdown: Shutdown,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Triggers shutdown and waits up to `grace` for connections; returns whether all ended.
+    pub async fn stop(mut self, grace: Duration) -> bool {
+        let clean = self.shutdown.drain(grace).await;
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        clean
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `service` on 127.0.0.1:0 with `config`.
+pub async fn spawn_tcp<S: TcpService>(service: S, config: ServerConfig) -> TestServer {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let endpoint = listener.local_endpoint().unwrap();
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(serve_tcp(
+        listener,
+        Arc::new(service),
+        Arc::new(config),
+        shutdown.clone(),
+    ));
+    TestServer {
+        endpoint,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// The native protocol server on 127.0.0.1:0 with default limits.
+pub async fn spawn_native() -> TestServer {
+    spawn_tcp(Native::new(), ServerConfig::default()).await
+}
+
+/// The TCP address of an endpoint (tests only use TCP endpoints here).
+pub fn addr(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Tcp(a) => a.clone(),
+        Endpoint::Unix(p) => panic!("not a TCP endpoint: {}", p.display()),
+    }
+}
+
+/// The built `sockit` binary.
+pub fn sockit_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockit")
+}
+
+/// A `sockit serve` child process; killed (and reaped) on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    /// Every "sockit: <what> on <addr>" line it printed at start, as (what, addr).
+    pub listeners: Vec<(String, String)>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Starts `sockit serve ARGS` and waits until it has printed `expected` listener lines.
+    pub fn start(args: &[&str], expected: usize) -> ServerProcess {
+        let mut child = Command::new(sockit_bin())
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sockit serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut listeners = Vec::new();
+        while listeners.len() < expected {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!("sockit serve exited ({status}) before listening");
+            }
+            if let Some((what, addr)) = line
+                .trim()
+                .strip_prefix("sockit: ")
+                .and_then(|l| l.rsplit_once(" on "))
+            {
+                listeners.push((what.to_string(), addr.to_string()));
+            }
+        }
+        ServerProcess {
+            child,
+            listeners,
+            stdout,
+        }
+    }
+
+    /// The address of the first listener whose description contains `what`.
+    pub fn addr(&self, what: &str) -> String {
+        self.listeners
+            .iter()
+            .find(|(w, _)| w.contains(what))
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no `{what}` listener in {:?}", self.listeners))
+    }
+
+    /// Resident memory of the server process, in bytes (Linux /proc).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

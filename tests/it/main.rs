@@ -1,0 +1,5 @@
+//! The one integration-test binary: real sockets on 127.0.0.1 port 0, real processes.
+
+mod common;
+mod hostile;
+mod native;
