@@ -56,6 +56,7 @@ impl Error {
             Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::Remote { code, .. } => *code,
+            Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => ErrorCode::Timeout,
             Error::Io(_) => ErrorCode::Internal,
         }
     }

@@ -1,5 +1,7 @@
 //! The one integration-test binary: real sockets on 127.0.0.1 port 0, real processes.
 
 mod common;
+mod cli;
+mod codec;
 mod hostile;
 mod native;

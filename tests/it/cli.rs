@@ -1,0 +1,68 @@
+//! The `sockit` binary as a user runs it: serve, echo, errors, Ctrl-C, demo.
+
+use std::process::Command;
+
+use crate::common::{ServerProcess, sockit_bin};
+
+fn sockit(args: &[&str]) -> std::process::Output {
+    Command::new(sockit_bin()).args(args).output().unwrap()
+}
+
+#[test]
+fn echo_subcommand_talks_to_serve_and_ctrl_c_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        1,
+    );
+    let addr = server.addr("native");
+    let out = sockit(&["echo", "hello 粘包", "-s", &addr]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello 粘包\n");
+    assert!(data.is_dir(), "serve creates its data folder");
+    let status = server.interrupt();
+    assert!(status.success(), "Ctrl-C is a clean exit: {status}");
+}
+
+#[test]
+fn client_errors_are_one_line_on_stderr_with_a_failure_status() {
+    // Port 1 on loopback: nothing listens there.
+    let out = sockit(&["echo", "x", "-s", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("connecting to 127.0.0.1:1"), "{err}");
+
+    let out = sockit(&["echo", "x", "-s", "no-port"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn serve_refuses_a_port_in_use_with_a_clear_message() {
+    let first = ServerProcess::start(&["--listen", "127.0.0.1:0"], 1);
+    let addr = first.addr("native");
+    let out = Command::new(sockit_bin())
+        .args(["serve", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+}
+
+#[test]
+fn demo_runs_every_part_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(sockit_bin())
+        .arg("demo")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in ["[echo]", "[粘包]", "[hostile]", "shut down cleanly"] {
+        assert!(text.contains(part), "missing {part} in:\n{text}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
