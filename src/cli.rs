@@ -4,21 +4,23 @@
 //! builds configurations, and prints results for a person.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tokio::io::AsyncBufReadExt;
 use tracing::info;
 
 use sockit::client::Client;
-use sockit::net::{Endpoint, Listener};
-use sockit::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
-use sockit::server::{ServerConfig, Shutdown, serve_tcp};
-use sockit::service::Native;
+use sockit::config::ServeOptions;
+use sockit::net::Endpoint;
+use sockit::service::chat::{self, Incoming};
 
 /// The default server address, for `serve --listen` and every client's `--server`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9900";
+pub const DEFAULT_ADDR: &str = sockit::config::DEFAULT_LISTEN;
+
+/// How long a UDP client waits for a reply datagram.
+const UDP_WAIT: Duration = Duration::from_secs(5);
 
 /// sockit: framed TCP messaging, a file server and remote commands, from the socket seeds.
 #[derive(Debug, Parser)]
@@ -35,41 +37,26 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server.
-    Serve(ServeArgs),
-    /// Send TEXT to the server's echo op and print the reply.
+    /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
+    Serve(ServeOptions),
+    /// Upload LOCAL as REMOTE.
+    Put(PutArgs),
+    /// Run COMMAND on the server and print its output.
+    Exec(ExecArgs),
+    /// Send TEXT to the server's echo and print the reply.
     Echo(EchoArgs),
+    /// Ask a UDP time server for the time in FORMAT (strftime; default `%Y-%m-%d %X`).
+    Time(TimeArgs),
+    /// Join a UDP chat room: typed lines are messages, `@name text` goes to one member,
+    /// `/quit` leaves.
+    Chat(ChatArgs),
     /// Run the whole system once on free loopback ports and show each part.
     Demo,
-}
-
-/// `sockit serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address of the native protocol: HOST:PORT or unix:PATH.
-    #[arg(long, default_value = DEFAULT_ADDR)]
-    pub listen: Endpoint,
-    /// Data folder (users, homes).
-    #[arg(long, default_value = "./sockit-data")]
-    pub data: PathBuf,
-    /// Connections served at once; more wait in the backlog.
-    #[arg(long, default_value_t = ServerConfig::default().max_connections)]
-    pub max_connections: usize,
-    /// Seconds a connection may stay silent (or not read) before it is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    pub idle_timeout: u64,
-    /// Seconds shutdown waits for requests in flight.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    pub grace: u64,
-    /// Largest JSON header accepted (e.g. 64KiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = MAX_HEADER_LEN as u64)]
-    pub max_header: u64,
-    /// Largest body accepted, streamed or not (e.g. 1TiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = MAX_BODY)]
-    pub max_body: u64,
-    /// Largest body read into memory (e.g. 16MiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = MAX_INLINE_BODY)]
-    pub max_inline_body: u64,
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Options every client subcommand takes.
@@ -85,37 +72,69 @@ pub struct ClientArgs {
 pub struct EchoArgs {
     /// The text to send.
     pub text: String,
+    /// Send one datagram to a UDP echo server (`serve --udp-echo`, or the seed's).
+    #[arg(long, conflicts_with = "seed")]
+    pub udp: bool,
+    /// Speak the seed's raw TCP echo protocol (`serve --seed-echo`, or the seed's server).
+    #[arg(long)]
+    pub seed: bool,
     /// Connection options.
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
-/// Parses a size: plain bytes, or a number with B, KB/MB/GB/TB (powers of 1000) or
-/// KiB/MiB/GiB/TiB (powers of 1024), case-insensitive, spaces allowed.
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (like 4096, 10MB or 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return Err(format!("`{s}`: unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+/// `sockit exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Speak the seed's "终极版" protocol (`serve --seed-exec`, or the seed's server).
+    #[arg(long)]
+    pub seed: bool,
+    /// The command and its arguments, run by the server's shell.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `sockit put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Continue an interrupted upload from where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Speak the seed's upload protocol (`serve --seed-upload`, or the seed's server).
+    #[arg(long, conflicts_with = "resume")]
+    pub seed: bool,
+    /// The local file.
+    pub local: PathBuf,
+    /// The name on the server (default: LOCAL's file name).
+    pub remote: Option<String>,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `sockit time`.
+#[derive(Debug, Args)]
+pub struct TimeArgs {
+    /// The strftime format; empty asks for the server's default.
+    #[arg(default_value = "")]
+    pub format: String,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `sockit chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Your name in the room.
+    #[arg(long)]
+    pub name: String,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Runs the parsed command line.
@@ -124,61 +143,84 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Whatever failed, with context for the one-line message `main` prints.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Echo(args) => {
-            let mut client = Client::connect(&args.client.server).await?;
-            let reply = client.echo(args.text.as_bytes()).await?;
-            println!("{}", String::from_utf8_lossy(&reply));
+        Command::Serve(options) => serve(options).await,
+        Command::Echo(args) => echo(args).await,
+        Command::Exec(args) => {
+            if !args.seed {
+                bail!("native exec is not available yet; use --seed against a seed exec server");
+            }
+            let command = args.command.join(" ");
+            let mut stdout = tokio::io::stdout();
+            sockit::seed::exec::request(&args.client.server, &command, &mut stdout).await?;
             Ok(())
         }
+        Command::Put(args) => {
+            if !args.seed {
+                bail!("native put is not available yet; use --seed against a seed upload server");
+            }
+            let sent = sockit::seed::upload::send(
+                &args.client.server,
+                &args.local,
+                args.remote.as_deref(),
+            )
+            .await
+            .with_context(|| format!("uploading {}", args.local.display()))?;
+            println!("sent {} ({sent} bytes)", args.local.display());
+            Ok(())
+        }
+        Command::Time(args) => {
+            let server = udp_addr(&args.client.server)?;
+            let time = sockit::service::time::request(server, &args.format, UDP_WAIT).await?;
+            println!("{time}");
+            Ok(())
+        }
+        Command::Chat(args) => chat_session(args).await,
         Command::Demo => crate::demo::run(&mut std::io::stdout()).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
-impl ServeArgs {
-    /// The server configuration these flags describe.
-    ///
-    /// # Errors
-    /// A limit out of its range.
-    pub fn config(&self) -> Result<ServerConfig> {
-        let max_header_len = u32::try_from(self.max_header)
-            .ok()
-            .filter(|n| *n <= i32::MAX as u32 && *n > 0)
-            .context("--max-header must be between 1 byte and 2GiB")?;
-        Ok(ServerConfig {
-            max_connections: self.max_connections.max(1),
-            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
-            grace: Duration::from_secs(self.grace),
-            limits: Limits {
-                max_header_len,
-                max_body: self.max_body,
-            },
-            max_inline_body: self.max_inline_body,
-        })
+async fn echo(args: EchoArgs) -> Result<()> {
+    let text = args.text.as_bytes();
+    let reply = if args.udp {
+        let server = udp_addr(&args.client.server)?;
+        sockit::seed::echo::request_udp(server, text, UDP_WAIT).await?
+    } else if args.seed {
+        sockit::seed::echo::request_tcp(&args.client.server, text).await?
+    } else {
+        Client::connect(&args.client.server)
+            .await?
+            .echo(text)
+            .await?
+    };
+    println!("{}", String::from_utf8_lossy(&reply));
+    Ok(())
+}
+
+/// The `HOST:PORT` of a UDP server.
+fn udp_addr(server: &Endpoint) -> Result<&str> {
+    match server {
+        Endpoint::Tcp(addr) => Ok(addr),
+        Endpoint::Unix(_) => bail!("{server}: UDP services need HOST:PORT"),
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
-    let config = Arc::new(args.config()?);
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating the data folder {}", args.data.display()))?;
-    let listener = Listener::bind(&args.listen).await?;
+async fn serve(options: ServeOptions) -> Result<()> {
+    let settings = options.with_file()?.resolve()?;
+    let (data, grace) = (settings.data.clone(), settings.server.grace);
+    let running = sockit::config::start(settings).await?;
     // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
     // real port (logs go to stderr).
-    println!("sockit: native protocol on {}", listener.local_endpoint()?);
-    info!(data = %args.data.display(), "sockit serving");
-    let shutdown = Shutdown::new();
-    let server = tokio::spawn(serve_tcp(
-        listener,
-        Arc::new(Native::new()),
-        config.clone(),
-        shutdown.clone(),
-    ));
+    for (what, addr) in &running.listeners {
+        println!("sockit: {what} on {addr}");
+    }
+    info!(data = %data.display(), "sockit serving");
     wait_for_signal().await?;
-    info!(grace = ?config.grace, "shutting down");
-    let clean = shutdown.drain(config.grace).await;
-    server.await.context("listener task")??;
-    if !clean {
+    info!(?grace, "shutting down");
+    if !running.stop().await? {
         info!("grace period over; closing the remaining connections");
     }
     Ok(())
@@ -194,25 +236,109 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
+/// `sockit chat`: stdin lines out, room messages in, until `/quit` or the end of stdin.
+async fn chat_session(args: ChatArgs) -> Result<()> {
+    let server = udp_addr(&args.client.server)?;
+    let client = chat::Client::connect(server).await?;
+    client.send(&format!("JOIN {}", args.name)).await?;
+    let mut early = Vec::new();
+    let welcome = client
+        .reply(UDP_WAIT, &mut early)
+        .await
+        .with_context(|| format!("joining the chat at {server}"))?;
+    println!("* {welcome}");
+    early.into_iter().for_each(show);
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut ping = tokio::time::interval(chat::PING_EVERY);
+    ping.tick().await;
+    // Every datagram is answered once: count the answers still owed, to drain them at the end.
+    let mut owed = 0usize;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                let line = line.trim();
+                if line == "/quit" {
+                    break;
+                }
+                if !line.is_empty() {
+                    client.say(line).await?;
+                    owed += 1;
+                }
+            }
+            incoming = client.recv() => owed = owed.saturating_sub(handle(incoming?)),
+            _ = ping.tick() => {
+                client.send("PING").await?;
+                owed += 1;
+            }
+        }
+    }
+    // Piped input ends at once: let the room answer what was sent before leaving.
+    let drain = async {
+        while owed > 0 {
+            owed = owed.saturating_sub(handle(client.recv().await?));
+        }
+        Ok::<_, sockit::Error>(())
+    };
+    let _ = tokio::time::timeout(UDP_WAIT, drain).await;
+    client.send("LEAVE").await?;
+    let mut rest = Vec::new();
+    let bye = client.reply(UDP_WAIT, &mut rest).await;
+    rest.into_iter().for_each(show);
+    bye.context("leaving the chat")?;
+    Ok(())
+}
+
+/// Shows one incoming datagram; returns 1 if it was a reply to us.
+fn handle(incoming: Incoming) -> usize {
+    match incoming {
+        Incoming::Reply(Ok(_)) => 1,
+        Incoming::Reply(Err(e)) => {
+            eprintln!("sockit: {e}");
+            1
+        }
+        other => {
+            show(other);
+            0
+        }
+    }
+}
+
+fn show(incoming: Incoming) {
+    match incoming {
+        Incoming::Message {
+            from,
+            text,
+            direct: false,
+        } => println!("[{from}] {text}"),
+        Incoming::Message {
+            from,
+            text,
+            direct: true,
+        } => println!("[{from} -> you] {text}"),
+        Incoming::Notice(text) => println!("* {text}"),
+        Incoming::Reply(Ok(text)) => println!("* {text}"),
+        Incoming::Reply(Err(text)) => eprintln!("sockit: {text}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("64 kib"), Ok(65536));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("1.5GB").is_err());
-        assert!(parse_size("10XB").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
-    fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+    fn exec_takes_the_rest_of_the_line() {
+        let cli = Cli::parse_from(["sockit", "exec", "--seed", "ls", "-l", "/tmp"]);
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert!(args.seed);
+        assert_eq!(args.command, ["ls", "-l", "/tmp"]);
     }
 }

@@ -1,10 +1,10 @@
 //! `sockit demo`: the whole system in one run, on free loopback ports, with readable output.
 //!
-//! It starts a server in this process on 127.0.0.1:0, runs each feature once as a client
-//! would, and shuts the server down, leaving nothing behind.
+//! It starts a server in this process on 127.0.0.1:0 (the native protocol, the seed echo,
+//! UDP echo, time and chat), runs each feature once as a client would, and shuts the server
+//! down, leaving nothing behind: data lives in a temporary folder.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -13,10 +13,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use sockit::client::Client;
-use sockit::net::{Endpoint, Listener};
+use sockit::config::ServeOptions;
+use sockit::net::Endpoint;
 use sockit::protocol::encode_head;
-use sockit::server::{ServerConfig, Shutdown, serve_tcp};
-use sockit::service::Native;
+use sockit::service::chat::{self, Incoming};
+
+/// How long a UDP step waits for its reply.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the demo, writing what happens to `out`.
 ///
@@ -24,16 +27,33 @@ use sockit::service::Native;
 /// Any step that does not behave as shown.
 pub async fn run(out: &mut impl Write) -> Result<()> {
     writeln!(out, "sockit demo: a server and its clients on loopback\n")?;
-    let listener = Listener::bind(&"127.0.0.1:0".parse().map_err(anyhow::Error::msg)?).await?;
-    let server = listener.local_endpoint()?;
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(serve_tcp(
-        listener,
-        Arc::new(Native::new()),
-        Arc::new(ServerConfig::default()),
-        shutdown.clone(),
-    ));
-    writeln!(out, "[server] native protocol on {server}")?;
+    // Data goes to a temporary folder: the demo leaves nothing where it ran.
+    let data = tempfile::tempdir().context("creating a temporary data folder")?;
+    let any = || Some("127.0.0.1:0".to_string());
+    let options = ServeOptions {
+        listen: Some("127.0.0.1:0".parse().map_err(anyhow::Error::msg)?),
+        data: Some(data.path().to_path_buf()),
+        seed_echo: Some("127.0.0.1:0".parse().map_err(anyhow::Error::msg)?),
+        udp_echo: any(),
+        udp_time: any(),
+        udp_chat: any(),
+        grace: Some(5),
+        ..ServeOptions::default()
+    };
+    let running = sockit::config::start(options.resolve()?).await?;
+    for (what, addr) in &running.listeners {
+        writeln!(out, "[server] {what} on {addr}")?;
+    }
+    let addr = |what| {
+        running
+            .addr(what)
+            .map(str::to_string)
+            .with_context(|| format!("no {what} listener"))
+    };
+    let server: Endpoint = addr("native protocol")?
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    writeln!(out)?;
 
     let mut client = Client::connect(&server).await?;
     let reply = client.echo("hello, sockit".as_bytes()).await?;
@@ -51,7 +71,11 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         out,
         "[echo]   an 8 MiB message, streamed through 64 KiB chunks -> {} bytes back, {}",
         reply.len(),
-        if reply[..] == big[..] { "identical" } else { "DIFFERENT" }
+        if reply[..] == big[..] {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
     )?;
 
     match client.call(&json!({"op": "fly"}), b"").await {
@@ -66,14 +90,21 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         "[echo]   the first client, afterwards -> \"{}\"",
         String::from_utf8_lossy(&reply)
     )?;
-
     drop(client);
-    let clean = shutdown.drain(Duration::from_secs(5)).await;
-    task.await.context("server task")??;
+
+    seed_listeners(out, &addr("seed-echo")?, &addr("udp-echo")?).await?;
+    time_server(out, &addr("udp-time")?).await?;
+    chat_room(out, &addr("udp-chat")?).await?;
+
+    let clean = running.stop().await?;
     writeln!(
         out,
         "\n[server] shut down {}",
-        if clean { "cleanly" } else { "after the grace period" }
+        if clean {
+            "cleanly"
+        } else {
+            "after the grace period"
+        }
     )?;
     Ok(())
 }
@@ -114,4 +145,82 @@ async fn hostile_peer(out: &mut impl Write, server: &Endpoint) -> Result<()> {
         "[hostile] a 2 GiB header length -> one error frame {text}, then the server closes that connection"
     )?;
     Ok(())
+}
+
+/// The seeds' own echo protocols: raw TCP bytes and a UDP datagram, upper-cased.
+async fn seed_listeners(out: &mut impl Write, seed_echo: &str, udp_echo: &str) -> Result<()> {
+    let endpoint: Endpoint = seed_echo.parse().map_err(anyhow::Error::msg)?;
+    let reply = sockit::seed::echo::request_tcp(&endpoint, b"hello from the seed client").await?;
+    writeln!(
+        out,
+        "\n[seed-echo] raw bytes \"hello from the seed client\" -> \"{}\"",
+        String::from_utf8_lossy(&reply)
+    )?;
+    let reply = sockit::seed::echo::request_udp(udp_echo, b"one datagram", WAIT).await?;
+    writeln!(
+        out,
+        "[udp-echo]  datagram \"one datagram\" -> \"{}\"",
+        String::from_utf8_lossy(&reply)
+    )?;
+    Ok(())
+}
+
+/// The seeds' "NTP" server: a strftime format in, the local time out; a bad format is an
+/// error reply, not a crash.
+async fn time_server(out: &mut impl Write, addr: &str) -> Result<()> {
+    use sockit::service::time::request;
+    let now = request(addr, "%Y-%m-%d %H:%M:%S", WAIT).await?;
+    writeln!(out, "[udp-time]  \"%Y-%m-%d %H:%M:%S\" -> \"{now}\"")?;
+    match request(addr, "%Q", WAIT).await {
+        Err(e) => writeln!(out, "[udp-time]  \"%Q\" -> error reply: {e}")?,
+        Ok(t) => bail!("the time server accepted %Q: {t}"),
+    }
+    Ok(())
+}
+
+/// Two members and a seed-style raw client in the UDP chat room.
+async fn chat_room(out: &mut impl Write, addr: &str) -> Result<()> {
+    let alice = chat::Client::connect(addr).await?;
+    let bob = chat::Client::connect(addr).await?;
+    let mut seen = Vec::new();
+    alice.send("JOIN alice").await?;
+    alice.reply(WAIT, &mut seen).await?;
+    bob.send("JOIN bob").await?;
+    let welcome = bob.reply(WAIT, &mut seen).await?;
+    writeln!(
+        out,
+        "[udp-chat]  alice and bob join -> bob is told \"{welcome}\""
+    )?;
+    // alice hears about bob first; the message itself comes after.
+    alice.say("hi bob, the room works").await?;
+    alice.reply(WAIT, &mut seen).await?;
+    let heard = next_message(&bob).await?;
+    writeln!(
+        out,
+        "[udp-chat]  alice says \"hi bob, the room works\" -> bob gets {heard}"
+    )?;
+    let reply = sockit::server::udp::request(addr, b"hello from a seed client", WAIT).await?;
+    writeln!(
+        out,
+        "[udp-chat]  a seed client's raw datagram -> exactly one reply: \"{}\"",
+        String::from_utf8_lossy(&reply)
+    )?;
+    for member in [alice, bob] {
+        member.send("LEAVE").await?;
+        member.reply(WAIT, &mut seen).await?;
+    }
+    Ok(())
+}
+
+/// The next chat message (not a notice) a member receives.
+async fn next_message(member: &chat::Client) -> Result<String> {
+    loop {
+        match tokio::time::timeout(WAIT, member.recv())
+            .await
+            .context("no chat message came")??
+        {
+            Incoming::Message { from, text, .. } => return Ok(format!("[{from}] {text}")),
+            _ => continue,
+        }
+    }
 }

@@ -9,14 +9,18 @@
 //! - [`server`]: the framework: accept loop, limits, idle timeouts, graceful shutdown.
 //! - [`service`]: the native protocol's ops and the frame loop that dispatches them.
 //! - [`client`]: the calling side of the native protocol.
+//! - [`seed`]: the seeds' raw protocols (echo, exec, upload), server and client side.
+//! - [`config`]: `sockit serve`'s settings (flags and TOML file) and the listeners they open.
 //! - [`error`]: the one error type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod error;
 pub mod net;
 pub mod protocol;
+pub mod seed;
 pub mod server;
 pub mod service;
 

@@ -2,14 +2,17 @@
 //!
 //! You write a [`TcpService`] (socketserver's `handle()`); [`serve_tcp`] gives it the link
 //! loop, a task per connection, a connection limit, idle timeouts, accept back-off, a log span
-//! per peer, and graceful shutdown through [`Shutdown`]. Servers take an already bound
-//! listener, so tests bind port 0.
+//! per peer, and graceful shutdown through [`Shutdown`]. A [`UdpService`] gets one call per
+//! datagram from [`serve_udp`].
+//! Servers take an already bound listener or socket, so tests bind port 0.
 
 mod shutdown;
 mod tcp;
+pub mod udp;
 
 pub use shutdown::Shutdown;
 pub use tcp::{Conn, IoStream, TcpService, serve_tcp};
+pub use udp::{UdpService, serve_udp};
 
 use std::time::Duration;
 

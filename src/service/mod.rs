@@ -5,7 +5,9 @@
 //! leave in one write; an error that leaves the stream in sync is answered and the loop goes
 //! on, one that does not is answered (if the peer still listens) and the connection closes.
 
+pub mod chat;
 pub mod echo;
+pub mod time;
 
 use std::time::Duration;
 

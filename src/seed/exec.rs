@@ -1,0 +1,244 @@
+//! The seeds' remote command execution, "终极版" (002 §5.3.2): a raw command in one
+//! `recv(1024)`, answered with `struct.pack('i', len(header))` + `{"total_size": n}` + n bytes
+//! of stdout followed by stderr, in one write.
+//!
+//! Unlike the seed, every command runs bounded: `sh -c` in its own process group, killed
+//! (the whole group) past a wall-clock timeout or an output cap, and the reply says so.
+//! The listener has no login, so `sockit serve` opens it only on loopback with `--allow-exec`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::info;
+
+use super::SEED_BUFSIZE;
+use crate::connection::Connection;
+use crate::net::{Endpoint, connect};
+use crate::protocol::header::Empty;
+use crate::protocol::{Limits, encode_head};
+use crate::server::{Conn, TcpService};
+use crate::{Error, Result};
+
+/// How long and how loud one command may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecLimits {
+    /// Wall-clock time before the command's process group is killed (`--exec-timeout`).
+    pub timeout: Duration,
+    /// Bytes of stdout + stderr kept; past this the command is killed (`--exec-max-output`).
+    pub max_output: u64,
+}
+
+impl Default for ExecLimits {
+    fn default() -> Self {
+        ExecLimits {
+            timeout: Duration::from_secs(30),
+            max_output: 16 << 20,
+        }
+    }
+}
+
+/// The seed exec server (`--seed-exec`).
+#[derive(Debug, Default)]
+pub struct Exec {
+    /// Limits of every command.
+    pub limits: ExecLimits,
+}
+
+impl TcpService for Exec {
+    async fn handle(&self, mut conn: Conn) -> Result<()> {
+        let mut buf = [0u8; SEED_BUFSIZE];
+        loop {
+            // Cancel-safe: a shutdown between commands loses nothing.
+            let n = tokio::select! {
+                biased;
+                _ = conn.shutdown.cancelled() => return Ok(()),
+                n = conn.stream.read(&mut buf) => n?,
+            };
+            if n == 0 {
+                return Ok(()); // the seed's `if len(cmd) == 0: break`
+            }
+            let command = String::from_utf8_lossy(&buf[..n]).into_owned();
+            info!(peer = %conn.peer, command = %command, "seed exec");
+            let output = run(&command, self.limits).await;
+            let mut reply = BytesMut::with_capacity(64 + output.len());
+            encode_head(&Empty {}, output.len() as u64, &mut reply)?;
+            reply.extend_from_slice(&output);
+            conn.stream.write_all(&reply).await?;
+        }
+    }
+}
+
+/// Runs `sh -c command` within `limits` and returns stdout then stderr, plus a note when the
+/// command was killed or could not start. Never fails: the seed client must get a reply.
+pub async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
+    let spawned = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return format!("sockit: cannot run the command: {e}\n").into_bytes(),
+    };
+    // Dropped on every way out, cancellation included: kills what the command left running.
+    let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return b"sockit: the command's output pipes are missing\n".to_vec();
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let finished = tokio::time::timeout(limits.timeout, async {
+        let capped = collect(stdout, stderr, &mut out, &mut err, limits.max_output).await;
+        if !capped {
+            let _ = child.wait().await;
+        }
+        capped
+    })
+    .await;
+    let note = match finished {
+        Ok(false) => None,
+        Ok(true) => Some(format!(
+            "\n[sockit: output over {} bytes; the command was killed]\n",
+            limits.max_output
+        )),
+        Err(_) => Some(format!(
+            "\n[sockit: the command ran over {}s; it was killed]\n",
+            limits.timeout.as_secs_f64()
+        )),
+    };
+    if note.is_some() {
+        group.kill();
+        let _ = child.wait().await;
+    }
+    out.extend_from_slice(&err);
+    out.truncate(usize::try_from(limits.max_output).unwrap_or(usize::MAX));
+    if let Some(note) = note {
+        out.extend_from_slice(note.as_bytes());
+    }
+    out
+}
+
+/// Reads both pipes to their end; returns `true` as soon as together they pass `cap` bytes.
+async fn collect(
+    mut stdout: impl AsyncRead + Unpin,
+    mut stderr: impl AsyncRead + Unpin,
+    out: &mut Vec<u8>,
+    err: &mut Vec<u8>,
+    cap: u64,
+) -> bool {
+    let (mut out_open, mut err_open) = (true, true);
+    let mut a = vec![0u8; 16 * 1024];
+    let mut b = vec![0u8; 16 * 1024];
+    while out_open || err_open {
+        if (out.len() + err.len()) as u64 > cap {
+            return true;
+        }
+        tokio::select! {
+            n = stdout.read(&mut a), if out_open => match n {
+                Ok(n) if n > 0 => out.extend_from_slice(&a[..n]),
+                _ => out_open = false,
+            },
+            n = stderr.read(&mut b), if err_open => match n {
+                Ok(n) if n > 0 => err.extend_from_slice(&b[..n]),
+                _ => err_open = false,
+            },
+        }
+    }
+    (out.len() + err.len()) as u64 > cap
+}
+
+/// A command's process group; killed with SIGKILL on drop, so nothing it started outlives it.
+struct Group(Option<i32>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (already gone) is the normal case.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The seed exec client: sends `command` raw, reads the framed reply and copies its body to
+/// `out`. Returns the number of bytes copied.
+///
+/// # Errors
+/// [`Error::BadRequest`] for an empty command or one over 1024 bytes (the seed server reads
+/// one `recv(1024)`); connect, protocol and I/O errors.
+pub async fn request(
+    server: &Endpoint,
+    command: &str,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64> {
+    if command.trim().is_empty() {
+        return Err(Error::BadRequest("no command given".into()));
+    }
+    if command.len() > SEED_BUFSIZE {
+        return Err(Error::BadRequest(format!(
+            "the command is {} bytes; the seed protocol takes at most {SEED_BUFSIZE}",
+            command.len()
+        )));
+    }
+    let mut stream = connect(server).await?;
+    stream.write_all(command.as_bytes()).await?;
+    let mut conn = Connection::new(stream, Limits::default());
+    if conn.read_head().await?.is_none() {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection without replying",
+        )));
+    }
+    let copied = tokio::io::copy(&mut conn.body(), out).await?;
+    out.flush().await?;
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stdout_comes_before_stderr() {
+        let out = run("echo err >&2; echo out", ExecLimits::default()).await;
+        assert_eq!(out, b"out\nerr\n");
+    }
+
+    #[tokio::test]
+    async fn output_over_the_cap_kills_the_command() {
+        let limits = ExecLimits {
+            max_output: 1000,
+            ..ExecLimits::default()
+        };
+        let out = run("yes", limits).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("y\ny\n"), "{text}");
+        assert!(text.ends_with("the command was killed]\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_command_over_its_time_is_killed_with_its_children() {
+        let limits = ExecLimits {
+            timeout: Duration::from_millis(200),
+            ..ExecLimits::default()
+        };
+        // The background sleep holds stdout open: only killing the group ends it.
+        let out = run("sleep 60 & echo started; wait", limits).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("started\n"), "{text}");
+        assert!(text.contains("it was killed"), "{text}");
+    }
+}
