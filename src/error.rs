@@ -38,6 +38,45 @@ pub enum Error {
     /// A socket or file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// No such file, folder or user; the message names it as the peer sees it.
+    #[error("{0}")]
+    NotFound(String),
+    /// A file, folder or user of that name already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Outside the user's home, or not allowed there.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The upload does not fit in the user's quota.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quota::QuotaError),
+    /// An upload's size or md5 did not match; the partial file was removed.
+    #[error("{0}")]
+    DigestMismatch(String),
+    /// Someone else holds the resource (another upload of the same file, say).
+    #[error("{0}")]
+    Busy(String),
+    /// Wrong user name or password, or this address is cooling down after failures.
+    #[error("{0}")]
+    AuthFailed(String),
+    /// The op needs a logged-in user.
+    #[error("log in first")]
+    AuthRequired,
+    /// A file operation failed on the server's side; `path` is the wire path, never the
+    /// server's own.
+    #[error("{path}: {source}")]
+    Fs {
+        /// The path as the peer named it.
+        path: String,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The user database failed.
+    #[error("user database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// Something else failed on the server's side; the message says what.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// `Result` with [`Error`].
@@ -57,7 +96,17 @@ impl Error {
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::Remote { code, .. } => *code,
             Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => ErrorCode::Timeout,
-            Error::Io(_) => ErrorCode::Internal,
+            Error::Io(_) | Error::Fs { .. } | Error::Database(_) | Error::Internal(_) => {
+                ErrorCode::Internal
+            }
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Error::DigestMismatch(_) => ErrorCode::DigestMismatch,
+            Error::Busy(_) => ErrorCode::Busy,
+            Error::AuthFailed(_) => ErrorCode::AuthFailed,
+            Error::AuthRequired => ErrorCode::AuthRequired,
         }
     }
 

@@ -11,6 +11,9 @@
 //! - [`client`]: the calling side of the native protocol.
 //! - [`seed`]: the seeds' raw protocols (echo, exec, upload), server and client side.
 //! - [`config`]: `sockit serve`'s settings (flags and TOML file) and the listeners they open.
+//! - [`storage`]: a user's home as a root-confined folder; uploads via partial files.
+//! - [`quota`]: per-user reservations so concurrent uploads cannot overshoot a quota.
+//! - [`users`]: the SQLite user store (argon2id hashes, quotas) and login throttling.
 //! - [`error`]: the one error type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
@@ -20,8 +23,11 @@ pub mod connection;
 pub mod error;
 pub mod net;
 pub mod protocol;
+pub mod quota;
 pub mod seed;
 pub mod server;
 pub mod service;
+pub mod storage;
+pub mod users;
 
 pub use error::{Error, Result};

@@ -58,6 +58,20 @@ pub enum ErrorCode {
     Busy,
     /// Something failed on the server's side (disk, process); the message says what.
     Internal,
+    /// No such file, folder or user.
+    NotFound,
+    /// A file, folder or user of that name already exists.
+    AlreadyExists,
+    /// The path is outside the user's home, or the operation is not allowed on it.
+    PermissionDenied,
+    /// The upload would take the user over their storage quota.
+    QuotaExceeded,
+    /// An upload's size or md5 does not match what the client announced; nothing was kept.
+    DigestMismatch,
+    /// Wrong user name or password, or too many failed logins from this address.
+    AuthFailed,
+    /// The op needs a logged-in user.
+    AuthRequired,
     /// A code this client does not know (from a newer server).
     #[serde(other)]
     Other,

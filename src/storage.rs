@@ -1,0 +1,350 @@
+//! `Root`: one user's home as a root-confined folder handle, and the file operations of the
+//! file service on it (list, stat, mkdir, remove, rename, read, upload via [`PartialFile`]).
+//!
+//! Wire paths are normalised by pure rules ([`WirePath`]); every open then goes through a
+//! cap-std [`Dir`], so a symlink out of the home is refused by the OS-level sandbox, not by
+//! string checks. Errors name the wire path, never the server's own path. No async, no
+//! sockets: the service calls these from `spawn_blocking`.
+
+mod partial;
+#[cfg(test)]
+mod tests;
+mod wire_path;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+pub use partial::PartialFile;
+pub use wire_path::{MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
+
+use crate::{Error, Result};
+
+/// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
+/// listings and refused in wire paths.
+pub const PART_SUFFIX: &str = ".sockit-part";
+
+/// Bytes read per step when hashing a file.
+pub const HASH_CHUNK: usize = 64 * 1024;
+
+/// What a folder entry is. Symlinks are reported as such, not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Dir,
+    /// A symbolic link (only ever followed inside the home).
+    Symlink,
+    /// A device, socket or pipe.
+    Other,
+}
+
+/// One file or folder, as `ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The name within its folder (`/` for the home itself); non-UTF-8 bytes are replaced.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Size in bytes (of the link itself for a symlink).
+    pub size: u64,
+    /// Last modification, in seconds since the Unix epoch.
+    pub modified: i64,
+}
+
+impl Entry {
+    fn from_metadata(name: String, meta: &Metadata) -> Entry {
+        let kind = if meta.is_symlink() {
+            EntryKind::Symlink
+        } else if meta.is_dir() {
+            EntryKind::Dir
+        } else if meta.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        let modified = meta
+            .modified()
+            .map(|t| match t.into_std().duration_since(UNIX_EPOCH) {
+                Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+                Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+            })
+            .unwrap_or(0);
+        Entry {
+            name,
+            kind,
+            size: meta.len(),
+            modified,
+        }
+    }
+}
+
+/// A user's home folder; nothing outside it can be reached through this handle.
+#[derive(Debug)]
+pub struct Root {
+    dir: Dir,
+}
+
+impl Root {
+    /// Opens the home folder at `home` (a server-side path, trusted).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the folder is missing; other file system errors.
+    pub fn open(home: &Path) -> Result<Root> {
+        let dir = Dir::open_ambient_dir(home, ambient_authority())
+            .map_err(|e| fs_error(&WirePath::root(), e))?;
+        Ok(Root { dir })
+    }
+
+    /// Lists a folder, sorted by name, without our partial files; a file lists as itself.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::PermissionDenied`] (a symlink out of the home), and
+    /// other file system errors, each naming `path`.
+    pub fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+        let err = |e| fs_error(path, e);
+        let rel = path.to_relative();
+        if !self.dir.metadata(&rel).map_err(err)?.is_dir() {
+            return Ok(vec![self.stat(path)?]);
+        }
+        let dir = self.dir.open_dir(&rel).map_err(err)?;
+        let mut entries = Vec::new();
+        for entry in dir.entries().map_err(err)? {
+            let name = entry.map_err(err)?.file_name();
+            let shown = name.to_string_lossy().into_owned();
+            if partial::is_part_name(&shown) {
+                continue;
+            }
+            match dir.symlink_metadata(&name) {
+                Ok(meta) => entries.push(Entry::from_metadata(shown, &meta)),
+                // Removed between reading the folder and looking at the entry.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Describes one path, following symlinks that stay inside the home.
+    ///
+    /// # Errors
+    /// As [`Root::list`].
+    pub fn stat(&self, path: &WirePath) -> Result<Entry> {
+        let meta = self
+            .dir
+            .metadata(path.to_relative())
+            .map_err(|e| fs_error(path, e))?;
+        Ok(Entry::from_metadata(
+            path.name().unwrap_or("/").to_owned(),
+            &meta,
+        ))
+    }
+
+    /// Creates a folder; with `parents`, also the missing folders above it, and an existing
+    /// folder is fine (like `mkdir -p`).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] without `parents`; [`Error::NotFound`] for a missing parent
+    /// without `parents`; other file system errors.
+    pub fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+        let rel = path.to_relative();
+        let done = if parents {
+            self.dir.create_dir_all(rel)
+        } else if path.is_root() {
+            Err(io::ErrorKind::AlreadyExists.into())
+        } else {
+            self.dir.create_dir(rel)
+        };
+        done.map_err(|e| fs_error(path, e))
+    }
+
+    /// Removes a file or symlink; a folder only with `recursive` (everything in it goes,
+    /// symlinks removed, never followed). The home itself is never removed.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] for the home; [`Error::BadRequest`] for a folder without
+    /// `recursive`; [`Error::NotFound`] and other file system errors.
+    pub fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::PermissionDenied(
+                "your home folder itself cannot be removed".into(),
+            ));
+        }
+        let err = |e| fs_error(path, e);
+        let rel = path.to_relative();
+        let meta = self.dir.symlink_metadata(&rel).map_err(err)?;
+        if !meta.is_dir() {
+            return self.dir.remove_file(&rel).map_err(err);
+        }
+        if !recursive {
+            return Err(Error::BadRequest(format!("{path} is a folder, use -r")));
+        }
+        self.dir.remove_dir_all(&rel).map_err(err)
+    }
+
+    /// Renames or moves `from` to `to`, both inside the home. An existing file at `to` is
+    /// replaced; an existing folder never is.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] for the home; [`Error::AlreadyExists`] when `to` is a
+    /// folder; [`Error::BadRequest`] for a folder moved into itself; file system errors.
+    pub fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+        if from.is_root() || to.is_root() {
+            return Err(Error::PermissionDenied(
+                "your home folder itself cannot be moved or replaced".into(),
+            ));
+        }
+        if from == to {
+            return self.stat(from).map(drop);
+        }
+        if to.starts_with(from) {
+            return Err(Error::BadRequest(format!(
+                "cannot move {from} into itself ({to})"
+            )));
+        }
+        let (from_rel, to_rel) = (from.to_relative(), to.to_relative());
+        self.dir
+            .symlink_metadata(&from_rel)
+            .map_err(|e| fs_error(from, e))?;
+        match self.dir.symlink_metadata(&to_rel) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::AlreadyExists(format!(
+                    "{to} is a folder; it is not replaced"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fs_error(to, e)),
+        }
+        self.dir
+            .rename(&from_rel, &self.dir, &to_rel)
+            .map_err(|e| fs_error(to, e))
+    }
+
+    /// Opens a file for download; returns it with its length.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a folder; [`Error::NotFound`], [`Error::PermissionDenied`]
+    /// and other file system errors.
+    pub fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
+        let err = |e| fs_error(path, e);
+        let file = self.dir.open(path.to_relative()).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if meta.is_dir() {
+            return Err(Error::BadRequest(format!("{path} is a folder")));
+        }
+        Ok((file.into_std(), meta.len()))
+    }
+
+    /// Starts or resumes the upload of `path`: the partial file next to it, locked for this
+    /// writer until the returned value is dropped, committed or discarded.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another upload of the same file is in progress;
+    /// [`Error::AlreadyExists`] when `path` is a folder; [`Error::NotFound`] for a missing
+    /// parent folder; [`Error::PermissionDenied`] for the home itself or a path out of it.
+    pub fn partial(&self, path: &WirePath) -> Result<PartialFile> {
+        let (Some(parent), Some(name)) = (path.parent(), path.name()) else {
+            return Err(Error::PermissionDenied(
+                "cannot upload onto your home folder itself".into(),
+            ));
+        };
+        let dir = self
+            .dir
+            .open_dir(parent.to_relative())
+            .map_err(|e| fs_error(&parent, e))?;
+        if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::AlreadyExists(format!("{path} is a folder")));
+        }
+        PartialFile::new(dir, path.clone(), name)
+    }
+
+    /// Total bytes of the files in the home, partial uploads included; symlinks are not
+    /// followed and count as nothing. For quotas.
+    ///
+    /// # Errors
+    /// File system errors other than entries vanishing during the walk.
+    pub fn usage(&self) -> Result<u64> {
+        let root = WirePath::root();
+        let err = |e| fs_error(&root, e);
+        let mut total = 0u64;
+        // Relative paths, not open handles: a deep tree costs memory, not file descriptors.
+        let mut todo = vec![PathBuf::from(".")];
+        while let Some(rel) = todo.pop() {
+            let entries = match self.dir.read_dir(&rel) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(err)?;
+                let child = rel.join(entry.file_name());
+                match self.dir.symlink_metadata(&child) {
+                    Ok(meta) if meta.is_dir() => todo.push(child),
+                    Ok(meta) if meta.is_file() => total = total.saturating_add(meta.len()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err(e)),
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The md5 of everything `reader` yields, as lowercase hex, read in [`HASH_CHUNK`] steps.
+///
+/// # Errors
+/// The first read error: a file that cannot be read to its end has no digest.
+pub fn md5_file(reader: impl Read) -> io::Result<String> {
+    md5_counted(reader).map(|(md5, _)| md5)
+}
+
+/// [`md5_file`], plus the number of bytes hashed.
+pub(crate) fn md5_counted(mut reader: impl Read) -> io::Result<(String, u64)> {
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), len))
+}
+
+/// Maps a file system error on `path` to what the peer is told, naming the wire path.
+pub(crate) fn fs_error(path: &WirePath, e: io::Error) -> Error {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => Error::NotFound(format!("{path}: no such file or folder")),
+        K::AlreadyExists => Error::AlreadyExists(format!("{path} already exists")),
+        // cap-std reports an escape as a PermissionDenied error of its own (the OS's have no
+        // inner error): a symlink or path that leads out of the home.
+        K::PermissionDenied if e.get_ref().is_some() => {
+            Error::PermissionDenied(format!("{path} leads outside your home"))
+        }
+        K::PermissionDenied => Error::PermissionDenied(format!("{path}: permission denied")),
+        K::IsADirectory => Error::BadRequest(format!("{path} is a folder")),
+        K::NotADirectory => Error::BadRequest(format!("{path}: a part of it is not a folder")),
+        K::DirectoryNotEmpty => Error::BadRequest(format!("{path}: the folder is not empty")),
+        _ => Error::Fs {
+            path: path.to_string(),
+            source: e,
+        },
+    }
+}

@@ -1,0 +1,225 @@
+//! `PartialFile`: the upload side of a [`super::Root`]. Bytes land in a hidden partial file
+//! next to the target and are renamed into place only after their size and md5 match.
+//!
+//! It owns the partial's name, the one-writer-per-file lock and the commit check; it never
+//! writes to the final name except by that one atomic rename.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::sync::{Mutex, PoisonError};
+
+use cap_std::fs::{Dir, OpenOptions};
+
+use super::{PART_SUFFIX, WirePath, fs_error, md5_counted};
+use crate::{Error, Result};
+
+/// The partial file's name for a target `name`: hidden, and deterministic, so an upload
+/// interrupted by a disconnect or a server restart finds it again.
+pub(crate) fn part_name(name: &str) -> String {
+    format!(".{name}{PART_SUFFIX}")
+}
+
+/// Whether a folder entry is one of our partial files (hidden from listings).
+pub(crate) fn is_part_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(PART_SUFFIX)
+}
+
+/// Which file an upload writes: the parent folder's device and inode plus the name, so two
+/// paths reaching one folder (through a symlink, or two users' views) share one lock.
+type LockKey = (u64, u64, String);
+
+/// Partial files with a writer in this process. One server process per data folder is
+/// assumed; two processes would need an OS lock as well.
+static ACTIVE: Mutex<BTreeSet<LockKey>> = Mutex::new(BTreeSet::new());
+
+/// Holds one partial file for one writer; released on drop.
+#[derive(Debug)]
+struct UploadLock {
+    key: LockKey,
+}
+
+impl UploadLock {
+    fn acquire(dir: &Dir, name: &str, target: &WirePath) -> Result<UploadLock> {
+        let key = lock_key(dir, name).map_err(|e| fs_error(target, e))?;
+        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if !active.insert(key.clone()) {
+            return Err(Error::Busy(format!(
+                "busy: another upload of {target} is in progress"
+            )));
+        }
+        Ok(UploadLock { key })
+    }
+}
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        let mut active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        active.remove(&self.key);
+    }
+}
+
+#[cfg(unix)]
+fn lock_key(dir: &Dir, name: &str) -> io::Result<LockKey> {
+    use cap_std::fs::MetadataExt;
+    let meta = dir.dir_metadata()?;
+    Ok((meta.dev(), meta.ino(), name.to_owned()))
+}
+
+#[cfg(not(unix))]
+fn lock_key(dir: &Dir, name: &str) -> io::Result<LockKey> {
+    // Without inode numbers, lock by name alone: stricter than needed (uploads of one
+    // name into two folders wait for each other) but never lets two writers into one file.
+    let _ = dir;
+    Ok((0, 0, name.to_owned()))
+}
+
+/// An upload in progress: the hidden partial file of one target, locked for one writer.
+#[derive(Debug)]
+pub struct PartialFile {
+    dir: Dir,
+    target: WirePath,
+    name: String,
+    part: String,
+    _lock: UploadLock,
+}
+
+impl PartialFile {
+    /// Takes the upload lock for `name` in `dir`; `target` is the wire path for messages.
+    pub(crate) fn new(dir: Dir, target: WirePath, name: &str) -> Result<PartialFile> {
+        let lock = UploadLock::acquire(&dir, name, &target)?;
+        Ok(PartialFile {
+            dir,
+            target,
+            name: name.to_owned(),
+            part: part_name(name),
+            _lock: lock,
+        })
+    }
+
+    /// The final path this upload will be committed to.
+    pub fn target(&self) -> &WirePath {
+        &self.target
+    }
+
+    /// Bytes already received: where a resumed upload continues. 0 when nothing was.
+    ///
+    /// # Errors
+    /// [`Error::Fs`] when the partial file cannot be examined.
+    pub fn len(&self) -> Result<u64> {
+        match self.dir.symlink_metadata(&self.part) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(fs_error(&self.target, e)),
+        }
+    }
+
+    /// Whether nothing was received yet.
+    ///
+    /// # Errors
+    /// As [`PartialFile::len`].
+    pub fn is_empty(&self) -> Result<bool> {
+        self.len().map(|len| len == 0)
+    }
+
+    /// Opens the partial file for writing at `offset`, creating it if needed and cutting off
+    /// anything past `offset` (bytes the client will send again).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] when `offset` is past what was received; [`Error::Fs`] and
+    /// friends when the file cannot be opened, cut or positioned.
+    pub fn open_at(&mut self, offset: u64) -> Result<File> {
+        let err = |e| fs_error(&self.target, e);
+        let file = self
+            .dir
+            .open_with(&self.part, OpenOptions::new().write(true).create(true))
+            .map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        if offset > len {
+            return Err(Error::BadRequest(format!(
+                "cannot resume {} at byte {offset}: only {len} bytes were received",
+                self.target
+            )));
+        }
+        if offset < len {
+            file.set_len(offset).map_err(err)?;
+        }
+        let mut file = file.into_std();
+        file.seek(SeekFrom::Start(offset)).map_err(err)?;
+        Ok(file)
+    }
+
+    /// Checks the whole partial file against the announced size and md5 (hex, any case;
+    /// `None` checks the size only), then renames it to the target in one atomic step.
+    /// Returns the md5 of what was stored, as lowercase hex.
+    ///
+    /// On a mismatch the partial file is removed, so the next attempt starts from zero.
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`] when size or md5 differ; [`Error::AlreadyExists`] when the
+    /// target is a folder (the partial is kept); file system errors otherwise.
+    pub fn commit(self, expected_len: u64, expected_md5: Option<&str>) -> Result<String> {
+        let err = |e| fs_error(&self.target, e);
+        // `create` so that an empty upload, which never opened the partial, commits too.
+        let file = self
+            .dir
+            .open_with(
+                &self.part,
+                OpenOptions::new().read(true).write(true).create(true),
+            )
+            .map_err(err)?
+            .into_std();
+        let (md5, len) = md5_counted(&file).map_err(err)?;
+        let mismatch = if len != expected_len {
+            Some(format!(
+                "{}: received {len} bytes but {expected_len} were announced",
+                self.target
+            ))
+        } else {
+            expected_md5
+                .filter(|expected| !expected.eq_ignore_ascii_case(&md5))
+                .map(|expected| {
+                    format!(
+                        "{}: md5 of the received bytes is {md5}, not the announced {expected}",
+                        self.target
+                    )
+                })
+        };
+        if let Some(message) = mismatch {
+            drop(file);
+            self.discard()?;
+            return Err(Error::DigestMismatch(format!(
+                "{message}; the upload was discarded"
+            )));
+        }
+        // Durable before visible: a crash after the rename must not leave an empty file.
+        file.sync_all().map_err(err)?;
+        drop(file);
+        if self
+            .dir
+            .symlink_metadata(&self.name)
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(Error::AlreadyExists(format!(
+                "{} is a folder; the upload is kept: remove the folder and send again to finish",
+                self.target
+            )));
+        }
+        // Same folder, so the rename is atomic: readers see the old file or the new one.
+        self.dir
+            .rename(&self.part, &self.dir, &self.name)
+            .map_err(err)?;
+        Ok(md5)
+    }
+
+    /// Removes the partial file (an abandoned upload); missing is fine.
+    ///
+    /// # Errors
+    /// File system errors other than "not found".
+    pub fn discard(self) -> Result<()> {
+        match self.dir.remove_file(&self.part) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(fs_error(&self.target, e)),
+            _ => Ok(()),
+        }
+    }
+}

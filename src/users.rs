@@ -1,0 +1,410 @@
+//! `Users`: the user store in `DATA/users.db` (SQLite, WAL): names, argon2id password
+//! hashes, quotas, and each user's home folder `DATA/homes/<name>/`; plus [`AuthThrottle`].
+//!
+//! The API is synchronous and `Send + Sync` (callers use `spawn_blocking`). Passwords never
+//! leave this module except as argon2id PHC strings, and never appear in `Debug` output.
+//! It does not enforce quotas (see [`crate::quota`]) or touch files inside homes.
+
+#[cfg(test)]
+mod tests;
+mod throttle;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+pub use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, ThrottleConfig};
+
+use crate::{Error, Result};
+
+/// Longest user name, in characters.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Longest password accepted by [`Users::add`] and [`Users::set_password`], in bytes.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// How long a writer waits for another connection's lock on the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS users (
+        name    TEXT PRIMARY KEY NOT NULL,
+        hash    TEXT NOT NULL,
+        quota   INTEGER CHECK (quota IS NULL OR quota >= 0),
+        created INTEGER NOT NULL
+    ) STRICT;
+    -- Names differing only in case would share a home on case-insensitive file systems.
+    CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
+";
+
+/// A password in memory. Its `Debug` prints `***`, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password typed by a person or sent by a client.
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself; for hashing and sending only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Password {
+    fn from(password: String) -> Password {
+        Password(password)
+    }
+}
+
+impl From<&str> for Password {
+    fn from(password: &str) -> Password {
+        Password(password.to_owned())
+    }
+}
+
+/// A user as `sockit user list` shows it; never the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// The login name (also the home folder's name).
+    pub name: String,
+    /// Storage quota in bytes; `None` is unlimited.
+    pub quota: Option<u64>,
+    /// When the user was added, in seconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// How expensive password hashes are to compute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HashCost {
+    /// argon2id with the OWASP-recommended defaults (19 MiB, 2 passes).
+    #[default]
+    Standard,
+    /// The cheapest argon2id parameters: for tests only, never for real passwords.
+    Minimal,
+}
+
+/// The user store; one per server (or per `sockit user` command).
+pub struct Users {
+    conn: Mutex<Connection>,
+    data_dir: PathBuf,
+    hasher: Argon2<'static>,
+    /// A hash to verify against when the user does not exist, so the answer takes as long.
+    dummy: OnceLock<String>,
+}
+
+impl fmt::Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Users")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Users {
+    /// Opens (creating if needed) `data_dir/users.db` and `data_dir/homes/`.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the database cannot be opened or set up; [`Error::Io`] when
+    /// the folders cannot be created.
+    pub fn open(data_dir: &Path) -> Result<Users> {
+        Users::open_with(data_dir, HashCost::Standard)
+    }
+
+    /// [`Users::open`] with a chosen cost for new hashes (existing hashes keep their own).
+    ///
+    /// # Errors
+    /// As [`Users::open`].
+    pub fn open_with(data_dir: &Path, cost: HashCost) -> Result<Users> {
+        std::fs::create_dir_all(data_dir.join("homes"))?;
+        let conn = Connection::open(data_dir.join("users.db"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        let params = match cost {
+            HashCost::Standard => Params::DEFAULT,
+            HashCost::Minimal => Params::new(Params::MIN_M_COST, 1, 1, None)
+                .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?,
+        };
+        Ok(Users {
+            conn: Mutex::new(conn),
+            data_dir: data_dir.to_owned(),
+            hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            dummy: OnceLock::new(),
+        })
+    }
+
+    /// The data folder this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The home folder of `name`: `DATA/homes/<name>/`.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] when `name` breaks the name rules (see [`check_name`]).
+    pub fn home(&self, name: &str) -> Result<PathBuf> {
+        check_name(name)?;
+        Ok(self.data_dir.join("homes").join(name))
+    }
+
+    /// Adds a user with `password` and `quota` (`None`: unlimited), and creates their home
+    /// (an existing home, left by an earlier user of that name, is kept).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a bad name or password; [`Error::AlreadyExists`] when the
+    /// name (in any case) is taken; database and folder errors.
+    pub fn add(&self, name: &str, password: &Password, quota: Option<u64>) -> Result<UserInfo> {
+        check_name(name)?;
+        let quota_sql = quota_to_sql(quota)?;
+        // Hash before taking the lock: it is the slow part.
+        let hash = self.hash(password)?;
+        let created = chrono::Utc::now().timestamp();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO users (name, hash, quota, created) VALUES (?1, ?2, ?3, ?4)",
+            params![name, hash, quota_sql, created],
+        );
+        match inserted {
+            Err(e) if e.sqlite_error_code() == Some(SqlCode::ConstraintViolation) => {
+                return Err(Error::AlreadyExists(format!(
+                    "user `{name}` already exists"
+                )));
+            }
+            other => other?,
+        };
+        std::fs::create_dir_all(self.home(name)?)?;
+        tx.commit()?;
+        Ok(UserInfo {
+            name: name.to_owned(),
+            quota,
+            created,
+        })
+    }
+
+    /// All users, sorted by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn list(&self) -> Result<Vec<UserInfo>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name, quota, created FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(UserInfo {
+                name: row.get(0)?,
+                quota: quota_from_sql(row.get(1)?),
+                created: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a bad name; [`Error::NotFound`] for an unknown user;
+    /// database errors.
+    pub fn get(&self, name: &str) -> Result<UserInfo> {
+        check_name(name)?;
+        self.lookup(name)?
+            .map(|(info, _)| info)
+            .ok_or_else(|| unknown(name))
+    }
+
+    /// Removes a user; with `remove_home`, also their home folder and everything in it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown user; database and folder errors.
+    pub fn remove(&self, name: &str, remove_home: bool) -> Result<()> {
+        check_name(name)?;
+        let removed = self
+            .lock()
+            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        if removed == 0 {
+            return Err(unknown(name));
+        }
+        if remove_home {
+            match std::fs::remove_dir_all(self.home(name)?) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Fs {
+                        path: format!("home of `{name}`"),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a user's password.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a bad password; [`Error::NotFound`] for an unknown user;
+    /// database errors.
+    pub fn set_password(&self, name: &str, password: &Password) -> Result<()> {
+        check_name(name)?;
+        let hash = self.hash(password)?;
+        let changed = self.lock().execute(
+            "UPDATE users SET hash = ?2 WHERE name = ?1",
+            params![name, hash],
+        )?;
+        if changed == 0 {
+            return Err(unknown(name));
+        }
+        Ok(())
+    }
+
+    /// Sets or clears (`None`) a user's quota.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown user; [`Error::BadRequest`] for a quota over
+    /// 2^63 - 1 bytes; database errors.
+    pub fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()> {
+        check_name(name)?;
+        let quota = quota_to_sql(quota)?;
+        let changed = self.lock().execute(
+            "UPDATE users SET quota = ?2 WHERE name = ?1",
+            params![name, quota],
+        )?;
+        if changed == 0 {
+            return Err(unknown(name));
+        }
+        Ok(())
+    }
+
+    /// Checks a login: the user when `password` is theirs, `None` when the name is unknown
+    /// or the password wrong (the caller must not tell which). An unknown name still costs
+    /// one hash, so timing does not reveal which names exist.
+    ///
+    /// # Errors
+    /// Database errors only; a wrong password is `Ok(None)`.
+    pub fn verify(&self, name: &str, password: &Password) -> Result<Option<UserInfo>> {
+        let found = if check_name(name).is_ok() {
+            self.lookup(name)?
+        } else {
+            None
+        };
+        let Some((info, hash)) = found else {
+            let _ = self.matches(password, self.dummy());
+            return Ok(None);
+        };
+        Ok(self.matches(password, &hash).then_some(info))
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<(UserInfo, String)>> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT name, quota, created, hash FROM users WHERE name = ?1",
+                [name],
+                |row| {
+                    let info = UserInfo {
+                        name: row.get(0)?,
+                        quota: quota_from_sql(row.get(1)?),
+                        created: row.get(2)?,
+                    };
+                    Ok((info, row.get(3)?))
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    fn hash(&self, password: &Password) -> Result<String> {
+        let bytes = password.expose().as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_PASSWORD_LEN {
+            return Err(Error::BadRequest(format!(
+                "a password must be 1 to {MAX_PASSWORD_LEN} bytes long"
+            )));
+        }
+        let hash = self
+            .hasher
+            .hash_password(bytes)
+            .map_err(|e| Error::Internal(format!("hashing the password: {e}")))?;
+        Ok(hash.to_string())
+    }
+
+    /// Whether `password` matches the PHC string `hash` (with the hash's own parameters).
+    fn matches(&self, password: &Password, hash: &str) -> bool {
+        self.hasher
+            .verify_password(password.expose().as_bytes(), hash)
+            .is_ok()
+    }
+
+    fn dummy(&self) -> &str {
+        self.dummy.get_or_init(|| {
+            self.hasher
+                .hash_password(b"sockit: no such user")
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written: it has its own
+        // transactions. So a poisoned lock is still a good connection.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Checks a user name: 1 to 32 characters of `A-Z a-z 0-9 _ . -`, not starting with `.`,
+/// so that it is safe as a folder name everywhere.
+///
+/// # Errors
+/// [`Error::BadRequest`] saying which rule the name breaks.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(Error::BadRequest(format!(
+            "a user name must be 1 to {MAX_NAME_LEN} characters long"
+        )));
+    }
+    if name.starts_with('.') {
+        return Err(Error::BadRequest(
+            "a user name must not start with `.`".into(),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(Error::BadRequest(format!(
+            "a user name may only hold letters, digits, `_`, `.` and `-`, not {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn unknown(name: &str) -> Error {
+    Error::NotFound(format!("no user `{name}`"))
+}
+
+fn quota_to_sql(quota: Option<u64>) -> Result<Option<i64>> {
+    quota
+        .map(|q| {
+            i64::try_from(q)
+                .map_err(|_| Error::BadRequest(format!("quota of {q} bytes is too large")))
+        })
+        .transpose()
+}
+
+fn quota_from_sql(quota: Option<i64>) -> Option<u64> {
+    // The CHECK constraint keeps it non-negative.
+    quota.map(|q| u64::try_from(q).unwrap_or(0))
+}

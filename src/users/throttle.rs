@@ -1,0 +1,280 @@
+//! `AuthThrottle`: failed logins per peer address, and the cool-down that follows too many.
+//!
+//! Pure bookkeeping in memory with the clock passed in (`now: Instant`), so tests need no
+//! sleeps. It never sleeps itself: the service waits [`FAILED_LOGIN_DELAY`] on each failure.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long the service waits before answering a failed login, to slow down guessing.
+pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+
+/// When an address is cooled down, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    /// Failures within `window` that start a cool-down.
+    pub max_failures: u32,
+    /// How far back failures count.
+    pub window: Duration,
+    /// The first cool-down; each further one doubles it.
+    pub cooldown: Duration,
+    /// The longest cool-down; also the quiet time after which the doubling starts over.
+    pub max_cooldown: Duration,
+    /// Addresses remembered at most; beyond it the least recently seen is forgotten.
+    pub max_tracked: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_failures: 5,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(15 * 60),
+            max_tracked: 10_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// Failures within the window, oldest first.
+    failures: VecDeque<Instant>,
+    /// End of the current (or last) cool-down.
+    until: Option<Instant>,
+    /// Cool-downs so far; the next one lasts `cooldown * 2^strikes`.
+    strikes: u32,
+    /// Last time this address was seen failing.
+    last: Instant,
+}
+
+/// Failed logins per address; one per server, shared by all connections.
+#[derive(Debug, Default)]
+pub struct AuthThrottle {
+    config: ThrottleConfig,
+    peers: Mutex<HashMap<IpAddr, Peer>>,
+}
+
+impl AuthThrottle {
+    /// A throttle with `config`.
+    pub fn new(config: ThrottleConfig) -> Self {
+        AuthThrottle {
+            config,
+            peers: Mutex::default(),
+        }
+    }
+
+    /// Whether `ip` may try to log in at `now`.
+    ///
+    /// # Errors
+    /// The time left of its cool-down.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        match peers.get(&bucket(ip)).and_then(|p| p.until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed login of `ip` at `now`; returns the cool-down it started, if any.
+    pub fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let config = &self.config;
+        let key = bucket(ip);
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
+            evict(&mut peers, config, now);
+        }
+        let peer = peers.entry(key).or_insert_with(|| Peer {
+            failures: VecDeque::new(),
+            until: None,
+            strikes: 0,
+            last: now,
+        });
+        peer.last = now;
+        if let Some(until) = peer.until {
+            if until > now {
+                // Already cooling down (the caller did not check): nothing more to count.
+                return None;
+            }
+            if now.saturating_duration_since(until) >= config.max_cooldown {
+                // Quiet long enough after the last cool-down: forgive.
+                peer.strikes = 0;
+                peer.until = None;
+            }
+        }
+        while peer
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= config.window)
+        {
+            peer.failures.pop_front();
+        }
+        peer.failures.push_back(now);
+        if peer.failures.len() < config.max_failures.max(1) as usize {
+            return None;
+        }
+        let factor = 2u32.saturating_pow(peer.strikes);
+        let cooldown = config
+            .cooldown
+            .saturating_mul(factor)
+            .min(config.max_cooldown);
+        peer.strikes = peer.strikes.saturating_add(1);
+        peer.failures.clear();
+        // Only a configured duration of centuries could overflow; then no cool-down.
+        peer.until = Some(now.checked_add(cooldown).unwrap_or(now));
+        Some(cooldown)
+    }
+
+    /// Records a successful login: `ip` starts over with a clean record.
+    pub fn success(&self, ip: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.remove(&bucket(ip));
+    }
+
+    /// Addresses currently remembered.
+    pub fn tracked(&self) -> usize {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The unit that is throttled: an IPv4 address, or an IPv6 /64 (what one host usually
+/// gets, so that rotating through its addresses does not reset the count).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Makes room for one more address: forget the stale ones, else the least recently seen.
+fn evict(peers: &mut HashMap<IpAddr, Peer>, config: &ThrottleConfig, now: Instant) {
+    let keep = config.window.max(config.max_cooldown);
+    peers.retain(|_, p| {
+        p.until.is_some_and(|u| u > now) || now.saturating_duration_since(p.last) < keep
+    });
+    if peers.len() >= config.max_tracked
+        && let Some(oldest) = peers.iter().min_by_key(|(_, p)| p.last).map(|(ip, _)| *ip)
+    {
+        peers.remove(&oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
+    #[test]
+    fn five_failures_in_the_window_start_a_cool_down() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for i in 0..4 {
+            assert_eq!(t.failure(IP, t0 + secs(i)), None);
+            assert_eq!(t.check(IP, t0 + secs(i)), Ok(()));
+        }
+        assert_eq!(t.failure(IP, t0 + secs(4)), Some(secs(30)));
+        assert_eq!(t.check(IP, t0 + secs(14)), Err(secs(20)));
+        assert_eq!(t.check(IP, t0 + secs(34)), Ok(()));
+        // Another address is not affected.
+        assert_eq!(t.check("192.0.2.8".parse().unwrap(), t0 + secs(5)), Ok(()));
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_count() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for i in 0..20 {
+            assert_eq!(t.failure(IP, t0 + secs(20 * i)), None, "failure {i}");
+        }
+    }
+
+    #[test]
+    fn repeated_cool_downs_double_up_to_the_cap_and_success_resets() {
+        let t = AuthThrottle::default();
+        let mut now = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let mut started = None;
+            for _ in 0..5 {
+                started = t.failure(IP, now);
+            }
+            let cooldown = started.unwrap();
+            seen.push(cooldown.as_secs());
+            now += cooldown;
+            assert_eq!(t.check(IP, now), Ok(()));
+        }
+        assert_eq!(seen, [30, 60, 120, 240, 480, 900, 900]);
+        t.success(IP);
+        assert_eq!(t.tracked(), 0);
+        for _ in 0..4 {
+            t.failure(IP, now);
+        }
+        assert_eq!(t.failure(IP, now), Some(secs(30)));
+    }
+
+    #[test]
+    fn a_long_quiet_time_forgives_earlier_cool_downs() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            t.failure(IP, t0);
+        }
+        let later = t0 + secs(30) + secs(15 * 60);
+        for _ in 0..4 {
+            t.failure(IP, later);
+        }
+        assert_eq!(t.failure(IP, later), Some(secs(30)));
+    }
+
+    #[test]
+    fn failures_while_cooling_down_are_not_counted_again() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            t.failure(IP, t0);
+        }
+        assert_eq!(t.failure(IP, t0 + secs(1)), None);
+        assert_eq!(t.check(IP, t0 + secs(1)), Err(secs(29)));
+    }
+
+    #[test]
+    fn ipv6_is_throttled_per_64_and_mapped_v4_as_v4() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for i in 1..=5u16 {
+            t.failure(format!("2001:db8::{i:x}").parse().unwrap(), t0);
+        }
+        assert!(t.check("2001:db8::ffff:1".parse().unwrap(), t0).is_err());
+        assert!(t.check("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+        for _ in 0..5 {
+            t.failure("::ffff:192.0.2.7".parse().unwrap(), t0);
+        }
+        assert!(t.check(IP, t0).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let t = AuthThrottle::new(ThrottleConfig {
+            max_tracked: 3,
+            ..ThrottleConfig::default()
+        });
+        let t0 = Instant::now();
+        for i in 0..10u8 {
+            t.failure(IpAddr::from([10, 0, 0, i]), t0 + secs(u64::from(i)));
+        }
+        assert_eq!(t.tracked(), 3);
+    }
+}
