@@ -98,6 +98,25 @@ fn symlinks_out_of_the_home_are_refused_by_the_sandbox() {
 }
 
 #[test]
+fn recursive_remove_deletes_links_not_what_they_point_at() {
+    let f = fixture();
+    fs::create_dir_all(f.home.join("d/e")).unwrap();
+    symlink("../../../bob", f.home.join("d/e/to-bob")).unwrap();
+    symlink(&f.other, f.home.join("d/abs-bob")).unwrap();
+    f.root.remove(&p("d"), true).unwrap();
+    assert!(!f.home.join("d").exists());
+    assert_eq!(fs::read_to_string(f.other.join("secret")).unwrap(), "bob's");
+}
+
+#[test]
+fn handles_can_move_to_the_blocking_pool() {
+    fn assert_send_static<T: Send + 'static>() {}
+    assert_send_static::<Root>();
+    assert_send_static::<PartialFile>();
+    assert_send_static::<crate::quota::Reservation>();
+}
+
+#[test]
 fn symlinks_that_stay_inside_are_followed() {
     let f = fixture();
     fs::create_dir(f.home.join("docs")).unwrap();
