@@ -1,11 +1,15 @@
 //! `Client`: the native protocol from the calling side: connect, send a request, read the
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
+use std::path::{Path, PathBuf};
+
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::connection::Connection;
+use crate::filecopy::{Progress, receive_body, send_file};
+use crate::storage::Entry;
 use crate::net::{Endpoint, Stream, connect};
 use crate::protocol::{Limits, MAX_INLINE_BODY, Reply};
 use crate::{Error, Result};
@@ -72,4 +76,238 @@ impl Client {
     pub fn connection(&mut self) -> &mut Connection<Stream> {
         &mut self.conn
     }
+}
+
+/// What `login` tells about the user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Welcome {
+    /// The user name.
+    pub user: String,
+    /// Quota in bytes; `None` is unlimited.
+    #[serde(default)]
+    pub quota: Option<u64>,
+    /// Bytes stored now.
+    pub used: u64,
+}
+
+/// Size and md5 of a verified transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Verified {
+    /// Size of the whole file.
+    pub size: u64,
+    /// md5 of the whole file, lowercase hex.
+    pub md5: String,
+    /// Bytes that were already there and not sent again (a resume).
+    #[serde(default)]
+    pub resumed_from: u64,
+}
+
+#[derive(Deserialize)]
+struct Offset {
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct GetReady {
+    size: u64,
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+struct Md5Trailer {
+    md5: String,
+}
+
+#[derive(Deserialize)]
+struct StatReply {
+    entry: Entry,
+}
+
+/// The suffix of a client-side partial download, next to its final name.
+pub const LOCAL_PART_SUFFIX: &str = ".sockit-part";
+
+/// The partial file a download of `local` writes to before it is verified.
+pub fn local_partial(local: &Path) -> PathBuf {
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    local.with_file_name(format!(".{name}{LOCAL_PART_SUFFIX}"))
+}
+
+impl Client {
+    /// Logs in; every file op needs it.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with `auth_failed` for a wrong name or password.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<Welcome> {
+        let (fields, _) = self
+            .call(&json!({"op": "login", "user": user, "password": password}), b"")
+            .await?;
+        typed(fields)
+    }
+
+    /// Lists a folder of the home (or shows one file).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for a missing path or one outside the home.
+    pub async fn ls(&mut self, path: &str) -> Result<Vec<Entry>> {
+        let (_, body) = self.call(&json!({"op": "ls", "path": path}), b"").await?;
+        serde_json::from_slice(&body).map_err(|e| Error::BadReply(e.to_string()))
+    }
+
+    /// Describes one path.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for a missing path or one outside the home.
+    pub async fn stat(&mut self, path: &str) -> Result<Entry> {
+        let (fields, _) = self.call(&json!({"op": "stat", "path": path}), b"").await?;
+        Ok(typed::<StatReply>(fields)?.entry)
+    }
+
+    /// Creates a folder (with `parents`, missing parents too).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when it exists or cannot be created.
+    pub async fn mkdir(&mut self, path: &str, parents: bool) -> Result<()> {
+        self.call(&json!({"op": "mkdir", "path": path, "parents": parents}), b"")
+            .await
+            .map(drop)
+    }
+
+    /// Removes a file (or, with `recursive`, a folder and its contents).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for a missing path, or a folder without `recursive`.
+    pub async fn rm(&mut self, path: &str, recursive: bool) -> Result<()> {
+        self.call(&json!({"op": "rm", "path": path, "recursive": recursive}), b"")
+            .await
+            .map(drop)
+    }
+
+    /// Renames or moves `from` to `to`.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for a missing source or a refused target.
+    pub async fn mv(&mut self, from: &str, to: &str) -> Result<()> {
+        self.call(&json!({"op": "mv", "from": from, "to": to}), b"")
+            .await
+            .map(drop)
+    }
+
+    /// Uploads `local` to `remote`; with `resume`, continues the server's partial file.
+    /// The server verifies size and md5 before the file appears under its name.
+    ///
+    /// # Errors
+    /// Local I/O errors; [`Error::Remote`] for a refused upload (quota, busy, permissions)
+    /// or a digest mismatch.
+    pub async fn put(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        resume: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Verified> {
+        let file = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
+        let size = file.metadata().map_err(|e| local_error(local, e))?.len();
+        let (fields, _) = self
+            .call(
+                &json!({"op": "put", "path": remote, "size": size, "resume": resume}),
+                b"",
+            )
+            .await?;
+        let offset = typed::<Offset>(fields)?.offset;
+        if offset > size {
+            return Err(Error::BadReply(format!(
+                "the server resumes at byte {offset} of a {size}-byte file"
+            )));
+        }
+        progress.start(size, offset);
+        self.conn
+            .queue_head(&json!({"op": "data"}), size - offset)?;
+        let md5 = send_file(&mut self.conn, file, offset, size - offset, progress).await?;
+        progress.finish();
+        let (fields, _) = self.call(&json!({"op": "done", "md5": md5}), b"").await?;
+        let mut verified: Verified = typed(fields)?;
+        verified.resumed_from = offset;
+        Ok(verified)
+    }
+
+    /// Downloads `remote` to `local` through a partial file next to it, renamed into place
+    /// only when the whole file's md5 matches the server's; with `resume`, continues that
+    /// partial file.
+    ///
+    /// # Errors
+    /// Local I/O errors; [`Error::Remote`] for a missing file; [`Error::DigestMismatch`] when
+    /// the bytes do not match (the partial file is removed).
+    pub async fn get(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+        progress: &mut dyn Progress,
+    ) -> Result<Verified> {
+        let part = local_partial(local);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!resume)
+            .open(&part)
+            .map_err(|e| local_error(&part, e))?;
+        let have = file.metadata().map_err(|e| local_error(&part, e))?.len();
+        self.conn
+            .write_frame(&json!({"op": "get", "path": remote, "offset": have}), b"")
+            .await?;
+        let head = self.conn.read_head().await?.ok_or_else(closed)?;
+        let ready: GetReady = typed(Reply::from_head(&head)?)?;
+        if ready.offset != have || ready.size < have {
+            return Err(Error::BadReply(format!(
+                "asked to resume at {have}, the server sends {} of {}",
+                ready.offset, ready.size
+            )));
+        }
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have))
+            .map_err(|e| local_error(&part, e))?;
+        progress.start(ready.size, have);
+        let md5 = receive_body(&mut self.conn, file, Some(have), progress).await?;
+        progress.finish();
+        let head = self.conn.read_head().await?.ok_or_else(closed)?;
+        let trailer: Md5Trailer = typed(Reply::from_head(&head)?)?;
+        let md5 = md5.unwrap_or_default();
+        if !trailer.md5.eq_ignore_ascii_case(&md5) {
+            let _ = std::fs::remove_file(&part);
+            return Err(Error::DigestMismatch(format!(
+                "{remote}: the received bytes have md5 {md5}, the server's file {}; \
+                 the partial download was removed",
+                trailer.md5
+            )));
+        }
+        std::fs::rename(&part, local).map_err(|e| local_error(local, e))?;
+        Ok(Verified {
+            size: ready.size,
+            md5,
+            resumed_from: have,
+        })
+    }
+}
+
+/// Reads a reply's fields into the op's typed reply.
+fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
+    serde_json::from_value(Value::Object(fields)).map_err(|e| Error::BadReply(e.to_string()))
+}
+
+fn closed() -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the server closed the connection in the middle of a transfer",
+    ))
+}
+
+fn local_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", path.display()),
+    ))
 }

@@ -14,9 +14,86 @@ use super::Head;
 pub enum Request {
     /// `{"op":"echo","total_size":n}` + n bytes: answered with the same n bytes (contract).
     Echo,
+    /// Log in as `user`; every file op needs it.
+    Login {
+        /// The user name.
+        user: String,
+        /// The password (never logged: its `Debug` prints `***`).
+        password: Secret,
+    },
+    /// List a folder (or show one file): reply body is a JSON array of entries.
+    Ls {
+        /// Path in the user's home; empty or `/` is the home itself.
+        #[serde(default)]
+        path: String,
+    },
+    /// Show one entry.
+    Stat {
+        /// Path in the user's home.
+        path: String,
+    },
+    /// Create a folder.
+    Mkdir {
+        /// Path in the user's home.
+        path: String,
+        /// Create missing parents too (and accept an existing folder).
+        #[serde(default)]
+        parents: bool,
+    },
+    /// Remove a file, or a folder with `recursive`.
+    Rm {
+        /// Path in the user's home.
+        path: String,
+        /// Remove a folder and everything in it.
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Rename or move.
+    Mv {
+        /// Existing path.
+        from: String,
+        /// New path.
+        to: String,
+    },
+    /// Start an upload of `size` bytes; the server answers with the offset to send from.
+    Put {
+        /// Destination path in the user's home.
+        path: String,
+        /// Size of the whole file.
+        size: u64,
+        /// Continue a partial upload instead of starting over.
+        #[serde(default)]
+        resume: bool,
+    },
+    /// The bytes of an upload, after `put`'s go-ahead.
+    Data,
+    /// The end of an upload: the md5 of the whole file, to verify before it becomes visible.
+    Done {
+        /// md5 of the whole file, hex.
+        md5: String,
+    },
+    /// Download a file from `offset` on; a trailer frame carries the whole file's md5.
+    Get {
+        /// Path in the user's home.
+        path: String,
+        /// Where to start (the length of the client's partial file).
+        #[serde(default)]
+        offset: u64,
+    },
     /// Any op this server does not know; answered with [`ErrorCode::UnknownOp`].
     #[serde(other)]
     Unknown,
+}
+
+/// A password on the wire; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Request {

@@ -7,15 +7,21 @@
 
 pub mod chat;
 pub mod echo;
+pub mod files;
+pub mod session;
 pub mod time;
+pub mod transfer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::connection::Connection;
+use crate::net::Peer;
 use crate::protocol::{Reply, Request};
+use crate::users::Password;
 use crate::server::{Conn, TcpService};
 use crate::{Error, Result};
 
@@ -26,12 +32,27 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The native protocol service.
 #[derive(Debug, Default)]
-pub struct Native {}
+pub struct Native {
+    /// Users, homes and quotas; without them only `echo` is served.
+    files: Option<Arc<session::FileService>>,
+}
 
 impl Native {
-    /// A native service with the built-in ops.
+    /// A native service with only the ops that need no login (`echo`).
     pub fn new() -> Self {
-        Native {}
+        Native::default()
+    }
+
+    /// A native service with the file ops too, on the users and homes of `files`.
+    pub fn with_files(files: Arc<session::FileService>) -> Self {
+        Native { files: Some(files) }
+    }
+
+    /// The file service, or the reason there is none.
+    fn files(&self) -> Result<&session::FileService> {
+        self.files
+            .as_deref()
+            .ok_or_else(|| Error::BadRequest("this server has no file service".into()))
     }
 
     /// Runs one request whose head was just read.
@@ -39,19 +60,54 @@ impl Native {
         &self,
         request: Request,
         op: &str,
+        cx: &mut Context,
         conn: &mut Connection<S>,
     ) -> Result<()> {
-        match request {
-            Request::Echo => echo::handle(conn).await,
-            Request::Unknown => Err(Error::UnknownOp(op.to_string())),
-        }
+        use files::FileOp;
+        let file_op = match request {
+            Request::Echo => return echo::handle(conn).await,
+            Request::Unknown => return Err(Error::UnknownOp(op.to_string())),
+            Request::Login { user, password } => {
+                let pair = (user, Password::new(password.0));
+                return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
+            }
+            Request::Put { path, size, resume } => {
+                let user = cx.session.user()?;
+                return transfer::put(self.files()?, user, (path, size, resume), conn).await;
+            }
+            Request::Get { path, offset } => {
+                return transfer::get(cx.session.user()?, (path, offset), conn).await;
+            }
+            Request::Data | Request::Done { .. } => {
+                return Err(Error::BadRequest(format!(
+                    "`{op}` is only valid inside an upload, after put's go-ahead"
+                )));
+            }
+            Request::Ls { path } => FileOp::Ls(path),
+            Request::Stat { path } => FileOp::Stat(path),
+            Request::Mkdir { path, parents } => FileOp::Mkdir(path, parents),
+            Request::Rm { path, recursive } => FileOp::Rm(path, recursive),
+            Request::Mv { from, to } => FileOp::Mv(from, to),
+        };
+        files::handle(cx.session.user()?, file_op, conn).await
     }
+}
+
+/// What the frame loop keeps about one connection.
+#[derive(Debug)]
+struct Context {
+    peer: Peer,
+    session: session::Session,
 }
 
 impl TcpService for Native {
     async fn handle(&self, conn: Conn) -> Result<()> {
         let mut framed = Connection::new(conn.stream, conn.config.limits);
-        let result = frame_loop(self, &mut framed, &conn.shutdown).await;
+        let mut cx = Context {
+            peer: conn.peer,
+            session: session::Session::default(),
+        };
+        let result = frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await;
         match &result {
             Err(e) if !e.is_disconnect() => {
                 // One error frame if the peer still listens, then a polite close.
@@ -70,6 +126,7 @@ impl TcpService for Native {
 /// Reads and answers requests until the peer closes, an error closes the stream, or shutdown.
 async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
     native: &Native,
+    cx: &mut Context,
     conn: &mut Connection<S>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<()> {
@@ -86,7 +143,7 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
         let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
         debug!(op, body_len = head.body_len, "request");
         let result = match Request::from_head(&head) {
-            Ok(request) => native.dispatch(request, op, conn).await,
+            Ok(request) => native.dispatch(request, op, cx, conn).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {

@@ -3,5 +3,6 @@
 mod common;
 mod cli;
 mod codec;
+mod files;
 mod hostile;
 mod native;

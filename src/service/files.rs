@@ -1,0 +1,104 @@
+//! File ops of a logged-in user: `ls`, `stat`, `mkdir`, `rm`, `mv`.
+//!
+//! Every path is resolved inside the user's home by [`crate::storage`] (pure normalisation,
+//! then a root-confined folder handle). The file system work runs on the blocking pool.
+//! Replies: `ls` sends its entries as a JSON array in the body (a listing can outgrow the
+//! 64 KiB header limit); the others answer in the header.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::session::LoggedIn;
+use crate::Result;
+use crate::connection::Connection;
+use crate::filecopy::blocking;
+use crate::protocol::Reply;
+use crate::protocol::header::Empty;
+use crate::storage::{Entry, Root, WirePath};
+
+/// `ls` reply header: how many entries the body's JSON array holds.
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    /// Entries in the body.
+    pub count: usize,
+}
+
+/// `stat` reply header.
+#[derive(Debug, Serialize)]
+pub struct Stat {
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// A file op on the user's home.
+#[derive(Debug)]
+pub enum FileOp {
+    /// List `path`.
+    Ls(String),
+    /// Describe `path`.
+    Stat(String),
+    /// Create a folder.
+    Mkdir(String, bool),
+    /// Remove a file or, recursively, a folder.
+    Rm(String, bool),
+    /// Rename `from` to `to`.
+    Mv(String, String),
+}
+
+/// Runs one file op and queues its reply.
+///
+/// # Errors
+/// [`crate::Error::NotFound`], [`crate::Error::PermissionDenied`] (outside the home) and the
+/// other storage errors; all leave the connection usable.
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    user: &LoggedIn,
+    op: FileOp,
+    conn: &mut Connection<S>,
+) -> Result<()> {
+    let root: Arc<Root> = user.root.clone();
+    match op {
+        FileOp::Ls(path) => {
+            let path = resolve(&path)?;
+            let entries = blocking(move || root.list(&path)).await?;
+            let body = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
+            conn.queue(
+                &Reply::ok(Listing {
+                    count: entries.len(),
+                }),
+                &body,
+            )
+        }
+        FileOp::Stat(path) => {
+            let path = resolve(&path)?;
+            let entry = blocking(move || root.stat(&path)).await?;
+            conn.queue(&Reply::ok(Stat { entry }), b"")
+        }
+        FileOp::Mkdir(path, parents) => {
+            let path = resolve(&path)?;
+            blocking(move || root.mkdir(&path, parents)).await?;
+            conn.queue(&Reply::ok(Empty {}), b"")
+        }
+        FileOp::Rm(path, recursive) => {
+            let path = resolve(&path)?;
+            blocking(move || root.remove(&path, recursive)).await?;
+            conn.queue(&Reply::ok(Empty {}), b"")
+        }
+        FileOp::Mv(from, to) => {
+            let (from, to) = (resolve(&from)?, resolve(&to)?);
+            blocking(move || root.rename(&from, &to)).await?;
+            conn.queue(&Reply::ok(Empty {}), b"")
+        }
+    }
+}
+
+/// Resolves a wire path against the home root (the server keeps no current folder: the
+/// shell resolves `cd` on its side and sends full paths).
+///
+/// # Errors
+/// [`crate::Error::PermissionDenied`] for a path that climbs out, a bad request for NUL bytes
+/// and the like.
+pub fn resolve(wire: &str) -> Result<WirePath> {
+    WirePath::root().resolve(wire)
+}

@@ -1,0 +1,153 @@
+//! `put` and `get`: verified, resumable transfers of a logged-in user.
+//!
+//! Upload, as frames on one connection:
+//!
+//! | step | client sends | server answers |
+//! | --- | --- | --- |
+//! | 1 | `{"op":"put","path":p,"size":n,"resume":b}` | `{"ok":true,"offset":k}` or an error (quota, busy, …) |
+//! | 2 | `{"op":"data","total_size":n-k}` + the bytes from `k` on | nothing yet |
+//! | 3 | `{"op":"done","md5":m}` (md5 of the whole file) | `{"ok":true,"size":n,"md5":m}` or `digest_mismatch` |
+//!
+//! The bytes land in the target's partial file; only when size and md5 match is it renamed
+//! into place. The quota is checked before the go-ahead (with the reservation held until the
+//! end, so concurrent uploads cannot overshoot together) and enforced while bytes arrive by
+//! the data frame's fixed length. Download: `{"op":"get","path":p,"offset":k}` is answered
+//! with `{"ok":true,"size":n,"offset":k}` + the bytes from `k` on, then a trailer frame
+//! `{"ok":true,"md5":m}` with the md5 of the whole file.
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use super::files::resolve;
+use super::session::{FileService, LoggedIn};
+use crate::connection::Connection;
+use crate::filecopy::{Quiet, blocking, receive_body, send_file};
+use crate::protocol::{Reply, Request};
+use crate::{Error, Result};
+
+/// Go-ahead of a `put`: send the bytes from `offset` on.
+#[derive(Debug, Serialize)]
+pub struct PutReady {
+    /// Bytes the server already has (0 unless resuming).
+    pub offset: u64,
+}
+
+/// End of a transfer: what is stored, or what was sent.
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    /// Size of the whole file.
+    pub size: u64,
+    /// md5 of the whole file, lowercase hex.
+    pub md5: String,
+}
+
+/// First reply of a `get`: the file's size and where the body starts.
+#[derive(Debug, Serialize)]
+pub struct GetReady {
+    /// Size of the whole file.
+    pub size: u64,
+    /// Offset of the first body byte.
+    pub offset: u64,
+}
+
+/// Trailer of a `get`.
+#[derive(Debug, Serialize)]
+pub struct Digest {
+    /// md5 of the whole file, lowercase hex.
+    pub md5: String,
+}
+
+/// Runs an upload whose `put` head was just read.
+///
+/// # Errors
+/// Storage, quota and digest errors (the connection goes on); I/O errors (it closes, and the
+/// partial file stays for a later `--resume`).
+pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
+    files: &FileService,
+    user: &LoggedIn,
+    (path, size, resume): (String, u64, bool),
+    conn: &mut Connection<S>,
+) -> Result<()> {
+    let target = resolve(&path)?;
+    let root = user.root.clone();
+    let (mut partial, have, used) = blocking(move || {
+        let partial = root.partial(&target)?;
+        let have = partial.len()?;
+        // Bytes the upload will replace do not count against it: an old partial we
+        // restart, or the file it overwrites.
+        let old = match root.stat(&target) {
+            Ok(entry) => entry.size,
+            Err(_) => 0,
+        };
+        let used = root.usage()?.saturating_sub(old);
+        Ok((partial, have, used))
+    })
+    .await?;
+    let offset = if resume && have <= size { have } else { 0 };
+    let used = if offset == 0 { used.saturating_sub(have) } else { used };
+    let mut reservation = files
+        .ledger
+        .reserve(&user.name, used, user.quota, size - offset)?;
+    conn.queue(&Reply::ok(PutReady { offset }), b"")?;
+    conn.flush().await?;
+
+    let head = conn.read_head().await?.ok_or_else(disconnected)?;
+    if Request::from_head(&head)? != Request::Data {
+        return Err(Error::BadRequest(
+            "expected a `data` frame after put's go-ahead".into(),
+        ));
+    }
+    if head.body_len != size - offset {
+        return Err(Error::BadRequest(format!(
+            "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
+            head.body_len,
+            size - offset
+        )));
+    }
+    let file = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
+    let (file, partial) = file;
+    receive_body(conn, file, None, &mut Quiet).await?;
+
+    let head = conn.read_head().await?.ok_or_else(disconnected)?;
+    let Request::Done { md5 } = Request::from_head(&head)? else {
+        return Err(Error::BadRequest(
+            "expected a `done` frame with the md5 after the data".into(),
+        ));
+    };
+    let stored = blocking(move || partial.commit(size, Some(&md5))).await?;
+    reservation.settle(size - offset);
+    info!(user = %user.name, %path, size, md5 = %stored, "stored");
+    conn.queue(&Reply::ok(Verified { size, md5: stored }), b"")
+}
+
+/// Answers a `get`.
+///
+/// # Errors
+/// Storage errors before the first byte (the connection goes on); I/O errors after it (the
+/// frame is broken, so the connection closes).
+pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    user: &LoggedIn,
+    (path, offset): (String, u64),
+    conn: &mut Connection<S>,
+) -> Result<()> {
+    let source = resolve(&path)?;
+    let root = user.root.clone();
+    let (file, size) = blocking(move || root.open_read(&source)).await?;
+    if offset > size {
+        return Err(Error::BadRequest(format!(
+            "cannot resume {path} at byte {offset}: it has {size} bytes"
+        )));
+    }
+    conn.queue_head(&Reply::ok(GetReady { size, offset }), size - offset)?;
+    let md5 = send_file(conn, file, offset, size - offset, &mut Quiet).await?;
+    info!(user = %user.name, %path, size, offset, "sent");
+    conn.queue(&Reply::ok(Digest { md5 }), b"")
+}
+
+fn disconnected() -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the client left in the middle of an upload",
+    ))
+}
