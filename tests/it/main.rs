@@ -6,3 +6,4 @@ mod codec;
 mod files;
 mod hostile;
 mod native;
+mod seeds;
