@@ -7,3 +7,5 @@ mod files;
 mod hostile;
 mod native;
 mod seeds;
+mod framework;
+mod udp;
