@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Upload LOCAL as REMOTE.
     Put(PutArgs),
     /// Run COMMAND on the server and print its output.
@@ -143,7 +143,7 @@ pub struct ChatArgs {
 /// Whatever failed, with context for the one-line message `main` prints.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(options) => serve(options).await,
+        Command::Serve(options) => serve(*options).await,
         Command::Echo(args) => echo(args).await,
         Command::Exec(args) => {
             if !args.seed {
