@@ -257,3 +257,58 @@ fn unix_socket_listener_end_to_end_replacing_a_stale_file() {
     assert!(server.interrupt().success());
     assert!(!path.exists());
 }
+
+#[test]
+fn serve_takes_its_settings_from_a_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sockit.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\ndata = {:?}\nudp_time = \"127.0.0.1:0\"\nseed-echo = \"127.0.0.1:0\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // The file's listen address (port 1) would fail to bind: the flag wins.
+    let server = ServerProcess::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        3,
+    );
+    echo_round_trip(&server.addr("native"));
+    seed_round_trip(&server.addr("seed-echo"));
+    let out = Command::new(sockit_bin())
+        .args(["time", "-s", &server.addr("udp-time"), "%%"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "%\n");
+    assert!(data.exists(), "the data folder comes from the file");
+
+    std::fs::write(&config, "max_conections = 5\n").unwrap();
+    let bad = Command::new(sockit_bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max-conections"));
+}
+
+#[test]
+fn completions_are_printed_for_a_shell() {
+    let out = Command::new(sockit_bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("sockit") && script.contains("--seed-echo"),
+        "{script}"
+    );
+}
