@@ -1,6 +1,5 @@
 //! Binding and serving the listeners that [`Settings`] name, and stopping them again.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::Settings;
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
+use crate::seed;
 use crate::server::{ServerConfig, Shutdown, TcpService, UdpService, serve_tcp, serve_udp};
 use crate::service::Native;
 use crate::service::chat::Chat;
@@ -87,79 +87,75 @@ pub async fn start(settings: Settings) -> Result<Running> {
     };
     let files = FileService::open(&settings.data)
         .with_context(|| format!("opening the users and homes in {}", settings.data.display()))?;
-    let listener = Listener::bind(&settings.listen).await?;
+    let native = Native::with_files(Arc::new(files));
     running
-        .listeners
-        .push(("native protocol", listener.local_endpoint()?.to_string()));
-    running.tasks.push(spawn_tcp(
-        listener,
-        Native::with_files(Arc::new(files)),
-        config.clone(),
-        running.shutdown.clone(),
-    ));
-    let seeds: [(&'static str, &Option<Endpoint>); 3] = [
-        ("seed-echo", &settings.seed_echo),
-        ("seed-exec", &settings.seed_exec),
-        ("seed-upload", &settings.seed_upload),
-    ];
-    for (what, endpoint) in seeds {
-        let Some(endpoint) = endpoint else { continue };
-        let listener = Listener::bind(endpoint).await?;
+        .tcp("native protocol", &settings.listen, native, &config)
+        .await?;
+    if let Some(endpoint) = &settings.seed_echo {
         running
-            .listeners
-            .push((what, listener.local_endpoint()?.to_string()));
-        let (shutdown, config) = (running.shutdown.clone(), config.clone());
-        running.tasks.push(match what {
-            "seed-echo" => spawn_tcp(listener, crate::seed::echo::Tcp {}, config, shutdown),
-            "seed-exec" => spawn_tcp(
-                listener,
-                crate::seed::exec::Exec {
-                    limits: settings.exec,
-                },
-                config,
-                shutdown,
-            ),
-            _ => spawn_tcp(
-                listener,
-                crate::seed::upload::Upload::new(&settings.data)?,
-                config,
-                shutdown,
-            ),
-        });
+            .tcp("seed-echo", endpoint, seed::echo::Tcp {}, &config)
+            .await?;
     }
-    let udps: [(&'static str, &Option<String>); 3] = [
-        ("udp-echo", &settings.udp_echo),
-        ("udp-time", &settings.udp_time),
-        ("udp-chat", &settings.udp_chat),
-    ];
-    for (what, addr) in udps {
-        let Some(addr) = addr else { continue };
-        let socket = bind_udp(addr).await?;
-        let local: SocketAddr = socket.local_addr()?;
-        running.listeners.push((what, local.to_string()));
-        let shutdown = running.shutdown.clone();
-        running.tasks.push(match what {
-            "udp-echo" => spawn_udp(socket, crate::seed::echo::Udp {}, shutdown),
-            "udp-time" => spawn_udp(socket, settings.time.clone(), shutdown),
-            _ => spawn_udp(socket, Chat::new(settings.chat), shutdown),
-        });
+    if let Some(endpoint) = &settings.seed_exec {
+        let exec = seed::exec::Exec {
+            limits: settings.exec,
+        };
+        running.tcp("seed-exec", endpoint, exec, &config).await?;
+    }
+    if let Some(endpoint) = &settings.seed_upload {
+        let upload = seed::upload::Upload::new(&settings.data)?;
+        running
+            .tcp("seed-upload", endpoint, upload, &config)
+            .await?;
+    }
+    if let Some(addr) = &settings.udp_echo {
+        running.udp("udp-echo", addr, seed::echo::Udp {}).await?;
+    }
+    if let Some(addr) = &settings.udp_time {
+        running.udp("udp-time", addr, settings.time.clone()).await?;
+    }
+    if let Some(addr) = &settings.udp_chat {
+        running
+            .udp("udp-chat", addr, Chat::new(settings.chat))
+            .await?;
     }
     Ok(running)
 }
 
-fn spawn_tcp<S: TcpService>(
-    listener: Listener,
-    service: S,
-    config: Arc<ServerConfig>,
-    shutdown: Shutdown,
-) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(serve_tcp(listener, Arc::new(service), config, shutdown))
-}
+impl Running {
+    /// Binds `endpoint` and serves `service` on it, as listener `what`.
+    async fn tcp<S: TcpService>(
+        &mut self,
+        what: &'static str,
+        endpoint: &Endpoint,
+        service: S,
+        config: &Arc<ServerConfig>,
+    ) -> Result<()> {
+        let listener = Listener::bind(endpoint).await?;
+        self.listeners
+            .push((what, listener.local_endpoint()?.to_string()));
+        let server = serve_tcp(
+            listener,
+            Arc::new(service),
+            config.clone(),
+            self.shutdown.clone(),
+        );
+        self.tasks.push(tokio::spawn(server));
+        Ok(())
+    }
 
-fn spawn_udp<S: UdpService>(
-    socket: tokio::net::UdpSocket,
-    service: S,
-    shutdown: Shutdown,
-) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(serve_udp(socket, Arc::new(service), shutdown))
+    /// Binds the UDP `addr` and serves `service` on it, as listener `what`.
+    async fn udp<S: UdpService>(
+        &mut self,
+        what: &'static str,
+        addr: &str,
+        service: S,
+    ) -> Result<()> {
+        let socket = bind_udp(addr).await?;
+        self.listeners
+            .push((what, socket.local_addr()?.to_string()));
+        let server = serve_udp(socket, Arc::new(service), self.shutdown.clone());
+        self.tasks.push(tokio::spawn(server));
+        Ok(())
+    }
 }
