@@ -16,7 +16,11 @@ use sockit::protocol::Limits;
 
 fn main() -> std::io::Result<()> {
     println!("-- raw TCP: the problem --");
-    raw_case("several small sends", &["hello", "world", "egon"], &[1024, 1024]);
+    raw_case(
+        "several small sends",
+        &["hello", "world", "egon"],
+        &[1024, 1024],
+    );
     raw_case("one send, small reads", &["hello feng"], &[2, 10]);
 
     println!("\n-- sockit framing: the fix --");
@@ -60,7 +64,8 @@ fn framed_case(sends: &[&str]) {
         let stream = TcpStream::connect(addr).unwrap();
         let mut conn = Connection::new(stream, Limits::default());
         for msg in &sends {
-            conn.write_frame(&json!({"op": "say"}), msg.as_bytes()).unwrap();
+            conn.write_frame(&json!({"op": "say"}), msg.as_bytes())
+                .unwrap();
         }
     });
     let (stream, _) = listener.accept().unwrap();
@@ -75,5 +80,8 @@ fn framed_case(sends: &[&str]) {
             String::from_utf8_lossy(&body)
         ));
     }
-    println!("{:24} frames read: {got:?}", format!("{} framed sends", got.len()));
+    println!(
+        "{:24} frames read: {got:?}",
+        format!("{} framed sends", got.len())
+    );
 }

@@ -181,14 +181,22 @@ mod tests {
     #[test]
     fn writes_then_reads_back_frames_byte_by_byte() {
         let mut writer = Connection::new(
-            Pipe { input: Cursor::new(vec![]), output: vec![] },
+            Pipe {
+                input: Cursor::new(vec![]),
+                output: vec![],
+            },
             Limits::default(),
         );
-        writer.write_frame(&json!({"op": "echo"}), b"hello").unwrap();
+        writer
+            .write_frame(&json!({"op": "echo"}), b"hello")
+            .unwrap();
         writer.write_frame(&json!({"op": "echo"}), b"").unwrap();
         let wire = writer.stream.output;
         let mut reader = Connection::new(
-            Pipe { input: Cursor::new(wire), output: vec![] },
+            Pipe {
+                input: Cursor::new(wire),
+                output: vec![],
+            },
             Limits::default(),
         );
         let head = reader.read_head().unwrap().unwrap();

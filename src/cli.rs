@@ -39,8 +39,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
     Serve(Box<ServeOptions>),
-    /// Upload LOCAL as REMOTE.
+    /// Manage the users of a data folder (on the server's machine).
+    User(crate::remote::UserArgs),
+    /// Upload LOCAL as REMOTE (verified by md5; --resume continues).
     Put(PutArgs),
+    /// Download REMOTE to LOCAL (verified by md5; --resume continues).
+    Get(crate::remote::GetArgs),
+    /// List a folder of your home on the server.
+    Ls(crate::remote::PathArgs),
+    /// Create a folder (-p: with parents).
+    Mkdir(crate::remote::PathArgs),
+    /// Remove a file (-r: a folder and its contents).
+    Rm(crate::remote::PathArgs),
+    /// Rename or move FROM to TO.
+    Mv(crate::remote::MvArgs),
+    /// Show one file or folder.
+    Stat(crate::remote::PathArgs),
+    /// An interactive shell on the server, like sftp (or a script on stdin).
+    Shell(crate::remote::LoginArgs),
     /// Run COMMAND on the server and print its output.
     Exec(ExecArgs),
     /// Send TEXT to the server's echo and print the reply.
@@ -110,9 +126,9 @@ pub struct PutArgs {
     pub local: PathBuf,
     /// The name on the server (default: LOCAL's file name).
     pub remote: Option<String>,
-    /// Connection options.
+    /// Login and connection options.
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub login: crate::remote::LoginArgs,
 }
 
 /// `sockit time`.
@@ -154,12 +170,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             sockit::seed::exec::request(&args.client.server, &command, &mut stdout).await?;
             Ok(())
         }
-        Command::Put(args) => {
-            if !args.seed {
-                bail!("native put is not available yet; use --seed against a seed upload server");
-            }
+        Command::Put(args) if args.seed => {
             let sent = sockit::seed::upload::send(
-                &args.client.server,
+                &args.login.client.server,
                 &args.local,
                 args.remote.as_deref(),
             )
@@ -168,6 +181,41 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("sent {} ({sent} bytes)", args.local.display());
             Ok(())
         }
+        Command::Put(args) => {
+            crate::remote::put(
+                &args.login,
+                &args.local,
+                args.remote.as_deref(),
+                args.resume,
+            )
+            .await
+        }
+        Command::User(args) => crate::remote::user(args),
+        Command::Get(args) => crate::remote::get(args).await,
+        Command::Ls(args) => {
+            let mut client = args.login.connect().await?;
+            crate::remote::print_entries(&client.ls(&args.path).await?);
+            Ok(())
+        }
+        Command::Stat(args) => {
+            let mut client = args.login.connect().await?;
+            crate::remote::print_entries(&[client.stat(&args.path).await?]);
+            Ok(())
+        }
+        Command::Mkdir(args) => Ok(args
+            .login
+            .connect()
+            .await?
+            .mkdir(&args.path, args.recursive)
+            .await?),
+        Command::Rm(args) => Ok(args
+            .login
+            .connect()
+            .await?
+            .rm(&args.path, args.recursive)
+            .await?),
+        Command::Mv(args) => Ok(args.login.connect().await?.mv(&args.from, &args.to).await?),
+        Command::Shell(login) => crate::repl::run(login).await,
         Command::Time(args) => {
             let server = udp_addr(&args.client.server)?;
             let time = sockit::service::time::request(server, &args.format, UDP_WAIT).await?;

@@ -222,7 +222,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while left > 0 {
             self.wbuf.reserve(CHUNK);
             let want = clamp(left).min(CHUNK);
-            let n = (&mut reader).take(want as u64).read_buf(&mut self.wbuf).await?;
+            let n = (&mut reader)
+                .take(want as u64)
+                .read_buf(&mut self.wbuf)
+                .await?;
             if n == 0 {
                 return Err(eof("the body's source ended before its announced size"));
             }
@@ -325,7 +328,10 @@ fn clamp(n: u64) -> usize {
 }
 
 fn eof(what: &str) -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, what.to_string()))
+    Error::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        what.to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -392,7 +398,10 @@ mod tests {
         let err = conn.read_body(100).await.unwrap_err();
         assert!(err.is_disconnect(), "{err:?}");
 
-        let mut conn = Connection::new(tokio_test_stream(vec![wire[..6].to_vec()]), Limits::default());
+        let mut conn = Connection::new(
+            tokio_test_stream(vec![wire[..6].to_vec()]),
+            Limits::default(),
+        );
         assert!(conn.read_head().await.unwrap_err().is_disconnect());
     }
 
@@ -424,7 +433,9 @@ mod tests {
 
     /// A stream that yields the given chunks, one per read, then EOF; writes are discarded.
     fn tokio_test_stream(chunks: Vec<Vec<u8>>) -> ChunkStream {
-        ChunkStream { chunks: chunks.into() }
+        ChunkStream {
+            chunks: chunks.into(),
+        }
     }
 
     struct ChunkStream {
@@ -449,7 +460,11 @@ mod tests {
     }
 
     impl AsyncWrite for ChunkStream {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
             Poll::Ready(Ok(b.len()))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -83,10 +83,23 @@ pub async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     let read_result: Result<()> = async {
         loop {
             let mut buf = BytesMut::with_capacity(TRANSFER_CHUNK);
+            let mut failed = None;
             while buf.len() < TRANSFER_CHUNK {
-                if body.read_buf(&mut buf).await? == 0 {
-                    break;
+                match body.read_buf(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
+            }
+            if let Some(e) = failed {
+                // Keep what did arrive: a resumed transfer continues after it.
+                if !buf.is_empty() {
+                    let _ = tx.send(buf.freeze()).await;
+                }
+                return Err(e.into());
             }
             if buf.is_empty() {
                 return Ok(());
@@ -126,7 +139,9 @@ pub async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
         let mut md5 = hash_prefix_of(&mut file, offset)?;
         let mut left = len;
         while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(TRANSFER_CHUNK);
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(TRANSFER_CHUNK);
             let mut buf = vec![0; want];
             let n = file.read(&mut buf)?;
             if n == 0 {

@@ -2,6 +2,8 @@
 
 mod cli;
 mod demo;
+mod remote;
+mod repl;
 
 use std::process::ExitCode;
 

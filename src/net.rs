@@ -64,7 +64,10 @@ impl fmt::Display for Endpoint {
 /// When the name does not resolve.
 pub async fn resolve(addr: &str) -> io::Result<SocketAddr> {
     tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to nothing"))
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        )
     })
 }
 
@@ -257,7 +260,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
     fn poll_write_vectored(

@@ -1,6 +1,8 @@
 //! `Client`: the native protocol from the calling side: connect, send a request, read the
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
+pub mod shell;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -9,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::connection::Connection;
 use crate::filecopy::{Progress, receive_body, send_file};
-use crate::storage::Entry;
 use crate::net::{Endpoint, Stream, connect};
 use crate::protocol::{Limits, MAX_INLINE_BODY, Reply};
+use crate::storage::Entry;
 use crate::{Error, Result};
 
 /// A connection to a sockit server.
@@ -142,7 +144,10 @@ impl Client {
     /// [`Error::Remote`] with `auth_failed` for a wrong name or password.
     pub async fn login(&mut self, user: &str, password: &str) -> Result<Welcome> {
         let (fields, _) = self
-            .call(&json!({"op": "login", "user": user, "password": password}), b"")
+            .call(
+                &json!({"op": "login", "user": user, "password": password}),
+                b"",
+            )
             .await?;
         typed(fields)
     }
@@ -170,9 +175,12 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] when it exists or cannot be created.
     pub async fn mkdir(&mut self, path: &str, parents: bool) -> Result<()> {
-        self.call(&json!({"op": "mkdir", "path": path, "parents": parents}), b"")
-            .await
-            .map(drop)
+        self.call(
+            &json!({"op": "mkdir", "path": path, "parents": parents}),
+            b"",
+        )
+        .await
+        .map(drop)
     }
 
     /// Removes a file (or, with `recursive`, a folder and its contents).
@@ -180,9 +188,12 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] for a missing path, or a folder without `recursive`.
     pub async fn rm(&mut self, path: &str, recursive: bool) -> Result<()> {
-        self.call(&json!({"op": "rm", "path": path, "recursive": recursive}), b"")
-            .await
-            .map(drop)
+        self.call(
+            &json!({"op": "rm", "path": path, "recursive": recursive}),
+            b"",
+        )
+        .await
+        .map(drop)
     }
 
     /// Renames or moves `from` to `to`.
@@ -248,14 +259,10 @@ impl Client {
         progress: &mut dyn Progress,
     ) -> Result<Verified> {
         let part = local_partial(local);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(!resume)
-            .open(&part)
-            .map_err(|e| local_error(&part, e))?;
-        let have = file.metadata().map_err(|e| local_error(&part, e))?.len();
+        let have = match std::fs::metadata(&part) {
+            Ok(meta) if resume => meta.len(),
+            _ => 0,
+        };
         self.conn
             .write_frame(&json!({"op": "get", "path": remote, "offset": have}), b"")
             .await?;
@@ -267,7 +274,16 @@ impl Client {
                 ready.offset, ready.size
             )));
         }
-        let mut file = file;
+        // Only now, with the file known to exist, is the partial file created (or cut back
+        // to what the resume counted on).
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(|e| local_error(&part, e))?;
+        file.set_len(have).map_err(|e| local_error(&part, e))?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have))
             .map_err(|e| local_error(&part, e))?;
         progress.start(ready.size, have);

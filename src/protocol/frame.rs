@@ -253,7 +253,11 @@ mod tests {
     fn incomplete_until_the_whole_head_is_there() {
         let buf = raw(r#"{"total_size":3}"#);
         for cut in 0..buf.len() {
-            assert_eq!(parse(&buf[..cut]), Err(FrameError::Incomplete), "cut at {cut}");
+            assert_eq!(
+                parse(&buf[..cut]),
+                Err(FrameError::Incomplete),
+                "cut at {cut}"
+            );
         }
         assert!(parse(&buf).is_ok());
     }
@@ -304,10 +308,7 @@ mod tests {
             );
         }
         let huge = raw(r#"{"total_size": 1000000000000000000}"#);
-        assert!(matches!(
-            parse(&huge),
-            Err(FrameError::BodyTooLarge { .. })
-        ));
+        assert!(matches!(parse(&huge), Err(FrameError::BodyTooLarge { .. })));
     }
 
     #[test]
@@ -335,6 +336,10 @@ mod tests {
     fn encode_refuses_non_objects() {
         let mut dst = BytesMut::from(&b"keep"[..]);
         assert!(encode_head(&json!([1]), 0, &mut dst).is_err());
-        assert_eq!(&dst[..], b"keep", "a failed encode leaves the buffer as it was");
+        assert_eq!(
+            &dst[..],
+            b"keep",
+            "a failed encode leaves the buffer as it was"
+        );
     }
 }

@@ -251,7 +251,10 @@ mod tests {
 
     #[test]
     fn echo_and_unknown_ops() {
-        assert_eq!(Request::from_head(&head(json!({"op":"echo"}))).unwrap(), Request::Echo);
+        assert_eq!(
+            Request::from_head(&head(json!({"op":"echo"}))).unwrap(),
+            Request::Echo
+        );
         assert_eq!(
             Request::from_head(&head(json!({"op":"fly"}))).unwrap(),
             Request::Unknown
@@ -271,7 +274,12 @@ mod tests {
     #[test]
     fn error_reply_round_trips_to_a_remote_error() {
         let mut buf = BytesMut::new();
-        encode_head(&Reply::error(ErrorCode::UnknownOp, "no such op"), 0, &mut buf).unwrap();
+        encode_head(
+            &Reply::error(ErrorCode::UnknownOp, "no such op"),
+            0,
+            &mut buf,
+        )
+        .unwrap();
         let (h, _) = Head::parse(&buf, &Limits::default()).unwrap();
         assert_eq!(
             h.header["error"],

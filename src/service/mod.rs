@@ -21,8 +21,8 @@ use tracing::debug;
 use crate::connection::Connection;
 use crate::net::Peer;
 use crate::protocol::{Reply, Request};
-use crate::users::Password;
 use crate::server::{Conn, TcpService};
+use crate::users::Password;
 use crate::{Error, Result};
 
 /// Input a closing connection still drains so that its error reply is not lost to a reset.

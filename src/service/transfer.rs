@@ -85,7 +85,11 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await?;
     let offset = if resume && have <= size { have } else { 0 };
-    let used = if offset == 0 { used.saturating_sub(have) } else { used };
+    let used = if offset == 0 {
+        used.saturating_sub(have)
+    } else {
+        used
+    };
     let mut reservation = files
         .ledger
         .reserve(&user.name, used, user.quota, size - offset)?;

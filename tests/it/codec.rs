@@ -18,7 +18,11 @@ struct Cuts {
 
 impl Read for Cuts {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let cut = self.cuts.get(self.next % self.cuts.len().max(1)).copied().unwrap_or(1);
+        let cut = self
+            .cuts
+            .get(self.next % self.cuts.len().max(1))
+            .copied()
+            .unwrap_or(1);
         self.next += 1;
         let n = cut.max(1).min(buf.len()).min(self.wire.len());
         for (dst, b) in buf.iter_mut().zip(self.wire.drain(..n)) {
@@ -39,7 +43,10 @@ impl Write for Cuts {
 
 fn messages() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
     prop::collection::vec(
-        ("[a-z粘包]{0,12}", prop::collection::vec(any::<u8>(), 0..3000)),
+        (
+            "[a-z粘包]{0,12}",
+            prop::collection::vec(any::<u8>(), 0..3000),
+        ),
         0..12,
     )
 }

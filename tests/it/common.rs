@@ -42,7 +42,9 @@ impl Drop for TestServer {
 
 /// Serves `service` on 127.0.0.1:0 with `config`.
 pub async fn spawn_tcp<S: TcpService>(service: S, config: ServerConfig) -> TestServer {
-    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let endpoint = listener.local_endpoint().unwrap();
     let shutdown = Shutdown::new();
     let task = tokio::spawn(serve_tcp(
@@ -141,8 +143,7 @@ impl ServerProcess {
     pub fn interrupt(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        status
+        self.child.wait().unwrap()
     }
 
     /// Whether the process is still running.

@@ -28,11 +28,15 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let users = Users::open_with(&data, HashCost::Minimal).unwrap();
-        users.add("alice", &Password::new("pw-alice"), Some(1_000_000)).unwrap();
+        users
+            .add("alice", &Password::new("pw-alice"), Some(1_000_000))
+            .unwrap();
         users.add("bob", &Password::new("pw-bob"), None).unwrap();
         for i in 0..10 {
             let name = format!("user{i}");
-            users.add(&name, &Password::new(format!("pw-{name}")), None).unwrap();
+            users
+                .add(&name, &Password::new(format!("pw-{name}")), None)
+                .unwrap();
         }
         let native = Native::with_files(Arc::new(FileService::with_users(users)));
         let server = spawn_tcp(native, ServerConfig::default()).await;
@@ -68,7 +72,9 @@ fn code(result: Result<impl std::fmt::Debug, Error>) -> ErrorCode {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -77,7 +83,10 @@ async fn login_is_required_and_checked() {
     let mut c = Client::connect(&fx.server.endpoint).await.unwrap();
     assert_eq!(code(c.ls("/").await), ErrorCode::AuthRequired);
     assert_eq!(code(c.login("alice", "wrong").await), ErrorCode::AuthFailed);
-    assert_eq!(code(c.login("nobody", "pw-nobody").await), ErrorCode::AuthFailed);
+    assert_eq!(
+        code(c.login("nobody", "pw-nobody").await),
+        ErrorCode::AuthFailed
+    );
     assert_eq!(code(c.login("../bob", "x").await), ErrorCode::AuthFailed);
     let welcome = c.login("alice", "pw-alice").await.unwrap();
     assert_eq!(welcome.quota, Some(1_000_000));
@@ -93,9 +102,15 @@ async fn upload_download_round_trip_is_verified() {
     let bytes = pattern(3 << 20, 7);
     let local = fx.local("up.bin", &bytes);
     c.mkdir("docs/deep", true).await.unwrap();
-    let put = c.put(&local, "docs/deep/file.bin", false, &mut Quiet).await.unwrap();
+    let put = c
+        .put(&local, "docs/deep/file.bin", false, &mut Quiet)
+        .await
+        .unwrap();
     assert_eq!(put.size, bytes.len() as u64);
-    assert_eq!(std::fs::read(fx.home("bob").join("docs/deep/file.bin")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(fx.home("bob").join("docs/deep/file.bin")).unwrap(),
+        bytes
+    );
 
     let entries = c.ls("docs/deep").await.unwrap();
     assert_eq!(entries.len(), 1);
@@ -103,13 +118,19 @@ async fn upload_download_round_trip_is_verified() {
     assert_eq!(entries[0].size, bytes.len() as u64);
 
     let down = fx.dir.path().join("down.bin");
-    let got = c.get("/docs/deep/file.bin", &down, false, &mut Quiet).await.unwrap();
+    let got = c
+        .get("/docs/deep/file.bin", &down, false, &mut Quiet)
+        .await
+        .unwrap();
     assert_eq!(got.md5, put.md5);
     assert_eq!(std::fs::read(&down).unwrap(), bytes);
 
     c.mv("docs/deep/file.bin", "moved.bin").await.unwrap();
     assert_eq!(c.stat("moved.bin").await.unwrap().size, bytes.len() as u64);
-    assert!(c.rm("docs", false).await.is_err(), "a folder needs recursive");
+    assert!(
+        c.rm("docs", false).await.is_err(),
+        "a folder needs recursive"
+    );
     assert!(fx.home("bob").join("docs").is_dir());
     c.rm("docs", true).await.unwrap();
     c.rm("moved.bin", false).await.unwrap();
@@ -124,21 +145,36 @@ async fn paths_never_leave_the_home() {
     std::os::unix::fs::symlink("/etc", fx.home("bob").join("etc-link")).unwrap();
     std::os::unix::fs::symlink("../alice", fx.home("bob").join("alice-link")).unwrap();
     let out = fx.dir.path().join("stolen");
-    for path in ["../alice/secret.txt", "../../users.db", "/../alice/secret.txt", "etc-link/passwd", "alice-link/secret.txt"] {
+    for path in [
+        "../alice/secret.txt",
+        "../../users.db",
+        "/../alice/secret.txt",
+        "etc-link/passwd",
+        "alice-link/secret.txt",
+    ] {
         let got = c.get(path, &out, false, &mut Quiet).await;
         assert!(matches!(got, Err(Error::Remote { .. })), "{path}: {got:?}");
         assert!(!out.exists(), "{path}");
     }
     // `/etc/passwd` means the home's own etc/passwd, which does not exist.
-    assert_eq!(code(c.get("/etc/passwd", &out, false, &mut Quiet).await), ErrorCode::NotFound);
+    assert_eq!(
+        code(c.get("/etc/passwd", &out, false, &mut Quiet).await),
+        ErrorCode::NotFound
+    );
     let local = fx.local("x", b"payload");
     for path in ["../alice/x", "etc-link/x", "alice-link/x"] {
-        assert!(c.put(&local, path, false, &mut Quiet).await.is_err(), "{path}");
+        assert!(
+            c.put(&local, path, false, &mut Quiet).await.is_err(),
+            "{path}"
+        );
     }
     assert!(!fx.home("alice").join("x").exists());
     assert!(c.ls("alice-link").await.is_err());
     assert!(c.mv("/etc-link", "../alice/stolen-link").await.is_err());
-    assert_eq!(std::fs::read(fx.home("alice").join("secret.txt")).unwrap(), b"alice's");
+    assert_eq!(
+        std::fs::read(fx.home("alice").join("secret.txt")).unwrap(),
+        b"alice's"
+    );
     // After all that, the connection still works.
     assert_eq!(&c.echo(b"ok").await.unwrap()[..], b"ok");
 }
@@ -161,7 +197,10 @@ async fn quota_refuses_before_the_bytes_and_concurrent_uploads_cannot_overshoot(
     c.put(&small, "b", false, &mut Quiet).await.unwrap();
     // Overwriting counts only the difference.
     c.put(&small, "a", false, &mut Quiet).await.unwrap();
-    assert_eq!(code(c.put(&small, "c", false, &mut Quiet).await), ErrorCode::QuotaExceeded);
+    assert_eq!(
+        code(c.put(&small, "c", false, &mut Quiet).await),
+        ErrorCode::QuotaExceeded
+    );
 
     c.rm("b", false).await.unwrap();
     // Two uploads that each fit, but not together: one wins, one is refused.
@@ -182,7 +221,10 @@ async fn interrupted_upload(fx: &Fixture, user: &str, remote: &str, bytes: &[u8]
     use bytes::BytesMut;
     let mut c = fx.client(user).await;
     let (fields, _) = c
-        .call(&json!({"op": "put", "path": remote, "size": bytes.len()}), b"")
+        .call(
+            &json!({"op": "put", "path": remote, "size": bytes.len()}),
+            b"",
+        )
         .await
         .unwrap();
     assert_eq!(fields["offset"], 0);
@@ -208,20 +250,38 @@ async fn an_interrupted_upload_resumes_and_is_never_visible_half_done() {
     let fx = Fixture::new().await;
     let bytes = pattern(2 << 20, 9);
     interrupted_upload(&fx, "bob", "resume.bin", &bytes).await;
-    assert!(!fx.home("bob").join("resume.bin").exists(), "no partial under the final name");
-    assert!(c_ls_names(&fx, "bob").await.is_empty(), "partials are hidden");
+    assert!(
+        !fx.home("bob").join("resume.bin").exists(),
+        "no partial under the final name"
+    );
+    assert!(
+        c_ls_names(&fx, "bob").await.is_empty(),
+        "partials are hidden"
+    );
 
     let local = fx.local("resume.bin", &bytes);
     let mut c = fx.client("bob").await;
     let put = c.put(&local, "resume.bin", true, &mut Quiet).await.unwrap();
-    assert!(put.resumed_from >= (1 << 20), "resumed from {}", put.resumed_from);
-    assert_eq!(std::fs::read(fx.home("bob").join("resume.bin")).unwrap(), bytes);
+    assert!(
+        put.resumed_from >= (1 << 20),
+        "resumed from {}",
+        put.resumed_from
+    );
+    assert_eq!(
+        std::fs::read(fx.home("bob").join("resume.bin")).unwrap(),
+        bytes
+    );
     assert!(!part_of(&fx.home("bob"), "resume.bin").exists());
 }
 
 async fn c_ls_names(fx: &Fixture, user: &str) -> Vec<String> {
     let mut c = fx.client(user).await;
-    c.ls("/").await.unwrap().into_iter().map(|e| e.name).collect()
+    c.ls("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
 }
 
 #[tokio::test]
@@ -230,14 +290,22 @@ async fn a_lying_upload_leaves_nothing_and_a_busy_name_refuses_a_second_writer()
     let mut c = fx.client("bob").await;
     let bytes = pattern(100_000, 3);
     let (fields, _) = c
-        .call(&json!({"op": "put", "path": "lie", "size": bytes.len()}), b"")
+        .call(
+            &json!({"op": "put", "path": "lie", "size": bytes.len()}),
+            b"",
+        )
         .await
         .unwrap();
     assert_eq!(fields["offset"], 0);
-    c.connection().queue_head(&json!({"op": "data"}), bytes.len() as u64).unwrap();
+    c.connection()
+        .queue_head(&json!({"op": "data"}), bytes.len() as u64)
+        .unwrap();
     c.connection().queue_raw(&bytes);
     let wrong = "0".repeat(32);
-    assert_eq!(code(c.call(&json!({"op": "done", "md5": wrong}), b"").await), ErrorCode::DigestMismatch);
+    assert_eq!(
+        code(c.call(&json!({"op": "done", "md5": wrong}), b"").await),
+        ErrorCode::DigestMismatch
+    );
     assert!(!fx.home("bob").join("lie").exists());
     assert!(!part_of(&fx.home("bob"), "lie").exists());
 
@@ -248,7 +316,10 @@ async fn a_lying_upload_leaves_nothing_and_a_busy_name_refuses_a_second_writer()
         .await
         .unwrap();
     let local = fx.local("same", b"0123456789");
-    assert_eq!(code(c.put(&local, "same", false, &mut Quiet).await), ErrorCode::Busy);
+    assert_eq!(
+        code(c.put(&local, "same", false, &mut Quiet).await),
+        ErrorCode::Busy
+    );
     drop(first);
 }
 

@@ -41,7 +41,8 @@ fn frame(header: &str) -> Vec<u8> {
 
 fn echo_works(addr: &str) {
     let mut conn = Connection::new(TcpStream::connect(addr).unwrap(), Limits::default());
-    conn.write_frame(&json!({"op": "echo"}), b"still alive").unwrap();
+    conn.write_frame(&json!({"op": "echo"}), b"still alive")
+        .unwrap();
     conn.read_head().unwrap().unwrap();
     assert_eq!(conn.read_body(1024).unwrap(), b"still alive");
 }
@@ -55,13 +56,33 @@ fn hostile_inputs_cost_one_connection_each() {
     let mut bystander = Connection::new(TcpStream::connect(&addr).unwrap(), Limits::default());
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("2 GiB header length", i32::MAX.to_le_bytes().to_vec(), "too_large"),
-        ("negative header length", (-5i32).to_le_bytes().to_vec(), "protocol"),
-        ("zero header length", 0i32.to_le_bytes().to_vec(), "protocol"),
+        (
+            "2 GiB header length",
+            i32::MAX.to_le_bytes().to_vec(),
+            "too_large",
+        ),
+        (
+            "negative header length",
+            (-5i32).to_le_bytes().to_vec(),
+            "protocol",
+        ),
+        (
+            "zero header length",
+            0i32.to_le_bytes().to_vec(),
+            "protocol",
+        ),
         ("invalid JSON", frame("{\"op\": ech"), "protocol"),
         ("a JSON array", frame("[1, 2, 3]"), "protocol"),
-        ("negative total_size", frame(r#"{"op":"echo","total_size":-1}"#), "protocol"),
-        ("string total_size", frame(r#"{"op":"echo","total_size":"10"}"#), "protocol"),
+        (
+            "negative total_size",
+            frame(r#"{"op":"echo","total_size":-1}"#),
+            "protocol",
+        ),
+        (
+            "string total_size",
+            frame(r#"{"op":"echo","total_size":"10"}"#),
+            "protocol",
+        ),
         (
             "10^18 total_size",
             frame(r#"{"op":"echo","total_size":1000000000000000000}"#),
@@ -72,9 +93,15 @@ fn hostile_inputs_cost_one_connection_each() {
         let reply = send_raw(&addr, &bytes);
         assert_eq!(error_code(&reply), code, "{what}");
         echo_works(&addr);
-        bystander.write_frame(&json!({"op": "echo"}), what.as_bytes()).unwrap();
+        bystander
+            .write_frame(&json!({"op": "echo"}), what.as_bytes())
+            .unwrap();
         bystander.read_head().unwrap().unwrap();
-        assert_eq!(bystander.read_body(1024).unwrap(), what.as_bytes(), "{what}");
+        assert_eq!(
+            bystander.read_body(1024).unwrap(),
+            what.as_bytes(),
+            "{what}"
+        );
     }
 
     // Header cut short, then the peer vanishes: nothing to answer, nothing lost.
@@ -105,5 +132,8 @@ fn hostile_inputs_cost_one_connection_each() {
     }
 
     let rss = server.rss();
-    assert!(rss < 64 << 20, "server RSS {rss} bytes after the hostile inputs");
+    assert!(
+        rss < 64 << 20,
+        "server RSS {rss} bytes after the hostile inputs"
+    );
 }

@@ -33,7 +33,12 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut wire = BytesMut::new();
     for i in 0..200u32 {
         let body = format!("message {i}");
-        encode_head(&json!({"op": "echo", "seq": i}), body.len() as u64, &mut wire).unwrap();
+        encode_head(
+            &json!({"op": "echo", "seq": i}),
+            body.len() as u64,
+            &mut wire,
+        )
+        .unwrap();
         wire.extend_from_slice(body.as_bytes());
     }
     // Every request in one write: the seeds' 粘包 case at its worst.
@@ -79,7 +84,9 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     let mut stream = sockit::net::connect(&server.endpoint).await.unwrap();
     let mut head = BytesMut::new();
     encode_head(&json!({"op": "echo"}), 1001, &mut head).unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, &head).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &head)
+        .await
+        .unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await.unwrap();
     let text = String::from_utf8_lossy(&reply);
@@ -93,7 +100,8 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     let body: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
     let half = body.len() / 2;
     let conn = client.connection();
-    conn.queue_head(&json!({"op": "echo"}), body.len() as u64).unwrap();
+    conn.queue_head(&json!({"op": "echo"}), body.len() as u64)
+        .unwrap();
     conn.queue_raw(&body[..half]);
     conn.flush().await.unwrap();
     // The reply head arrives once the server has streamed a chunk back: now it is mid-request.
@@ -107,7 +115,10 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     assert!(got == body, "the in-flight echo came back whole");
     // After it, the server closes instead of reading another request.
     assert!(conn.read_head().await.unwrap().is_none());
-    assert!(server.stop(Duration::from_secs(10)).await, "all connections ended");
+    assert!(
+        server.stop(Duration::from_secs(10)).await,
+        "all connections ended"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,7 +160,10 @@ async fn unix_socket_listener_serves_and_replaces_a_stale_socket_file() {
         shutdown.clone(),
     ));
     let mut client = Client::connect(&endpoint).await.unwrap();
-    assert_eq!(&client.echo(b"over AF_UNIX").await.unwrap()[..], b"over AF_UNIX");
+    assert_eq!(
+        &client.echo(b"over AF_UNIX").await.unwrap()[..],
+        b"over AF_UNIX"
+    );
     drop(client);
     assert!(shutdown.drain(Duration::from_secs(5)).await);
     task.await.unwrap().unwrap();

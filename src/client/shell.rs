@@ -1,0 +1,248 @@
+//! The shell's language: one line in, one [`ShellCommand`] out. Pure: no I/O, no client.
+//!
+//! The REPL (in the binary) reads lines, calls [`parse_line`], and runs the command against a
+//! [`super::Client`]; the remote current folder lives here, on the client side, so the server
+//! stays stateless ([`RemoteCwd`]).
+
+use crate::storage::WirePath;
+
+/// One shell command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellCommand {
+    /// `ls [PATH]`
+    Ls(Option<String>),
+    /// `cd [PATH]` (no path: the home)
+    Cd(Option<String>),
+    /// `pwd`
+    Pwd,
+    /// `lcd PATH`: change the local folder.
+    Lcd(String),
+    /// `lls [PATH]`: list a local folder.
+    Lls(Option<String>),
+    /// `lpwd`: show the local folder.
+    Lpwd,
+    /// `mkdir [-p] PATH`
+    Mkdir {
+        /// The folder.
+        path: String,
+        /// Create parents too.
+        parents: bool,
+    },
+    /// `rm [-r] PATH`
+    Rm {
+        /// What to remove.
+        path: String,
+        /// Folders too.
+        recursive: bool,
+    },
+    /// `mv FROM TO`
+    Mv(String, String),
+    /// `stat PATH`
+    Stat(String),
+    /// `put [-r|--resume] LOCAL [REMOTE]`
+    Put {
+        /// Local file.
+        local: String,
+        /// Remote name (default: LOCAL's file name, in the current folder).
+        remote: Option<String>,
+        /// Continue a partial upload.
+        resume: bool,
+    },
+    /// `get [--resume] REMOTE [LOCAL]`
+    Get {
+        /// Remote file.
+        remote: String,
+        /// Local name (default: REMOTE's file name, in the local folder).
+        local: Option<String>,
+        /// Continue a partial download.
+        resume: bool,
+    },
+    /// `help`
+    Help,
+    /// `quit`, `exit`, `bye`
+    Quit,
+}
+
+/// Every command name, for completion and help.
+pub const COMMANDS: [&str; 16] = [
+    "ls", "cd", "pwd", "lcd", "lls", "lpwd", "mkdir", "rm", "mv", "stat", "put", "get", "help",
+    "quit", "exit", "bye",
+];
+
+/// What `help` prints.
+pub const HELP: &str = "\
+ls [PATH]                    list a remote folder
+cd [PATH] / pwd              change / show the remote folder
+lcd PATH / lls [PATH] / lpwd change / list / show the local folder
+mkdir [-p] PATH              create a remote folder
+rm [-r] PATH                 remove a remote file (folder with -r)
+mv FROM TO                   rename or move
+stat PATH                    show one entry
+put [--resume] LOCAL [REMOTE]  upload, verified by md5
+get [--resume] REMOTE [LOCAL]  download, verified by md5
+help / quit";
+
+/// Parses one line; `Ok(None)` for a blank line or a `#` comment.
+///
+/// # Errors
+/// A message for a person: unknown command, missing or extra arguments, bad quoting.
+pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let words = shlex::split(line).ok_or("unbalanced quotes")?;
+    let Some((name, args)) = words.split_first() else {
+        return Ok(None);
+    };
+    let (flags, args): (Vec<&String>, Vec<&String>) =
+        args.iter().partition(|a| a.starts_with('-') && a.len() > 1);
+    let flag = |short: &str, long: &str| flags.iter().any(|f| *f == short || *f == long);
+    let known: &[&str] = match name.as_str() {
+        "rm" => &["-r", "--recursive"],
+        "mkdir" => &["-p", "--parents"],
+        "put" | "get" => &["--resume"],
+        _ => &[],
+    };
+    if let Some(bad) = flags.iter().find(|f| !known.contains(&f.as_str())) {
+        return Err(format!("{name}: unknown option {bad}"));
+    }
+    let arg = |i: usize| args.get(i).map(|s| s.to_string());
+    let want = |min: usize, max: usize| -> Result<(), String> {
+        if args.len() < min || args.len() > max {
+            let usage = HELP
+                .lines()
+                .find(|l| l.starts_with(name.as_str()))
+                .unwrap_or(name);
+            return Err(format!("usage: {usage}"));
+        }
+        Ok(())
+    };
+    let cmd = match name.as_str() {
+        "ls" | "dir" => want(0, 1).map(|_| ShellCommand::Ls(arg(0)))?,
+        "cd" => want(0, 1).map(|_| ShellCommand::Cd(arg(0)))?,
+        "pwd" => want(0, 0).map(|_| ShellCommand::Pwd)?,
+        "lcd" => want(1, 1).map(|_| ShellCommand::Lcd(args[0].clone()))?,
+        "lls" => want(0, 1).map(|_| ShellCommand::Lls(arg(0)))?,
+        "lpwd" => want(0, 0).map(|_| ShellCommand::Lpwd)?,
+        "mkdir" => want(1, 1).map(|_| ShellCommand::Mkdir {
+            path: args[0].clone(),
+            parents: flag("-p", "--parents"),
+        })?,
+        "rm" => want(1, 1).map(|_| ShellCommand::Rm {
+            path: args[0].clone(),
+            recursive: flag("-r", "--recursive"),
+        })?,
+        "mv" => want(2, 2).map(|_| ShellCommand::Mv(args[0].clone(), args[1].clone()))?,
+        "stat" => want(1, 1).map(|_| ShellCommand::Stat(args[0].clone()))?,
+        "put" => want(1, 2).map(|_| ShellCommand::Put {
+            local: args[0].clone(),
+            remote: arg(1),
+            resume: flag("--resume", "--resume"),
+        })?,
+        "get" => want(1, 2).map(|_| ShellCommand::Get {
+            remote: args[0].clone(),
+            local: arg(1),
+            resume: flag("--resume", "--resume"),
+        })?,
+        "help" | "?" => ShellCommand::Help,
+        "quit" | "exit" | "bye" => ShellCommand::Quit,
+        other => return Err(format!("unknown command `{other}` (try `help`)")),
+    };
+    Ok(Some(cmd))
+}
+
+/// The shell's remote current folder, kept on the client side.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteCwd(WirePath);
+
+impl RemoteCwd {
+    /// The home root.
+    pub fn new() -> Self {
+        RemoteCwd(WirePath::root())
+    }
+
+    /// Resolves a path typed in the shell to the full path the server takes.
+    ///
+    /// # Errors
+    /// [`crate::Error::PermissionDenied`] when the path climbs above the home; a bad request
+    /// when it is malformed.
+    pub fn resolve(&self, path: &str) -> crate::Result<String> {
+        self.0.resolve(path).map(|p| p.to_string())
+    }
+
+    /// Moves to `path` (already checked to be a folder by the caller).
+    ///
+    /// # Errors
+    /// As [`RemoteCwd::resolve`].
+    pub fn cd(&mut self, path: &str) -> crate::Result<()> {
+        self.0 = self.0.resolve(path)?;
+        Ok(())
+    }
+
+    /// The current folder, as `/a/b`.
+    pub fn display(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> ShellCommand {
+        parse_line(line).unwrap().unwrap()
+    }
+
+    #[test]
+    fn parses_commands_with_flags_and_quotes() {
+        assert_eq!(p("ls"), ShellCommand::Ls(None));
+        assert_eq!(p("  ls docs "), ShellCommand::Ls(Some("docs".into())));
+        assert_eq!(
+            p("rm -r 'my folder'"),
+            ShellCommand::Rm {
+                path: "my folder".into(),
+                recursive: true
+            }
+        );
+        assert_eq!(
+            p("put --resume \"a b.bin\" remote.bin"),
+            ShellCommand::Put {
+                local: "a b.bin".into(),
+                remote: Some("remote.bin".into()),
+                resume: true
+            }
+        );
+        assert_eq!(p("mv a b"), ShellCommand::Mv("a".into(), "b".into()));
+        assert_eq!(p("exit"), ShellCommand::Quit);
+    }
+
+    #[test]
+    fn blank_lines_and_comments_are_nothing() {
+        assert_eq!(parse_line("   "), Ok(None));
+        assert_eq!(parse_line("# a comment"), Ok(None));
+    }
+
+    #[test]
+    fn mistakes_get_a_message() {
+        assert!(parse_line("fly").unwrap_err().contains("unknown command"));
+        assert!(parse_line("mv a").unwrap_err().starts_with("usage: mv"));
+        assert!(
+            parse_line("rm -x a")
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(parse_line("ls 'open").unwrap_err().contains("quotes"));
+    }
+
+    #[test]
+    fn cwd_resolves_relative_paths_and_stays_in_the_home() {
+        let mut cwd = RemoteCwd::new();
+        assert_eq!(cwd.display(), "/");
+        cwd.cd("docs/deep").unwrap();
+        assert_eq!(cwd.resolve("f.txt").unwrap(), "/docs/deep/f.txt");
+        assert_eq!(cwd.resolve("../x").unwrap(), "/docs/x");
+        assert_eq!(cwd.resolve("/top").unwrap(), "/top");
+        assert!(cwd.resolve("../../../etc").is_err());
+    }
+}

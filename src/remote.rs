@@ -1,0 +1,374 @@
+//! The file-server subcommands: `user`, `put`, `get`, `ls`, `mkdir`, `rm`, `mv`, `stat` and
+//! the interactive `shell`, with progress bars and password prompts. Only presentation lives
+//! here; the protocol is in `sockit::client`.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use sockit::client::Client;
+use sockit::filecopy::{Progress, Quiet};
+use sockit::storage::{Entry, EntryKind};
+use sockit::users::{Password, Users};
+
+use crate::cli::ClientArgs;
+use sockit::config::parse_size;
+
+/// `sockit user …`: manage the users of a data folder (run on the server's machine).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+    /// The server's data folder.
+    #[arg(long, global = true, default_value = "./sockit-data")]
+    pub data: PathBuf,
+}
+
+/// The `user` actions.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user (and their home folder).
+    Add {
+        /// The login name: 1-32 of A-Z a-z 0-9 _ . - (not starting with a dot).
+        name: String,
+        /// Storage quota, e.g. 500MB or 2GiB (default: unlimited).
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users.
+    List,
+    /// Remove a user (their files stay unless --purge).
+    Del {
+        /// The login name.
+        name: String,
+        /// Also delete their home folder and everything in it.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The login name.
+        name: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's quota (`none` for unlimited).
+    Quota {
+        /// The login name.
+        name: String,
+        /// The new quota, e.g. 1GiB, or `none`.
+        quota: String,
+    },
+}
+
+/// Runs a `user` action.
+///
+/// # Errors
+/// Bad names, duplicates, unknown users, database errors.
+pub fn user(args: UserArgs) -> Result<()> {
+    let users = Users::open(&args.data)
+        .with_context(|| format!("opening the users of {}", args.data.display()))?;
+    match args.action {
+        UserAction::Add {
+            name,
+            quota,
+            password_stdin,
+        } => {
+            let password = new_password(&name, password_stdin)?;
+            users.add(&name, &password, quota)?;
+            println!("added {name} ({})", quota_text(quota));
+        }
+        UserAction::List => {
+            for u in users.list()? {
+                let created = chrono::DateTime::from_timestamp(u.created, 0)
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<32} {:>14}  added {created}",
+                    u.name,
+                    quota_text(u.quota)
+                );
+            }
+        }
+        UserAction::Del { name, purge } => {
+            users.remove(&name, purge)?;
+            println!(
+                "removed {name}{}",
+                if purge { " and their files" } else { "" }
+            );
+        }
+        UserAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            users.get(&name)?;
+            let password = new_password(&name, password_stdin)?;
+            users.set_password(&name, &password)?;
+            println!("password of {name} changed");
+        }
+        UserAction::Quota { name, quota } => {
+            let quota = match quota.as_str() {
+                "none" | "unlimited" => None,
+                q => Some(parse_size(q).map_err(anyhow::Error::msg)?),
+            };
+            users.set_quota(&name, quota)?;
+            println!("quota of {name}: {}", quota_text(quota));
+        }
+    }
+    Ok(())
+}
+
+fn quota_text(quota: Option<u64>) -> String {
+    quota.map_or("unlimited".into(), |q| {
+        format!("quota {}", sockit::quota::format_size(q))
+    })
+}
+
+/// A new password: the first stdin line, or typed twice at a hidden prompt.
+fn new_password(name: &str, from_stdin: bool) -> Result<Password> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(Password::new(line));
+    }
+    let first = rpassword::prompt_password(format!("new password for {name}: "))?;
+    let again = rpassword::prompt_password("again: ")?;
+    if first != again {
+        bail!("the passwords differ");
+    }
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    Ok(Password::new(first))
+}
+
+/// Options of every file subcommand: where, who, and whether to draw bars.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// User name (password from SOCKIT_PASSWORD, or a prompt).
+    #[arg(short, long, env = "SOCKIT_USER")]
+    pub user: Option<String>,
+    /// No progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl LoginArgs {
+    /// Connects and logs in.
+    ///
+    /// # Errors
+    /// Connection and login failures, with the address and user in the message.
+    pub async fn connect(&self) -> Result<Client> {
+        let Some(user) = &self.user else {
+            bail!("which user? give -u NAME (or set SOCKIT_USER)");
+        };
+        let server = &self.client.server;
+        let password = match std::env::var("SOCKIT_PASSWORD") {
+            Ok(p) => p,
+            Err(_) => rpassword::prompt_password(format!("password for {user}@{server}: "))
+                .context("reading the password (set SOCKIT_PASSWORD when there is no terminal)")?,
+        };
+        let mut client = Client::connect(server).await?;
+        client
+            .login(user, &password)
+            .await
+            .with_context(|| format!("logging in to {server} as {user}"))?;
+        Ok(client)
+    }
+
+    /// A progress reporter: a bar on a terminal, nothing otherwise or with `-q`.
+    pub fn progress(&self, label: &str) -> Box<dyn Progress> {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            Box::new(Quiet)
+        } else {
+            Box::new(Bar::new(label))
+        }
+    }
+}
+
+/// An indicatif bar with bytes, rate and ETA.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(label: &str) -> Bar {
+        let bar = ProgressBar::hidden();
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:20!} {bar:30} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(label.to_string());
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&mut self, total: u64, done: u64) {
+        self.0
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        self.0.set_length(total);
+        self.0.set_position(done);
+        self.0.reset_eta();
+    }
+    fn advance(&mut self, n: u64) {
+        self.0.inc(n);
+    }
+    fn finish(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// `sockit get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Continue an interrupted download from its partial file.
+    #[arg(long)]
+    pub resume: bool,
+    /// The file on the server.
+    pub remote: String,
+    /// Where to save it (default: the remote file's name, here).
+    pub local: Option<PathBuf>,
+    /// Login options.
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `sockit ls`, `mkdir`, `rm`, `stat`: one remote path.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// The path in your home.
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// For rm: remove folders and their contents. For mkdir: create parents.
+    #[arg(short = 'r', long = "recursive", alias = "parents", short_alias = 'p')]
+    pub recursive: bool,
+    /// Login options.
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// `sockit mv`.
+#[derive(Debug, Args)]
+pub struct MvArgs {
+    /// Existing path.
+    pub from: String,
+    /// New path.
+    pub to: String,
+    /// Login options.
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
+
+/// Uploads `local` (native protocol) and prints what was stored.
+///
+/// # Errors
+/// Local, connection and server errors.
+pub async fn put(
+    login: &LoginArgs,
+    local: &Path,
+    remote: Option<&str>,
+    resume: bool,
+) -> Result<()> {
+    let remote = match remote {
+        Some(r) => r.to_string(),
+        None => file_name(local)?,
+    };
+    let mut client = login.connect().await?;
+    let mut bar = login.progress(&remote);
+    let done = client.put(local, &remote, resume, bar.as_mut()).await?;
+    println!("{}", transfer_line("stored", &remote, &done));
+    Ok(())
+}
+
+/// Downloads `remote` and prints what was saved.
+///
+/// # Errors
+/// Local, connection and server errors.
+pub async fn get(args: GetArgs) -> Result<()> {
+    let local = match args.local {
+        Some(l) => l,
+        None => PathBuf::from(remote_name(&args.remote)),
+    };
+    let mut client = args.login.connect().await?;
+    let mut bar = args.login.progress(&args.remote);
+    let done = client
+        .get(&args.remote, &local, args.resume, bar.as_mut())
+        .await?;
+    println!(
+        "{}",
+        transfer_line("saved", &local.display().to_string(), &done)
+    );
+    Ok(())
+}
+
+fn transfer_line(what: &str, name: &str, v: &sockit::client::Verified) -> String {
+    let resumed = if v.resumed_from > 0 {
+        format!(", resumed at {}", v.resumed_from)
+    } else {
+        String::new()
+    };
+    format!(
+        "{what} {name}: {} bytes, md5 {} verified{resumed}",
+        v.size, v.md5
+    )
+}
+
+/// Prints a listing the way `ls -l` would.
+pub fn print_entries(entries: &[Entry]) {
+    for e in entries {
+        let kind = match e.kind {
+            EntryKind::Dir => 'd',
+            EntryKind::Symlink => 'l',
+            EntryKind::File => '-',
+            EntryKind::Other => '?',
+        };
+        let when = chrono::DateTime::from_timestamp(e.modified, 0)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
+        println!("{kind} {:>12}  {when}  {}{slash}", e.size, e.name);
+    }
+}
+
+/// The last component of a remote path.
+pub fn remote_name(remote: &str) -> String {
+    remote
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("download")
+        .to_string()
+}
+
+fn file_name(local: &Path) -> Result<String> {
+    local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", local.display()))
+}
+
+/// Reads all of stdin (for scripts piped into the shell).
+pub fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    Ok(s)
+}
