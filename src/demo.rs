@@ -5,6 +5,7 @@
 //! down, leaving nothing behind: data lives in a temporary folder.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -14,9 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use sockit::client::Client;
 use sockit::config::ServeOptions;
+use sockit::filecopy::Quiet;
 use sockit::net::Endpoint;
 use sockit::protocol::encode_head;
 use sockit::service::chat::{self, Incoming};
+use sockit::users::{Password, Users};
 
 /// How long a UDP step waits for its reply.
 const WAIT: Duration = Duration::from_secs(5);
@@ -92,6 +95,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
     )?;
     drop(client);
 
+    file_server(out, &server, data.path()).await?;
     seed_listeners(out, &addr("seed-echo")?, &addr("udp-echo")?).await?;
     time_server(out, &addr("udp-time")?).await?;
     chat_room(out, &addr("udp-chat")?).await?;
@@ -144,6 +148,74 @@ async fn hostile_peer(out: &mut impl Write, server: &Endpoint) -> Result<()> {
         out,
         "[hostile] a 2 GiB header length -> one error frame {text}, then the server closes that connection"
     )?;
+    Ok(())
+}
+
+/// The seeds' homework, the FTP program: a user with a quota, a verified upload with its
+/// bar, a listing, a verified download, a refused over-quota upload and a refused escape.
+async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Result<()> {
+    let users = Users::open(data)?;
+    users.add("demo", &Password::new("demo-password"), Some(64 << 20))?;
+    writeln!(
+        out,
+        "\n[files]  user `demo` added: argon2id hash in users.db, quota 64 MiB, home homes/demo/"
+    )?;
+    let mut client = Client::connect(server).await?;
+    match client.login("demo", "wrong").await {
+        Err(e) => writeln!(out, "[files]  login with a wrong password -> {e}")?,
+        Ok(_) => bail!("a wrong password was accepted"),
+    }
+    client.login("demo", "demo-password").await?;
+
+    let scratch = tempfile::tempdir()?;
+    let local = scratch.path().join("photos.tar");
+    let bytes: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&local, &bytes)?;
+    client.mkdir("backup", false).await?;
+    let mut bar = crate::remote::progress_bar("backup/photos.tar", false);
+    let stored = client
+        .put(&local, "backup/photos.tar", false, bar.as_mut())
+        .await?;
+    writeln!(
+        out,
+        "[files]  put photos.tar (24 MiB) -> stored backup/photos.tar, md5 {} checked by the server",
+        stored.md5
+    )?;
+    for e in client.ls("backup").await? {
+        writeln!(out, "[files]  ls backup -> {} {} bytes", e.name, e.size)?;
+    }
+    let back = scratch.path().join("restored.tar");
+    let mut bar = crate::remote::progress_bar("restored.tar", false);
+    let got = client
+        .get("backup/photos.tar", &back, false, bar.as_mut())
+        .await?;
+    let same = std::fs::read(&back)? == bytes;
+    writeln!(
+        out,
+        "[files]  get -> restored.tar, md5 {} {} the upload's; bytes {}",
+        got.md5,
+        if got.md5 == stored.md5 {
+            "matches"
+        } else {
+            "DIFFERS FROM"
+        },
+        if same { "identical" } else { "DIFFERENT" }
+    )?;
+    let huge = scratch.path().join("huge.bin");
+    std::fs::File::create(&huge)?.set_len(100 << 20)?;
+    match client.put(&huge, "huge.bin", false, &mut Quiet).await {
+        Err(e) => writeln!(
+            out,
+            "[files]  put 100 MiB -> refused before any byte is sent: {e}"
+        )?,
+        Ok(_) => bail!("the quota let 100 MiB through"),
+    }
+    match client.get("../../users.db", &back, false, &mut Quiet).await {
+        Err(e) => writeln!(out, "[files]  get ../../users.db -> {e}")?,
+        Ok(_) => bail!("a path escaped the home"),
+    }
     Ok(())
 }
 

@@ -193,11 +193,16 @@ impl LoginArgs {
 
     /// A progress reporter: a bar on a terminal, nothing otherwise or with `-q`.
     pub fn progress(&self, label: &str) -> Box<dyn Progress> {
-        if self.quiet || !std::io::stderr().is_terminal() {
-            Box::new(Quiet)
-        } else {
-            Box::new(Bar::new(label))
-        }
+        progress_bar(label, self.quiet)
+    }
+}
+
+/// A bar on stderr when it is a terminal (and not `quiet`); otherwise nothing.
+pub fn progress_bar(label: &str, quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        Box::new(Quiet)
+    } else {
+        Box::new(Bar::new(label))
     }
 }
 
