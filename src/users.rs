@@ -43,6 +43,28 @@ const SCHEMA: &str = "
     CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
 ";
 
+/// Switches the database to WAL and creates the schema. Two processes opening a new database
+/// at once can get SQLITE_BUSY from the journal-mode switch, which the busy timeout does not
+/// cover; that one case is retried for up to the busy timeout.
+fn set_up(conn: &Connection) -> Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let attempt = conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|()| conn.execute_batch(SCHEMA));
+        match attempt {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// A password in memory. Its `Debug` prints `***`, so it cannot leak into logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
@@ -133,9 +155,7 @@ impl Users {
         std::fs::create_dir_all(data_dir.join("homes"))?;
         let conn = Connection::open(data_dir.join("users.db"))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        set_up(&conn)?;
         let params = match cost {
             HashCost::Standard => Params::DEFAULT,
             HashCost::Minimal => Params::new(Params::MIN_M_COST, 1, 1, None)
