@@ -1,5 +1,6 @@
 //! The native protocol through the library's `Client` and raw frames: echo, pipelining,
-//! errors that keep the connection, shutdown, limits, idle timeout, Unix sockets.
+//! errors that keep the connection, body limits, Unix sockets (shutdown and idle timeouts are
+//! in `framework.rs`).
 
 use std::time::Duration;
 
@@ -91,53 +92,6 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     stream.read_to_end(&mut reply).await.unwrap();
     let text = String::from_utf8_lossy(&reply);
     assert!(text.contains("too_large"), "{text}");
-}
-
-#[tokio::test]
-async fn shutdown_lets_the_request_in_flight_finish() {
-    let server = spawn_native().await;
-    let mut client = Client::connect(&server.endpoint).await.unwrap();
-    let body: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
-    let half = body.len() / 2;
-    let conn = client.connection();
-    conn.queue_head(&json!({"op": "echo"}), body.len() as u64)
-        .unwrap();
-    conn.queue_raw(&body[..half]);
-    conn.flush().await.unwrap();
-    // The reply head arrives once the server has streamed a chunk back: now it is mid-request.
-    let head = conn.read_head().await.unwrap().unwrap();
-    assert_eq!(head.body_len, body.len() as u64);
-    server.shutdown.trigger();
-    conn.queue_raw(&body[half..]);
-    conn.flush().await.unwrap();
-    let mut got = Vec::new();
-    conn.body().read_to_end(&mut got).await.unwrap();
-    assert!(got == body, "the in-flight echo came back whole");
-    // After it, the server closes instead of reading another request.
-    assert!(conn.read_head().await.unwrap().is_none());
-    assert!(
-        server.stop(Duration::from_secs(10)).await,
-        "all connections ended"
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_silent_client_is_dropped_after_the_idle_timeout() {
-    let config = ServerConfig {
-        idle_timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
-    let server = spawn_tcp(Native::new(), config).await;
-    let mut client = Client::connect(&server.endpoint).await.unwrap();
-    assert_eq!(&client.echo(b"hi").await.unwrap()[..], b"hi");
-    // Say nothing. Paused time jumps to the server's deadline once everything is idle.
-    let before = tokio::time::Instant::now();
-    match client.read_reply().await {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::Timeout),
-        other => panic!("expected a timeout error frame, got {other:?}"),
-    }
-    assert!(before.elapsed() >= Duration::from_secs(30));
-    assert!(client.connection().read_head().await.unwrap().is_none());
 }
 
 #[tokio::test]
