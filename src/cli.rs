@@ -194,26 +194,23 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Get(args) => crate::remote::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;
-            crate::remote::print_entries(&client.ls(&args.path).await?);
+            crate::remote::print_entries(&client.ls(args.or_home()).await?);
             Ok(())
         }
         Command::Stat(args) => {
+            let path = args.required("stat")?;
             let mut client = args.login.connect().await?;
-            crate::remote::print_entries(&[client.stat(&args.path).await?]);
+            crate::remote::print_entries(&[client.stat(path).await?]);
             Ok(())
         }
-        Command::Mkdir(args) => Ok(args
-            .login
-            .connect()
-            .await?
-            .mkdir(&args.path, args.recursive)
-            .await?),
-        Command::Rm(args) => Ok(args
-            .login
-            .connect()
-            .await?
-            .rm(&args.path, args.recursive)
-            .await?),
+        Command::Mkdir(args) => {
+            let path = args.required("mkdir")?;
+            Ok(args.login.connect().await?.mkdir(path, args.recursive).await?)
+        }
+        Command::Rm(args) => {
+            let path = args.required("rm")?;
+            Ok(args.login.connect().await?.rm(path, args.recursive).await?)
+        }
         Command::Mv(args) => Ok(args.login.connect().await?.mv(&args.from, &args.to).await?),
         Command::Shell(login) => crate::repl::run(login).await,
         Command::Time(args) => {

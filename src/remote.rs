@@ -257,15 +257,31 @@ pub struct GetArgs {
 /// `sockit ls`, `mkdir`, `rm`, `stat`: one remote path.
 #[derive(Debug, Args)]
 pub struct PathArgs {
-    /// The path in your home.
-    #[arg(default_value = "/")]
-    pub path: String,
+    /// The path in your home (for ls: default `/`, the home itself).
+    pub path: Option<String>,
     /// For rm: remove folders and their contents. For mkdir: create parents.
     #[arg(short = 'r', long = "recursive", alias = "parents", short_alias = 'p')]
     pub recursive: bool,
     /// Login options.
     #[command(flatten)]
     pub login: LoginArgs,
+}
+
+impl PathArgs {
+    /// The path, which every command but `ls` needs.
+    ///
+    /// # Errors
+    /// When none was given.
+    pub fn required(&self, command: &str) -> Result<&str> {
+        self.path
+            .as_deref()
+            .with_context(|| format!("{command} needs a PATH"))
+    }
+
+    /// The path, or the home for `ls`.
+    pub fn or_home(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
 }
 
 /// `sockit mv`.
