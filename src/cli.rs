@@ -68,6 +68,8 @@ pub enum Command {
     Chat(ChatArgs),
     /// Run the whole system once on free loopback ports and show each part.
     Demo,
+    /// Generate load against a sockit server and measure it (echo, put, get, idle).
+    Bench(Box<sockit::client::bench::BenchArgs>),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -221,6 +223,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(args) => chat_session(args).await,
         Command::Demo => crate::demo::run(&mut std::io::stdout()).await,
+        Command::Bench(args) => {
+            let report = sockit::client::bench::run(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
             Ok(())

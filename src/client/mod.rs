@@ -1,6 +1,7 @@
 //! `Client`: the native protocol from the calling side: connect, send a request, read the
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
+pub mod bench;
 pub mod shell;
 
 use std::path::{Path, PathBuf};
