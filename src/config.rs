@@ -92,6 +92,9 @@ pub struct ServeOptions {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
     pub exec_max_output: Option<u64>,
+    /// Commands one user may run at once over the native protocol [default: 4].
+    #[arg(long, value_name = "N")]
+    pub exec_max_per_user: Option<usize>,
     /// Members the chat room holds at once [default: 256].
     #[arg(long, value_name = "N")]
     pub chat_max_members: Option<usize>,
@@ -130,7 +133,7 @@ pub struct Settings {
     pub udp_time: Option<String>,
     /// See [`ServeOptions::udp_chat`].
     pub udp_chat: Option<String>,
-    /// Limits of seed-exec commands.
+    /// Limits of remote commands (native exec and seed-exec).
     pub exec: ExecLimits,
     /// Limits of the chat room.
     pub chat: ChatLimits,
@@ -176,8 +179,8 @@ impl ServeOptions {
     pub fn or(self, file: ServeOptions) -> ServeOptions {
         merge!(self, file; listen, data, max_connections, idle_timeout, grace, max_header,
             max_body, max_inline_body, seed_echo, seed_exec, seed_upload, udp_echo, udp_time,
-            udp_chat, exec_timeout, exec_max_output, chat_max_members, chat_expiry,
-            chat_max_message, time_max_format)
+            udp_chat, exec_timeout, exec_max_output, exec_max_per_user, chat_max_members,
+            chat_expiry, chat_max_message, time_max_format)
     }
 
     /// Reads the `--config` file, if one is named, under these options.
@@ -235,6 +238,7 @@ impl ServeOptions {
             exec: ExecLimits {
                 timeout: Duration::from_secs(self.exec_timeout.unwrap_or(30).max(1)),
                 max_output: self.exec_max_output.unwrap_or(16 << 20),
+                max_per_user: self.exec_max_per_user.unwrap_or(4).max(1),
             },
             chat: ChatLimits {
                 max_members: self.chat_max_members.unwrap_or(256).max(1),

@@ -41,6 +41,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         udp_time: any(),
         udp_chat: any(),
         grace: Some(5),
+        allow_exec: true,
         ..ServeOptions::default()
     };
     let running = sockit::config::start(options.resolve()?).await?;
@@ -96,6 +97,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
     drop(client);
 
     file_server(out, &server, data.path()).await?;
+    remote_command(out, &server).await?;
     seed_listeners(out, &addr("seed-echo")?, &addr("udp-echo")?).await?;
     time_server(out, &addr("udp-time")?).await?;
     chat_room(out, &addr("udp-chat")?).await?;
@@ -295,4 +297,26 @@ async fn next_message(member: &chat::Client) -> Result<String> {
             _ => continue,
         }
     }
+}
+
+/// `exec` as user `demo` (added by the file step): stdout, stderr and the exit code apart.
+async fn remote_command(out: &mut impl Write, server: &Endpoint) -> Result<()> {
+    let mut client = Client::connect(server).await?;
+    client.login("demo", "demo-password").await?;
+    let command = "echo hi; echo oops >&2; exit 3";
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let sinks = sockit::client::exec::Sinks {
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        encoding: None,
+    };
+    let exit = client.exec(command, sinks).await?;
+    writeln!(
+        out,
+        "\n[exec]   `{command}` in homes/demo -> stdout {:?}, stderr {:?}, exit code {}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr),
+        exit.status_code()
+    )?;
+    Ok(())
 }

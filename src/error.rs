@@ -74,6 +74,9 @@ pub enum Error {
     /// The user database failed.
     #[error("user database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// Remote commands are off on this server.
+    #[error("remote commands are off on this server (it runs without --allow-exec)")]
+    ExecDisabled,
     /// Something else failed on the server's side; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -107,6 +110,7 @@ impl Error {
             Error::Busy(_) => ErrorCode::Busy,
             Error::AuthFailed(_) => ErrorCode::AuthFailed,
             Error::AuthRequired => ErrorCode::AuthRequired,
+            Error::ExecDisabled => ErrorCode::ExecDisabled,
         }
     }
 

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
+            // `sockit exec` passes the remote command's status on, without a message.
+            if let Some(cli::ExitWith(code)) = e.downcast_ref() {
+                return ExitCode::from(*code);
+            }
             eprintln!("sockit: {e:#}");
             ExitCode::FAILURE
         }

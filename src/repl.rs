@@ -161,6 +161,18 @@ impl Shell {
                     v.md5
                 );
             }
+            ShellCommand::Exec(command) => {
+                let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+                let sinks = sockit::client::exec::Sinks {
+                    stdout: &mut stdout,
+                    stderr: &mut stderr,
+                    encoding: None,
+                };
+                let exit = c.exec(&self.cwd.command_here(&command), sinks).await?;
+                if exit.status_code() != 0 {
+                    bail!("the command ended with status {}", exit.status_code());
+                }
+            }
             ShellCommand::Help => println!("{HELP}"),
             ShellCommand::Quit => {}
         }

@@ -2,6 +2,7 @@
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
 pub mod bench;
+pub mod exec;
 pub mod shell;
 
 use std::path::{Path, PathBuf};

@@ -57,6 +57,8 @@ pub enum ShellCommand {
         /// Continue a partial download.
         resume: bool,
     },
+    /// `exec COMMAND`: run COMMAND on the server, in the current remote folder.
+    Exec(String),
     /// `help`
     Help,
     /// `quit`, `exit`, `bye`
@@ -64,9 +66,9 @@ pub enum ShellCommand {
 }
 
 /// Every command name, for completion and help.
-pub const COMMANDS: [&str; 16] = [
-    "ls", "cd", "pwd", "lcd", "lls", "lpwd", "mkdir", "rm", "mv", "stat", "put", "get", "help",
-    "quit", "exit", "bye",
+pub const COMMANDS: [&str; 17] = [
+    "ls", "cd", "pwd", "lcd", "lls", "lpwd", "mkdir", "rm", "mv", "stat", "put", "get", "exec",
+    "help", "quit", "exit", "bye",
 ];
 
 /// What `help` prints.
@@ -80,6 +82,7 @@ mv FROM TO                   rename or move
 stat PATH                    show one entry
 put [--resume] LOCAL [REMOTE]  upload, verified by md5
 get [--resume] REMOTE [LOCAL]  download, verified by md5
+exec COMMAND                 run COMMAND on the server, in the remote folder
 help / quit";
 
 /// Parses one line; `Ok(None)` for a blank line or a `#` comment.
@@ -90,6 +93,15 @@ pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
+    }
+    // The rest of an exec line is the server shell's to parse, quotes and all.
+    if let Some(rest) = line.strip_prefix("exec")
+        && (rest.is_empty() || rest.starts_with(char::is_whitespace))
+    {
+        return match rest.trim() {
+            "" => Err("usage: exec COMMAND".into()),
+            command => Ok(Some(ShellCommand::Exec(command.to_string()))),
+        };
     }
     let words = shlex::split(line).ok_or("unbalanced quotes")?;
     let Some((name, args)) = words.split_first() else {
@@ -180,6 +192,18 @@ impl RemoteCwd {
         Ok(())
     }
 
+    /// `command` as a shell line that first enters the current folder (commands start in
+    /// the home); if that fails, the command does not run.
+    pub fn command_here(&self, command: &str) -> String {
+        if self.0 == WirePath::root() {
+            return command.to_string();
+        }
+        // Single quotes keep every byte literal in sh; a quote itself is closed, escaped and
+        // reopened.
+        let dir = format!(".{}", self.display()).replace('\'', r"'\''");
+        format!("cd '{dir}' || exit\n{command}")
+    }
+
     /// The current folder, as `/a/b`.
     pub fn display(&self) -> String {
         self.0.to_string()
@@ -233,6 +257,23 @@ mod tests {
                 .contains("unknown option")
         );
         assert!(parse_line("ls 'open").unwrap_err().contains("quotes"));
+    }
+
+    #[test]
+    fn exec_keeps_the_rest_of_the_line_and_runs_in_the_folder() {
+        assert_eq!(
+            p("exec  echo 'a  b' | wc -c "),
+            ShellCommand::Exec("echo 'a  b' | wc -c".into())
+        );
+        assert!(parse_line("exec").unwrap_err().starts_with("usage: exec"));
+        assert!(parse_line("execute").is_err());
+        let mut cwd = RemoteCwd::new();
+        assert_eq!(cwd.command_here("ls"), "ls");
+        cwd.cd("my docs/it's").unwrap();
+        assert_eq!(
+            cwd.command_here("ls"),
+            "cd './my docs/it'\\''s' || exit\nls"
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ pub async fn start(settings: Settings) -> Result<Running> {
     };
     let files = FileService::open(&settings.data)
         .with_context(|| format!("opening the users and homes in {}", settings.data.display()))?;
-    let native = Native::with_files(Arc::new(files));
+    let mut native = Native::with_files(Arc::new(files));
+    if settings.allow_exec {
+        native = native.with_exec(settings.exec);
+    }
     running
         .tcp("native protocol", &settings.listen, native, &config)
         .await?;

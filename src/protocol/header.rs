@@ -80,6 +80,21 @@ pub enum Request {
         #[serde(default)]
         offset: u64,
     },
+    /// Run a command in the user's home (`serve --allow-exec` only); its output streams
+    /// back as frames while it runs (see `service::exec`).
+    Exec {
+        /// The command line, run by `sh -c`.
+        command: String,
+        /// Whether the client sends stdin frames; otherwise the command reads `/dev/null`.
+        #[serde(default)]
+        stdin: bool,
+    },
+    /// Input of a running `exec` (the body), or its end (`eof`).
+    Stdin {
+        /// No more input after this frame.
+        #[serde(default)]
+        eof: bool,
+    },
     /// Any op this server does not know; answered with [`ErrorCode::UnknownOp`].
     #[serde(other)]
     Unknown,
@@ -149,6 +164,8 @@ pub enum ErrorCode {
     AuthFailed,
     /// The op needs a logged-in user.
     AuthRequired,
+    /// Remote commands are off on this server (`serve --allow-exec` turns them on).
+    ExecDisabled,
     /// A code this client does not know (from a newer server).
     #[serde(other)]
     Other,

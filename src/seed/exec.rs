@@ -2,17 +2,14 @@
 //! `recv(1024)`, answered with `struct.pack('i', len(header))` + `{"total_size": n}` + n bytes
 //! of stdout followed by stderr, in one write.
 //!
-//! Unlike the seed, every command runs bounded: `sh -c` in its own process group, killed
-//! (the whole group) past a wall-clock timeout or an output cap, and the reply says so.
+//! Unlike the seed, every command runs bounded, through [`crate::runner`]: `sh -c` in its own
+//! process group with a minimal environment, killed (the whole group) past a wall-clock
+//! timeout or an output cap, and the reply says so. The output is buffered (the reply's
+//! header carries its size first), never more than the cap.
 //! The listener has no login, so `sockit serve` opens it only on loopback with `--allow-exec`.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use bytes::BytesMut;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use super::SEED_BUFSIZE;
@@ -20,26 +17,10 @@ use crate::connection::Connection;
 use crate::net::{Endpoint, connect};
 use crate::protocol::header::Empty;
 use crate::protocol::{Limits, encode_head};
+pub use crate::runner::ExecLimits;
+use crate::runner::{End, Spec, run_buffered};
 use crate::server::{Conn, TcpService};
 use crate::{Error, Result};
-
-/// How long and how loud one command may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExecLimits {
-    /// Wall-clock time before the command's process group is killed (`--exec-timeout`).
-    pub timeout: Duration,
-    /// Bytes of stdout + stderr kept; past this the command is killed (`--exec-max-output`).
-    pub max_output: u64,
-}
-
-impl Default for ExecLimits {
-    fn default() -> Self {
-        ExecLimits {
-            timeout: Duration::from_secs(30),
-            max_output: 16 << 20,
-        }
-    }
-}
 
 /// The seed exec server (`--seed-exec`).
 #[derive(Debug, Default)]
@@ -75,102 +56,30 @@ impl TcpService for Exec {
 /// Runs `sh -c command` within `limits` and returns stdout then stderr, plus a note when the
 /// command was killed or could not start. Never fails: the seed client must get a reply.
 pub async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
-    let spawned = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+    let spec = Spec {
+        command,
+        user: None,
+        stdin: false,
+    };
+    let done = match run_buffered(&spec, &limits).await {
+        Ok(done) => done,
         Err(e) => return format!("sockit: cannot run the command: {e}\n").into_bytes(),
     };
-    // Dropped on every way out, cancellation included: kills what the command left running.
-    let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return b"sockit: the command's output pipes are missing\n".to_vec();
-    };
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let finished = tokio::time::timeout(limits.timeout, async {
-        let capped = collect(stdout, stderr, &mut out, &mut err, limits.max_output).await;
-        if !capped {
-            let _ = child.wait().await;
-        }
-        capped
-    })
-    .await;
-    let note = match finished {
-        Ok(false) => None,
-        Ok(true) => Some(format!(
+    let mut out = done.stdout;
+    out.extend_from_slice(&done.stderr);
+    let note = match done.end {
+        End::Exit(_) => return out,
+        End::OutputLimit => format!(
             "\n[sockit: output over {} bytes; the command was killed]\n",
             limits.max_output
-        )),
-        Err(_) => Some(format!(
+        ),
+        End::Timeout => format!(
             "\n[sockit: the command ran over {}s; it was killed]\n",
             limits.timeout.as_secs_f64()
-        )),
+        ),
     };
-    if note.is_some() {
-        group.kill();
-        let _ = child.wait().await;
-    }
-    out.extend_from_slice(&err);
-    out.truncate(usize::try_from(limits.max_output).unwrap_or(usize::MAX));
-    if let Some(note) = note {
-        out.extend_from_slice(note.as_bytes());
-    }
+    out.extend_from_slice(note.as_bytes());
     out
-}
-
-/// Reads both pipes to their end; returns `true` as soon as together they pass `cap` bytes.
-async fn collect(
-    mut stdout: impl AsyncRead + Unpin,
-    mut stderr: impl AsyncRead + Unpin,
-    out: &mut Vec<u8>,
-    err: &mut Vec<u8>,
-    cap: u64,
-) -> bool {
-    let (mut out_open, mut err_open) = (true, true);
-    let mut a = vec![0u8; 16 * 1024];
-    let mut b = vec![0u8; 16 * 1024];
-    while out_open || err_open {
-        if (out.len() + err.len()) as u64 > cap {
-            return true;
-        }
-        tokio::select! {
-            n = stdout.read(&mut a), if out_open => match n {
-                Ok(n) if n > 0 => out.extend_from_slice(&a[..n]),
-                _ => out_open = false,
-            },
-            n = stderr.read(&mut b), if err_open => match n {
-                Ok(n) if n > 0 => err.extend_from_slice(&b[..n]),
-                _ => err_open = false,
-            },
-        }
-    }
-    (out.len() + err.len()) as u64 > cap
-}
-
-/// A command's process group; killed with SIGKILL on drop, so nothing it started outlives it.
-struct Group(Option<i32>);
-
-impl Group {
-    fn kill(&self) {
-        if let Some(pgid) = self.0 {
-            // ESRCH (already gone) is the normal case.
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The seed exec client: sends `command` raw, reads the framed reply and copies its body to
@@ -210,6 +119,7 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn stdout_comes_before_stderr() {

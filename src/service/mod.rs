@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod echo;
+pub mod exec;
 pub mod files;
 pub mod session;
 pub mod time;
@@ -35,6 +36,8 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 pub struct Native {
     /// Users, homes and quotas; without them only `echo` is served.
     files: Option<Arc<session::FileService>>,
+    /// Remote commands (`serve --allow-exec`); without them `exec` is refused.
+    exec: Option<Arc<exec::Exec>>,
 }
 
 impl Native {
@@ -45,7 +48,18 @@ impl Native {
 
     /// A native service with the file ops too, on the users and homes of `files`.
     pub fn with_files(files: Arc<session::FileService>) -> Self {
-        Native { files: Some(files) }
+        Native {
+            files: Some(files),
+            exec: None,
+        }
+    }
+
+    /// This service with the `exec` op allowed, within `limits`.
+    pub fn with_exec(self, limits: crate::runner::ExecLimits) -> Self {
+        Native {
+            exec: Some(Arc::new(exec::Exec::new(limits))),
+            ..self
+        }
     }
 
     /// The file service, or the reason there is none.
@@ -82,6 +96,17 @@ impl Native {
                 return Err(Error::BadRequest(format!(
                     "`{op}` is only valid inside an upload, after put's go-ahead"
                 )));
+            }
+            Request::Exec { command, stdin } => {
+                let exec = self.exec.as_deref().ok_or(Error::ExecDisabled)?;
+                let user = cx.session.user()?;
+                let home = self.files()?.users.home(&user.name)?;
+                return exec::handle(exec, user, &home, (command, stdin), conn).await;
+            }
+            Request::Stdin { .. } => {
+                return Err(Error::BadRequest(
+                    "`stdin` is only valid inside a running exec".into(),
+                ));
             }
             Request::Ls { path } => FileOp::Ls(path),
             Request::Stat { path } => FileOp::Stat(path),

@@ -1,0 +1,485 @@
+//! Child processes for remote commands: `sh -c` in a process group of its own, with a minimal
+//! environment, a wall-clock deadline and an output cap. The whole group (grandchildren too)
+//! is killed when the deadline passes, when the output passes the cap, when the shell exits
+//! (its background jobs do not outlive it), and whenever the [`Process`] handle drops.
+//! No sockets here: the native `exec` op streams the pipes, the seed-exec listener buffers them.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::task::JoinHandle;
+
+/// The `PATH` every command gets; nothing else is inherited from the server.
+pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Bytes read from a pipe at a time (and so the largest output frame).
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// How long, how loud and how many commands may run (`serve --exec-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecLimits {
+    /// Wall-clock time before the command's process group is killed (`--exec-timeout`).
+    pub timeout: Duration,
+    /// Bytes of stdout + stderr together; past this the command is killed (`--exec-max-output`).
+    pub max_output: u64,
+    /// Commands one user may run at once over the native protocol (`--exec-max-per-user`).
+    pub max_per_user: usize,
+}
+
+impl Default for ExecLimits {
+    fn default() -> Self {
+        ExecLimits {
+            timeout: Duration::from_secs(30),
+            max_output: 16 << 20,
+            max_per_user: 4,
+        }
+    }
+}
+
+/// What to run, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    /// The command line, given to `sh -c`.
+    pub command: &'a str,
+    /// The user's name and home: the command runs there with `HOME`, `USER` and `LOGNAME`
+    /// set. Without one (the seed listener) it runs in the server's folder.
+    pub user: Option<(&'a str, &'a Path)>,
+    /// Whether the command gets a stdin pipe ([`Process::take_stdin`]); otherwise `/dev/null`.
+    pub stdin: bool,
+}
+
+/// Which output pipe a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// The wire name: `"stdout"` or `"stderr"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// How a command's shell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl Exit {
+    fn from_status(status: ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+
+    /// The exit status a shell would report: the code, or 128 + the signal.
+    pub fn status_code(self) -> u8 {
+        let n = match self {
+            Exit::Code(code) => code,
+            Exit::Signal(signal) => 128 + signal,
+        };
+        // Exit statuses are 8 bits on Unix; the low byte is what a shell shows.
+        (n & 0xff) as u8
+    }
+}
+
+/// How a command's run ended, as the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The shell ended by itself.
+    Exit(Exit),
+    /// The deadline passed; the group was killed.
+    Timeout,
+    /// The output passed the cap; the group was killed.
+    OutputLimit,
+}
+
+/// A process group to kill; a copy of the group id, no ownership.
+#[derive(Debug, Clone, Copy)]
+struct Group(Option<Pid>);
+
+impl Group {
+    fn kill(self) {
+        if let Some(pgid) = self.0 {
+            // ESRCH (nobody left in the group) is the normal case.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// A running command. Dropping it kills the whole process group.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    group: Group,
+    timed_out: Arc<AtomicBool>,
+    timer: JoinHandle<()>,
+    exit: Option<Exit>,
+}
+
+/// The output pipes of a [`Process`], read together, counted against the output cap.
+#[derive(Debug)]
+pub struct Output {
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    group: Group,
+    left: u64,
+    over: bool,
+    /// Which pipe is tried first next time, so a chatty one cannot starve the other.
+    stderr_first: bool,
+}
+
+/// Starts `spec` within `limits`: the process, its output pipes, and its stdin pipe when
+/// `spec.stdin` asked for one.
+///
+/// # Errors
+/// When `sh` cannot be started (or the home is missing).
+pub fn spawn(
+    spec: &Spec<'_>,
+    limits: &ExecLimits,
+) -> io::Result<(Process, Output, Option<ChildStdin>)> {
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(spec.command)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some((name, home)) = spec.user {
+        command
+            .current_dir(home)
+            .env("HOME", home)
+            .env("USER", name)
+            .env("LOGNAME", name);
+    }
+    let mut child = command.spawn()?;
+    // process_group(0): the group id is the shell's pid.
+    let group = Group(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    );
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    let timeout = limits.timeout;
+    // A task of its own, so the deadline holds even while the caller waits on a slow peer.
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        flag.store(true, Ordering::SeqCst);
+        group.kill();
+    });
+    let output = Output {
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        group,
+        left: limits.max_output,
+        over: false,
+        stderr_first: false,
+    };
+    let stdin = child.stdin.take();
+    let process = Process {
+        child,
+        group,
+        timed_out,
+        timer,
+        exit: None,
+    };
+    Ok((process, output, stdin))
+}
+
+impl Process {
+    /// Waits for the shell to exit, then kills what is left of its group (background jobs),
+    /// so that the output pipes close.
+    ///
+    /// # Errors
+    /// I/O errors of waiting.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it awaits only `Child::wait`, and the result is kept once known.
+    pub async fn wait(&mut self) -> io::Result<Exit> {
+        if let Some(exit) = self.exit {
+            return Ok(exit);
+        }
+        let exit = Exit::from_status(self.child.wait().await?);
+        self.exit = Some(exit);
+        self.group.kill();
+        Ok(exit)
+    }
+
+    /// Kills the whole process group now.
+    pub fn kill(&self) {
+        self.group.kill();
+    }
+
+    /// How the run ended, given the shell's `exit` and the output it produced.
+    pub fn end(&self, exit: Exit, output: &Output) -> End {
+        if output.over {
+            End::OutputLimit
+        } else if self.timed_out.load(Ordering::SeqCst)
+            && exit == Exit::Signal(Signal::SIGKILL as i32)
+        {
+            End::Timeout
+        } else {
+            End::Exit(exit)
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.timer.abort();
+        self.group.kill();
+    }
+}
+
+impl Output {
+    /// Reads the next chunk from whichever pipe has output, into `buf`; `None` once both
+    /// pipes are closed, or once the output passed the cap (the group is then killed and
+    /// the rest discarded; the last chunk is cut at the cap).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only polls the pipes, and returns as soon as one yields bytes.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Option<(Stream, usize)> {
+        std::future::poll_fn(|cx| {
+            if self.over {
+                return Poll::Ready(None);
+            }
+            self.stderr_first = !self.stderr_first;
+            let order = if self.stderr_first {
+                [Stream::Stderr, Stream::Stdout]
+            } else {
+                [Stream::Stdout, Stream::Stderr]
+            };
+            for stream in order {
+                let pipe: Option<Pin<&mut dyn AsyncRead>> = match stream {
+                    Stream::Stdout => self.stdout.as_mut().map(|p| Pin::new(p) as _),
+                    Stream::Stderr => self.stderr.as_mut().map(|p| Pin::new(p) as _),
+                };
+                let Some(pipe) = pipe else { continue };
+                let mut read = ReadBuf::new(buf);
+                match pipe.poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                        let n = read.filled().len();
+                        return Poll::Ready(Some((stream, self.count(n))));
+                    }
+                    // End of the pipe, or a read error: either way nothing more comes.
+                    Poll::Ready(_) => self.close(stream),
+                    Poll::Pending => {}
+                }
+            }
+            if self.stdout.is_none() && self.stderr.is_none() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether the output passed the cap.
+    pub fn over_limit(&self) -> bool {
+        self.over
+    }
+
+    /// Counts `n` new bytes against the cap; returns how many of them may be passed on.
+    fn count(&mut self, n: usize) -> usize {
+        let n64 = n as u64;
+        if n64 <= self.left {
+            self.left -= n64;
+            return n;
+        }
+        let keep = self.left as usize; // less than n, so it fits
+        self.left = 0;
+        self.over = true;
+        self.group.kill();
+        self.stdout = None;
+        self.stderr = None;
+        keep
+    }
+
+    fn close(&mut self, stream: Stream) {
+        match stream {
+            Stream::Stdout => self.stdout = None,
+            Stream::Stderr => self.stderr = None,
+        }
+    }
+}
+
+/// A command's whole output, buffered (for the seed protocol, which sends the size first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffered {
+    /// Everything written to stdout (up to the cap).
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr (up to the cap, with stdout).
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub end: End,
+}
+
+/// Runs `spec` to its end within `limits`, keeping its output in memory (at most
+/// `limits.max_output` bytes of it).
+///
+/// # Errors
+/// When the command cannot be started or waited for.
+pub async fn run_buffered(spec: &Spec<'_>, limits: &ExecLimits) -> io::Result<Buffered> {
+    let (mut process, mut output, stdin) = spawn(spec, limits)?;
+    drop(stdin);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    let mut exit = None;
+    let mut open = true;
+    while open || exit.is_none() {
+        tokio::select! {
+            chunk = output.read(&mut buf), if open => match chunk {
+                Some((Stream::Stdout, n)) => stdout.extend_from_slice(&buf[..n]),
+                Some((Stream::Stderr, n)) => stderr.extend_from_slice(&buf[..n]),
+                None => open = false,
+            },
+            status = process.wait(), if exit.is_none() => exit = Some(status?),
+        }
+    }
+    let exit = exit.unwrap_or(Exit::Code(-1));
+    let end = process.end(exit, &output);
+    Ok(Buffered {
+        stdout,
+        stderr,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str) -> Spec<'_> {
+        Spec {
+            command,
+            user: None,
+            stdin: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn runner_separates_streams_and_reports_the_exit() {
+        let r = run_buffered(
+            &spec("echo out; echo err >&2; exit 3"),
+            &ExecLimits::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.stdout, b"out\n");
+        assert_eq!(r.stderr, b"err\n");
+        assert_eq!(r.end, End::Exit(Exit::Code(3)));
+    }
+
+    #[tokio::test]
+    async fn runner_reports_a_signal() {
+        let r = run_buffered(&spec("kill -TERM $$"), &ExecLimits::default())
+            .await
+            .unwrap();
+        assert_eq!(r.end, End::Exit(Exit::Signal(15)));
+        assert_eq!(Exit::Signal(15).status_code(), 143);
+    }
+
+    #[tokio::test]
+    async fn runner_environment_is_minimal_and_in_the_home() {
+        let home = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            command: "pwd; env | sort",
+            user: Some(("ann", home.path())),
+            stdin: false,
+        };
+        let r = run_buffered(&spec, &ExecLimits::default()).await.unwrap();
+        let text = String::from_utf8(r.stdout).unwrap();
+        let mut lines = text.lines();
+        let pwd = lines.next().unwrap();
+        assert_eq!(
+            std::fs::canonicalize(pwd).unwrap(),
+            std::fs::canonicalize(home.path()).unwrap()
+        );
+        let vars: Vec<&str> = lines.map(|l| l.split('=').next().unwrap()).collect();
+        for var in &vars {
+            assert!(
+                [
+                    "HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHLVL", "USER", "_"
+                ]
+                .contains(var),
+                "unexpected variable {var} in {text}"
+            );
+        }
+        assert!(text.contains("USER=ann\n") && text.contains(&format!("PATH={PATH}\n")));
+    }
+
+    #[tokio::test]
+    async fn runner_cuts_output_at_the_cap_and_kills() {
+        let limits = ExecLimits {
+            max_output: 1000,
+            ..ExecLimits::default()
+        };
+        let r = run_buffered(&spec("yes"), &limits).await.unwrap();
+        assert_eq!(r.stdout.len() + r.stderr.len(), 1000);
+        assert_eq!(r.end, End::OutputLimit);
+    }
+
+    #[tokio::test]
+    async fn runner_timeout_kills_background_jobs_too() {
+        let limits = ExecLimits {
+            timeout: Duration::from_millis(300),
+            ..ExecLimits::default()
+        };
+        // The background sleep holds stdout open: only killing the group ends it.
+        let r = run_buffered(&spec("sleep 60 & echo started; wait"), &limits)
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"started\n");
+        assert_eq!(r.end, End::Timeout);
+    }
+
+    #[tokio::test]
+    async fn runner_kills_background_jobs_when_the_shell_exits() {
+        // Without the group kill at exit this would wait for the sleep (it holds stdout).
+        let limits = ExecLimits {
+            timeout: Duration::from_secs(60),
+            ..ExecLimits::default()
+        };
+        let r = run_buffered(&spec("sleep 50 & echo bye"), &limits)
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"bye\n");
+        assert_eq!(r.end, End::Exit(Exit::Code(0)));
+    }
+}
