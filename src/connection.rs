@@ -20,6 +20,12 @@ use crate::{Error, Result};
 /// Bytes requested from the socket per read, and the size of streamed body chunks.
 pub const CHUNK: usize = 64 * 1024;
 
+/// The stack buffer of a read on an idle connection (one with nothing buffered).
+const IDLE_READ: usize = 4 * 1024;
+
+/// Heap read buffer taken when bytes arrive, and grown by when it runs low.
+const READ_RESERVE: usize = 8 * 1024;
+
 /// A framed, buffered connection.
 #[derive(Debug)]
 pub struct Connection<S> {
@@ -259,12 +265,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads more bytes from the stream into the read buffer; 0 means end of stream.
     async fn fill(&mut self) -> io::Result<usize> {
-        // Small at first: an idle connection should cost little memory. Reads of large
-        // bodies bypass this buffer (see `Body`), and `read_body` reserves what it needs.
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8 * 1024);
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// One read into the read buffer.
+    ///
+    /// An idle connection holds no read buffer: with nothing buffered, the read goes to a
+    /// stack buffer first, and a read that would wait gives the heap buffer back. So 10,000
+    /// connections waiting for their next request cost no buffer memory; a busy one pays a
+    /// small allocation per wait, which is far below the cost of the wait's system calls.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.is_empty() {
+            let mut stack = [0u8; IDLE_READ];
+            let mut read = ReadBuf::new(&mut stack);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                Poll::Pending => {
+                    if self.rbuf.capacity() > 0 {
+                        self.rbuf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let got = read.filled();
+                    self.rbuf.reserve(got.len().max(READ_RESERVE));
+                    self.rbuf.extend_from_slice(got);
+                    return Poll::Ready(Ok(got.len()));
+                }
+            }
         }
-        self.stream.read_buf(&mut self.rbuf).await
+        // Reads of large bodies bypass this buffer (see `Body`), and `read_body` reserves
+        // what it needs, so 8 KiB steps suffice for heads.
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_RESERVE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf)
     }
 
     /// Gives back the stream and whatever was read past the last frame (for protocol hand-off).

@@ -111,7 +111,10 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let file = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
     let (file, partial) = file;
-    receive_body(conn, file, None, &mut Quiet).await?;
+    // A fresh upload is hashed while it streams in; a resumed one (whose prefix is not
+    // readable through the write handle) is hashed whole at commit.
+    let hash_prefix = (offset == 0).then_some(0);
+    let computed = receive_body(conn, file, hash_prefix, &mut Quiet).await?;
 
     let head = conn.read_head().await?.ok_or_else(disconnected)?;
     let Request::Done { md5 } = Request::from_head(&head)? else {
@@ -119,7 +122,11 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             "expected a `done` frame with the md5 after the data".into(),
         ));
     };
-    let stored = blocking(move || partial.commit(size, Some(&md5))).await?;
+    let stored = blocking(move || match computed {
+        Some(computed) => partial.commit_hashed(size, Some(&md5), &computed),
+        None => partial.commit(size, Some(&md5)),
+    })
+    .await?;
     reservation.settle(size - offset);
     info!(user = %user.name, %path, size, md5 = %stored, "stored");
     conn.queue(&Reply::ok(Verified { size, md5: stored }), b"")

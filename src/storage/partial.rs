@@ -159,6 +159,30 @@ impl PartialFile {
     /// [`Error::DigestMismatch`] when size or md5 differ; [`Error::AlreadyExists`] when the
     /// target is a folder (the partial is kept); file system errors otherwise.
     pub fn commit(self, expected_len: u64, expected_md5: Option<&str>) -> Result<String> {
+        self.finish(expected_len, expected_md5, None)
+    }
+
+    /// As [`PartialFile::commit`], with the md5 of the whole partial file already computed
+    /// by the caller while the bytes streamed in (`computed_md5`, hex): the file is not read
+    /// again, only its length is checked.
+    ///
+    /// # Errors
+    /// As [`PartialFile::commit`].
+    pub fn commit_hashed(
+        self,
+        expected_len: u64,
+        expected_md5: Option<&str>,
+        computed_md5: &str,
+    ) -> Result<String> {
+        self.finish(expected_len, expected_md5, Some(computed_md5))
+    }
+
+    fn finish(
+        self,
+        expected_len: u64,
+        expected_md5: Option<&str>,
+        computed_md5: Option<&str>,
+    ) -> Result<String> {
         let err = |e| fs_error(&self.target, e);
         // `create` so that an empty upload, which never opened the partial, commits too.
         let file = self
@@ -169,7 +193,13 @@ impl PartialFile {
             )
             .map_err(err)?
             .into_std();
-        let (md5, len) = md5_counted(&file).map_err(err)?;
+        let (md5, len) = match computed_md5 {
+            Some(md5) => (
+                md5.to_ascii_lowercase(),
+                file.metadata().map_err(err)?.len(),
+            ),
+            None => md5_counted(&file).map_err(err)?,
+        };
         let mismatch = if len != expected_len {
             Some(format!(
                 "{}: received {len} bytes but {expected_len} were announced",

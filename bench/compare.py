@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""sockit against its peers on 127.0.0.1, interleaved in one run; prints one Markdown table.
+
+Started by bench/run.sh (which installs the peers and builds sockit). Sections:
+  echo   `sockit bench echo` (C connections, B-byte bodies, D seconds) against sockit, the
+         minimal tokio echo (examples/tokio_echo.rs) and the seed-style Python server
+         (bench/seed_echo_server.py) with and without TCP_NODELAY; rounds interleave them.
+  files  one SIZE file, file to file: sockit put/get (md5 verified in-band, timed), nc and
+         socat pipes, scp and sftp against a private sshd, curl against vsftpd and pyftpdlib.
+         Every destination is checked against the source's md5 afterwards (not timed).
+  idle   K idle connections held on sockit, then one echo on each; server RSS while idle.
+Every load has a count or time bound; every process is stopped by PID at exit. Loopback only.
+"""
+import argparse
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROCS = []  # every process we started, stopped by PID at exit
+
+
+def stop_all():
+    for p in reversed(PROCS):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # its own group: sshd/vsftpd children too
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 5
+    for p in PROCS:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    PROCS.clear()
+
+
+atexit.register(stop_all)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: sys.exit(130))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def run(cmd, timeout, **kw):
+    return subprocess.run(cmd, check=True, timeout=timeout, **kw)
+
+
+def md5_of(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Suite:
+    def __init__(self, args):
+        self.a = args
+        self.work = tempfile.mkdtemp(prefix="sockit-compare-")
+        atexit.register(shutil.rmtree, self.work, True)
+        self.rows = []  # (section, contender, figures dict)
+
+    def bench(self, *argv, timeout):
+        out = run([self.a.sockit, "bench", *argv, "--json"], timeout, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    # --- servers -----------------------------------------------------------------------
+    def sockit_server(self, data, extra=()):
+        port = free_port()
+        p = start([self.a.sockit, "serve", "--listen", f"127.0.0.1:{port}", "--data", data, *extra],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  env={**os.environ, "RUST_LOG": "warn"})
+        wait_port(port)
+        return p, port
+
+    def echo_servers(self):
+        servers = {}
+        p, port = self.sockit_server(os.path.join(self.work, "echo-data"))
+        servers["sockit"] = (p, port)
+        port = free_port()
+        p = start([self.a.tokio_echo, f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+        wait_port(port)
+        servers["tokio minimal echo"] = (p, port)
+        for name, flags in (("py seed + TCP_NODELAY", ["--nodelay"]), ("py seed (Nagle on)", [])):
+            port = free_port()
+            p = start([sys.executable, os.path.join(HERE, "seed_echo_server.py"), str(port), *flags],
+                      stdout=subprocess.DEVNULL)
+            wait_port(port)
+            servers[name] = (p, port)
+        return servers
+
+    # --- sections ----------------------------------------------------------------------
+    def echo(self):
+        a = self.a
+        servers = self.echo_servers()
+        results = {name: [] for name in servers}
+        for _ in range(a.reps):
+            for name, (p, port) in servers.items():  # interleaved: one round = every contender
+                r = self.bench("echo", "-s", f"127.0.0.1:{port}", "-c", str(a.connections),
+                               "-b", str(a.body), "-d", str(a.seconds), "--server-pid", str(p.pid),
+                               timeout=a.seconds + 120)
+                results[name].append(r)
+        for name, rs in results.items():
+            med = lambda key: statistics.median(r[key] for r in rs)
+            self.rows.append(("echo", name, {
+                "rps": med("requests_per_sec"),
+                "rps_all": [round(r["requests_per_sec"]) for r in rs],
+                "p50_us": statistics.median(r["latency_us"]["p50"] for r in rs),
+                "p99_us": statistics.median(r["latency_us"]["p99"] for r in rs),
+                "p999_us": statistics.median(r["latency_us"]["p999"] for r in rs),
+                "errors": sum(r["errors"] for r in rs),
+                "cpu_us": statistics.median((r["server_process"] or {}).get("cpu_us_per_request", 0) for r in rs),
+                "rss_mb": max((r["server_process"] or {}).get("rss_bytes", 0) for r in rs) / 1e6,
+            }))
+        for p, _ in servers.values():
+            stop(p)
+
+    def prefault(self):
+        # This VM hands idle memory back to the host; re-touching it is slow. Write and delete
+        # a file of the transfer's size first, so every writer starts from warm page cache.
+        path = os.path.join(self.work, "prefault.bin")
+        run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={self.a.size_mib + 64}",
+             "status=none"], 300)
+        os.remove(path)
+        run(["cat", self.src], 300, stdout=subprocess.DEVNULL)
+
+    def files(self):
+        a = self.a
+        size = a.size_mib << 20
+        self.src = os.path.join(self.work, "source.bin")
+        with open(self.src, "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range(a.size_mib):
+                f.write(i.to_bytes(8, "little") + block[8:])
+        src_md5 = md5_of(self.src)
+        dst = os.path.join(self.work, "dest.bin")
+        peers = self.file_peers(dst)
+        results = {name: [] for name in peers}
+        for _ in range(a.file_reps):
+            for name, fn in peers.items():
+                if os.path.exists(dst):
+                    os.remove(dst)
+                self.prefault()
+                try:
+                    secs, checked = fn()
+                except Exception as e:  # one broken peer must not lose the table
+                    print(f"{name}: {e}", file=sys.stderr)
+                    results[name].append((None, "failed"))
+                    continue
+                if checked is None:  # verify the destination out of band, untimed
+                    checked = "md5 after" if md5_of(dst) == src_md5 else "MISMATCH"
+                results[name].append((size / secs / 1e6, checked))
+        for name, rs in results.items():
+            ok = [mbs for mbs, _ in rs if mbs]
+            self.rows.append(("files", name, {
+                "mb_s": statistics.median(ok) if ok else None,
+                "mb_s_all": [round(m) if m else None for m, _ in rs],
+                "verified": ", ".join(sorted({c for _, c in rs})),
+            }))
+
+    def file_peers(self, dst):
+        a, src, work = self.a, self.src, self.work
+        size_arg = f"{a.size_mib}MiB"
+        peers = {}
+
+        # sockit: the bench generates its own file; md5 checked in-band by both ends.
+        data = os.path.join(work, "sockit-data")
+        env = {**os.environ, "SOCKIT_PASSWORD": "bench-pass"}
+        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        sp, sport = self.sockit_server(data)
+        for mode in ("put", "get"):
+            def go(mode=mode):
+                out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{sport}", "-u", "bench",
+                           "--size", size_arg, "--dir", work, "--json"], 600,
+                          capture_output=True, text=True, env=env)
+                r = json.loads(out.stdout)
+                if r["ok"] != 1:
+                    raise RuntimeError(r["first_error"])
+                return r["seconds"], "md5 in-band"
+            peers[f"sockit {mode}"] = go
+
+        def pipe(listen_cmd, send_cmd, port):
+            def go():
+                rx = start(listen_cmd, stdout=open(dst, "wb"))
+                wait_listen(port)
+                t = time.perf_counter()
+                run(send_cmd, 600, stdin=open(src, "rb"))
+                rx.wait(timeout=600)
+                secs = time.perf_counter() - t
+                PROCS.remove(rx)
+                return secs, None
+            return go
+
+        def wait_listen(port):
+            # The listener must be up, but a probe connection would be its one client:
+            # watch the kernel's socket table instead.
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                if f"127.0.0.1:{port} " in subprocess.run(["ss", "-ltnH"], capture_output=True,
+                                                          text=True).stdout:
+                    return
+                time.sleep(0.05)
+
+        port = free_port()
+        peers["nc pipe"] = pipe(["nc", "-l", "127.0.0.1", str(port)],
+                                ["nc", "-N", "127.0.0.1", str(port)], port)
+        port2 = free_port()
+        peers["socat pipe (-b 128K)"] = pipe(
+            ["socat", "-u", "-b", "131072", f"TCP-LISTEN:{port2},bind=127.0.0.1,reuseaddr", "STDOUT"],
+            ["socat", "-u", "-b", "131072", "STDIN", f"TCP:127.0.0.1:{port2}"], port2)
+
+        # OpenSSH: a private sshd with its own host key, root by key only.
+        ssh = os.path.join(work, "ssh")
+        os.makedirs(ssh)
+        os.makedirs("/run/sshd", exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/host"], 60)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/user"], 60)
+        shutil.copy(f"{ssh}/user.pub", f"{ssh}/authorized_keys")
+        os.chmod(f"{ssh}/authorized_keys", 0o600)
+        sshport = free_port()
+        with open(f"{ssh}/sshd_config", "w") as f:
+            f.write(f"Port {sshport}\nListenAddress 127.0.0.1\nHostKey {ssh}/host\n"
+                    f"PidFile {ssh}/sshd.pid\nAuthorizedKeysFile {ssh}/authorized_keys\n"
+                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                    "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n")
+        start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{ssh}/sshd_config"],
+              stderr=open(f"{ssh}/sshd.log", "w"))
+        wait_port(sshport)
+        opts = ["-i", f"{ssh}/user", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        remote = os.path.join(work, "ssh-remote.bin")
+
+        def scp(up):
+            def go():
+                if up:
+                    cmd = ["scp", "-q", "-P", str(sshport), *opts, src, f"root@127.0.0.1:{remote}"]
+                else:
+                    shutil.copy(src, remote)
+                    self.prefault()
+                    cmd = ["scp", "-q", "-P", str(sshport), *opts, f"root@127.0.0.1:{remote}", dst]
+                secs = timed(lambda: run(cmd, 600))
+                if up:
+                    shutil.move(remote, dst)
+                else:
+                    os.remove(remote)
+                return secs, None
+            return go
+
+        def sftp(up):
+            def go():
+                batch = os.path.join(work, "sftp.batch")
+                with open(batch, "w") as f:
+                    f.write(f"put {src} {remote}\n" if up else f"get {remote} {dst}\n")
+                if not up:
+                    shutil.copy(src, remote)
+                    self.prefault()
+                cmd = ["sftp", "-q", "-b", batch, "-P", str(sshport), *opts, "root@127.0.0.1"]
+                secs = timed(lambda: run(cmd, 600, stdout=subprocess.DEVNULL))
+                if up:
+                    shutil.move(remote, dst)
+                else:
+                    os.remove(remote)
+                return secs, None
+            return go
+
+        peers["scp upload"] = scp(True)
+        peers["scp download"] = scp(False)
+        peers["sftp put"] = sftp(True)
+        peers["sftp get"] = sftp(False)
+
+        # FTP: vsftpd (anonymous, upload folder owned by `ftp`) and pyftpdlib, driven by curl.
+        for name, (port, root) in self.ftp_servers().items():
+            updir = os.path.join(root, "up")
+
+            def curl(up, port=port, updir=updir):
+                def go():
+                    url = f"ftp://127.0.0.1:{port}/up/data.bin"
+                    stored = os.path.join(updir, "data.bin")
+                    if up:
+                        cmd = ["curl", "-sS", "-T", src, url]
+                    else:
+                        shutil.copy(src, stored)
+                        self.prefault()
+                        cmd = ["curl", "-sS", "-o", dst, url]
+                    secs = timed(lambda: run(cmd, 600))
+                    if up:
+                        shutil.move(stored, dst)
+                    else:
+                        os.remove(stored)
+                    return secs, None
+                return go
+            peers[f"{name} curl -T (upload)"] = curl(True)
+            peers[f"{name} curl get"] = curl(False)
+        return peers
+
+    def ftp_servers(self):
+        servers = {}
+        root = os.path.join(self.work, "vsftpd")
+        os.makedirs(os.path.join(root, "up"))
+        os.chmod(root, 0o755)
+        shutil.chown(os.path.join(root, "up"), "ftp", "ftp")
+        port = free_port()
+        conf = os.path.join(self.work, "vsftpd.conf")
+        with open(conf, "w") as f:
+            f.write(f"listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n"
+                    f"background=NO\nanonymous_enable=YES\nlocal_enable=NO\nanon_root={root}\n"
+                    "write_enable=YES\nanon_upload_enable=YES\nanon_other_write_enable=YES\n"
+                    "anon_umask=022\nno_anon_password=YES\nseccomp_sandbox=NO\n"
+                    "pasv_enable=YES\npasv_address=127.0.0.1\npasv_min_port=40000\n"
+                    "pasv_max_port=40100\nxferlog_enable=NO\n"
+                    "secure_chroot_dir=/var/run/vsftpd/empty\n")
+        start(["/usr/sbin/vsftpd", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        servers["vsftpd"] = (port, root)
+
+        root = os.path.join(self.work, "pyftpd")
+        os.makedirs(os.path.join(root, "up"))
+        port = free_port()
+        start([sys.executable, "-m", "pyftpdlib", "-i", "127.0.0.1", "-p", str(port), "-w",
+               "-d", root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        servers["pyftpdlib"] = (port, root)
+        return servers
+
+    def idle(self):
+        a = self.a
+        p, port = self.sockit_server(os.path.join(self.work, "idle-data"),
+                                     ("--max-connections", str(a.idle + 1000)))
+        r = self.bench("idle", "-s", f"127.0.0.1:{port}", "-k", str(a.idle), "--hold", "5",
+                       "--budget", "30", "--server-pid", str(p.pid), timeout=300)
+        stop(p)
+        self.rows.append(("idle", "sockit", {
+            "held": r["idle"]["held"], "answered": r["ok"], "errors": r["errors"],
+            "burst_s": r["idle"]["burst_seconds"], "connect_s": r["idle"]["connect_seconds"],
+            "p50_ms": r["latency_us"]["p50"] / 1e3, "p99_ms": r["latency_us"]["p99"] / 1e3,
+            "rss_mb": (r["server_process"] or {}).get("rss_bytes", 0) / 1e6,
+        }))
+
+    # --- output ------------------------------------------------------------------------
+    def table(self):
+        a = self.a
+        out = []
+        echo = {name: f for s, name, f in self.rows if s == "echo"}
+        if echo:
+            ref = echo.get("sockit")
+            out.append(f"### Echo: {a.connections} connections, {a.body} B bodies, "
+                       f"{a.seconds} s per run, median of {a.reps} interleaved rounds\n")
+            out.append("| server | req/s | runs | p50 | p99 | p99.9 | server CPU µs/req | errors | sockit ×, p99 ÷ |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
+            for name, f in echo.items():
+                ratio = ""
+                if ref and name != "sockit" and f["rps"]:
+                    ratio = f"{ref['rps'] / f['rps']:.2f}× / {f['p99_us'] / max(ref['p99_us'], 1e-9):.1f}"
+                out.append(f"| {name} | {f['rps']:,.0f} | {f['rps_all']} | {us(f['p50_us'])} | "
+                           f"{us(f['p99_us'])} | {us(f['p999_us'])} | {f['cpu_us']:.1f} | "
+                           f"{f['errors']} | {ratio} |")
+            out.append("")
+        files = {name: f for s, name, f in self.rows if s == "files"}
+        if files:
+            out.append(f"### Files: one {a.size_mib} MiB file, file to file, median of "
+                       f"{a.file_reps} run(s) (MB = 10^6 B)\n")
+            out.append("| transfer | MB/s | runs | verified | sockit put ×, get × |")
+            out.append("|---|---|---|---|---|")
+            put, get = files.get("sockit put", {}).get("mb_s"), files.get("sockit get", {}).get("mb_s")
+            for name, f in files.items():
+                ratio = ""
+                if f["mb_s"] and put and get and not name.startswith("sockit"):
+                    ratio = f"{put / f['mb_s']:.2f}× / {get / f['mb_s']:.2f}×"
+                mbs = f"{f['mb_s']:.0f}" if f["mb_s"] else "failed"
+                out.append(f"| {name} | {mbs} | {f['mb_s_all']} | {f['verified']} | {ratio} |")
+            out.append("")
+        for s, name, f in self.rows:
+            if s == "idle":
+                out.append(f"### Idle: {a.idle} connections held 5 s, then one 64 B echo on each\n")
+                out.append("| server | held | answered | errors | connect | burst | p50 | p99 | server RSS idle |")
+                out.append("|---|---|---|---|---|---|---|---|---|")
+                out.append(f"| {name} | {f['held']} | {f['answered']} | {f['errors']} | "
+                           f"{f['connect_s']:.2f} s | {f['burst_s']:.2f} s | {f['p50_ms']:.0f} ms | "
+                           f"{f['p99_ms']:.0f} ms | {f['rss_mb']:.1f} MB |")
+                out.append("")
+        return "\n".join(out)
+
+
+def us(v):
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sockit", required=True)
+    ap.add_argument("--tokio-echo", required=True)
+    ap.add_argument("--only", choices=["echo", "files", "idle"], action="append")
+    ap.add_argument("--connections", type=int, default=100)
+    ap.add_argument("--body", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--reps", type=int, default=3, help="echo rounds")
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--file-reps", type=int, default=1)
+    ap.add_argument("--idle", type=int, default=10000)
+    a = ap.parse_args()
+    sections = a.only or ["echo", "files", "idle"]
+    suite = Suite(a)
+    uname = os.uname()
+    print(f"sockit comparison suite: {os.cpu_count()} CPUs, {uname.sysname} {uname.release}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    for section in sections:
+        print(f"running {section} ...", file=sys.stderr)
+        getattr(suite, section)()
+    print(suite.table())
+    with open(os.path.join(tempfile.gettempdir(), "sockit-compare.json"), "w") as f:
+        json.dump(suite.rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
