@@ -3,6 +3,7 @@
 mod cli;
 mod codec;
 mod common;
+mod exec;
 mod files;
 mod framework;
 mod ftp;

@@ -1,0 +1,202 @@
+//! `sockit exec` and `sockit shell`'s `exec` as a user runs them, against a real
+//! `sockit serve --allow-exec` process: statuses, signals, stdin, encodings, refusals, Ctrl-C,
+//! and the server's memory while 200 MB stream through it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::pin::Pin;
+use std::process::{Command, Output, Stdio};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use sockit::client::Client;
+use sockit::client::exec::Sinks;
+use sockit::runner::Exit;
+use tempfile::TempDir;
+
+use super::{HANG_GUARD, PIDS_THEN_WAIT, add_users, gone, pids};
+use crate::common::{ServerProcess, sockit_bin};
+
+/// A `sockit serve --allow-exec` process with users ann and bob, and its data folder.
+fn serve(extra: &[&str]) -> (ServerProcess, TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    add_users(data.path());
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data"];
+    args.push(data.path().to_str().unwrap());
+    args.extend_from_slice(extra);
+    (ServerProcess::start(&args, 1), data)
+}
+
+/// Runs `sockit ARGS` as ann with `input` on stdin and waits (bounded) for it.
+fn sockit(server: &ServerProcess, args: &[&str], input: &[u8]) -> Output {
+    let addr = server.addr("native");
+    let mut child = Command::new(sockit_bin())
+        .args([args[0], "-s", &addr, "-u", "ann"])
+        .args(&args[1..])
+        .env("SOCKIT_PASSWORD", "pw-ann")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let deadline = Instant::now() + HANG_GUARD;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sockit_exec_passes_on_streams_status_signals_stdin_and_encodings() {
+    let (server, _data) = serve(&["--allow-exec"]);
+    let out = sockit(&server, &["exec", "echo hi; echo oops >&2; exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        (&out.stdout[..], &out.stderr[..]),
+        (&b"hi\n"[..], &b"oops\n"[..])
+    );
+    let out = sockit(&server, &["exec", "kill", "-TERM", "$$"], b"");
+    assert_eq!(out.status.code(), Some(128 + 15));
+    assert!(out.stderr.is_empty());
+    let out = sockit(&server, &["exec", "wc -l"], b"a\nb\n");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    // 你好 in GBK, as a Windows server in China would print it.
+    let gbk = r"printf '\304\343\272\303\n'";
+    let out = sockit(&server, &["exec", "--encoding", "gbk", gbk], b"");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "你好\n");
+    let out = sockit(&server, &["exec", gbk], b"");
+    assert_eq!(out.stdout, b"\xc4\xe3\xba\xc3\n");
+}
+
+#[test]
+fn sockit_exec_is_refused_with_a_clear_line() {
+    let (server, _data) = serve(&[]);
+    let out = sockit(&server, &["exec", "true"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.starts_with("sockit: ") && err.contains("[exec_disabled]"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let (server, _data) = serve(&["--allow-exec"]);
+    let out = Command::new(sockit_bin())
+        .args(["exec", "-s", &server.addr("native"), "-u", "ann", "true"])
+        .env("SOCKIT_PASSWORD", "wrong")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("[auth_failed]"), "{err}");
+}
+
+#[test]
+fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
+    let (server, data) = serve(&["--allow-exec"]);
+    let mut child = Command::new(sockit_bin())
+        .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
+        .arg(PIDS_THEN_WAIT)
+        .env("SOCKIT_PASSWORD", "pw-ann")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let pids = pids(&data.path().join("homes/ann"));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(!child.wait().unwrap().success());
+    let deadline = Instant::now() + HANG_GUARD;
+    while !pids.iter().all(|p| gone(*p)) {
+        assert!(Instant::now() < deadline, "still running: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn shell_exec_runs_in_the_remote_folder() {
+    let (server, data) = serve(&["--allow-exec"]);
+    let script = b"mkdir 'my dir'\ncd 'my dir'\nexec pwd\nexec exit 4\nls\n";
+    let out = sockit(&server, &["shell"], script);
+    let home = std::fs::canonicalize(data.path().join("homes/ann")).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}/my dir\n", home.display())),
+        "{stdout}"
+    );
+    // A command that fails stops the script, as any failing line does.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("line 4"), "{err}");
+}
+
+/// Counts what it is given and samples the server's memory as the bytes flow; a little
+/// slow on purpose, so that the server would have to buffer if it did not wait.
+struct Meter<'a> {
+    server: &'a ServerProcess,
+    bytes: u64,
+    next_sample: u64,
+    max_rss: u64,
+}
+
+impl tokio::io::AsyncWrite for Meter<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.bytes += b.len() as u64;
+        if self.bytes >= self.next_sample {
+            self.next_sample += 4 << 20;
+            self.max_rss = self.max_rss.max(self.server.rss());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn streaming_200_mb_of_output_keeps_the_server_small() {
+    let (server, _data) = serve(&["--allow-exec", "--exec-max-output", "1GB"]);
+    let endpoint = server.addr("native").parse().unwrap();
+    let mut c = Client::connect(&endpoint).await.unwrap();
+    c.login("ann", "pw-ann").await.unwrap();
+    let mut meter = Meter {
+        server: &server,
+        bytes: 0,
+        next_sample: 0,
+        max_rss: 0,
+    };
+    let mut err = Vec::new();
+    let sinks = Sinks {
+        stdout: &mut meter,
+        stderr: &mut err,
+        encoding: None,
+    };
+    let exit = c.exec("head -c 200000000 /dev/zero", sinks).await.unwrap();
+    assert_eq!(exit, Exit::Code(0));
+    assert_eq!(meter.bytes, 200_000_000);
+    eprintln!(
+        "server VmRSS peak while streaming 200 MB: {} KiB",
+        meter.max_rss >> 10
+    );
+    assert!(
+        meter.max_rss < 100 << 20,
+        "server RSS {} bytes",
+        meter.max_rss
+    );
+}
