@@ -21,6 +21,7 @@ use bytes::{Buf, Bytes};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::ChildStdin;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::session::LoggedIn;
@@ -107,6 +108,7 @@ enum Event {
     Exited(std::io::Result<Exit>),
     Wrote(std::io::Result<usize>),
     Frame(Result<Option<Head>>),
+    Shutdown,
 }
 
 /// Runs an `exec` whose head was just read, to its last frame.
@@ -115,12 +117,12 @@ enum Event {
 /// Before the start: [`Error::Busy`] over the user's limit, [`Error::BadRequest`] for an
 /// empty command, [`Error::Internal`] when the shell cannot start (the connection goes on).
 /// During the run: I/O errors and a client that leaves (the command is killed, the
-/// connection closes).
+/// connection closes). A server shutdown kills the command and ends it with `internal`.
 pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     exec: &Exec,
-    user: &LoggedIn,
-    home: &Path,
+    (user, home): (&LoggedIn, &Path),
     (command, stdin): (String, bool),
+    shutdown: &CancellationToken,
     conn: &mut Connection<S>,
 ) -> Result<()> {
     if command.trim().is_empty() {
@@ -148,7 +150,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         pending: Bytes::new(),
         eof: !stdin,
     };
-    let last = run.stream(conn).await?;
+    let last = run.stream(conn, shutdown).await?;
     let (code, message) = match last {
         Ok(End::Exit(exit)) => {
             info!(user = %user.name, ?exit, "exec ended");
@@ -177,6 +179,10 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     };
     info!(user = %user.name, %code, "exec stopped");
     conn.queue(&Reply::error(code, message), b"")?;
+    if shutdown.is_cancelled() {
+        // The frame loop stops here anyway: no input to wait for.
+        return conn.flush().await;
+    }
     run.finish(conn).await
 }
 
@@ -198,6 +204,7 @@ impl Run {
     async fn stream<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
+        shutdown: &CancellationToken,
     ) -> Result<Result<End>> {
         let mut buf = vec![0u8; OUTPUT_CHUNK];
         let mut open = true;
@@ -209,6 +216,7 @@ impl Run {
             // a command that reads nothing stalls the client (its send buffer fills) rather
             // than this server's memory.
             let event = tokio::select! {
+                _ = shutdown.cancelled() => Event::Shutdown,
                 chunk = self.output.read(&mut buf), if open => Event::Output(chunk),
                 status = self.process.wait(), if exit.is_none() => Event::Exited(status),
                 wrote = write_some(&mut self.pipe, &self.pending), if !self.pending.is_empty() => {
@@ -237,6 +245,12 @@ impl Run {
                     // The command closed its stdin: later input has nowhere to go.
                     self.pipe = None;
                     self.pending.clear();
+                }
+                Event::Shutdown => {
+                    self.process.kill();
+                    return Ok(Err(Error::Internal(
+                        "the server is shutting down; the command was killed".into(),
+                    )));
                 }
                 Event::Frame(frame) => {
                     if let Err(refused) = self.input(frame, conn).await? {

@@ -101,7 +101,8 @@ impl Native {
                 let exec = self.exec.as_deref().ok_or(Error::ExecDisabled)?;
                 let user = cx.session.user()?;
                 let home = self.files()?.users.home(&user.name)?;
-                return exec::handle(exec, user, &home, (command, stdin), conn).await;
+                let request = (command, stdin);
+                return exec::handle(exec, (user, &home), request, &cx.shutdown, conn).await;
             }
             Request::Stdin { .. } => {
                 return Err(Error::BadRequest(
@@ -123,6 +124,8 @@ impl Native {
 struct Context {
     peer: Peer,
     session: session::Session,
+    /// The server's shutdown signal, for ops that run long (a command is killed on it).
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl TcpService for Native {
@@ -131,6 +134,7 @@ impl TcpService for Native {
         let mut cx = Context {
             peer: conn.peer,
             session: session::Session::default(),
+            shutdown: conn.shutdown.clone(),
         };
         let result = frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await;
         match &result {

@@ -248,6 +248,24 @@ async fn a_client_that_disconnects_takes_its_process_group_with_it() {
 }
 
 #[tokio::test]
+async fn server_shutdown_kills_running_commands_and_says_so() {
+    let fx = Fixture::new(Some(ExecLimits::default())).await;
+    let mut c = fx.client("ann").await;
+    started(&mut c, PIDS_THEN_WAIT).await;
+    let pids = pids(&fx.home("ann"));
+    fx.server.shutdown.trigger();
+    let head = c.connection().read_head().await.unwrap().unwrap();
+    match Reply::from_head(&head) {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("shutting down"), "{message}");
+        }
+        other => panic!("expected the command's end, got {other:?}"),
+    }
+    wait_gone(pids).await;
+}
+
+#[tokio::test]
 async fn commands_per_user_are_limited() {
     let fx = Fixture::new(Some(ExecLimits {
         max_per_user: 1,
