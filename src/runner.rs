@@ -54,7 +54,8 @@ pub struct Spec<'a> {
     /// The user's name and home: the command runs there with `HOME`, `USER` and `LOGNAME`
     /// set. Without one (the seed listener) it runs in the server's folder.
     pub user: Option<(&'a str, &'a Path)>,
-    /// Whether the command gets a stdin pipe ([`Process::take_stdin`]); otherwise `/dev/null`.
+    /// Whether the command gets a stdin pipe (the third value of [`spawn`]); otherwise
+    /// `/dev/null`.
     pub stdin: bool,
 }
 
