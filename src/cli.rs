@@ -57,7 +57,8 @@ pub enum Command {
     Stat(crate::remote::PathArgs),
     /// An interactive shell on the server, like sftp (or a script on stdin).
     Shell(crate::remote::LoginArgs),
-    /// Run COMMAND on the server and print its output.
+    /// Run COMMAND on the server, in your home: its stdout, stderr and exit status come back
+    /// (stdin is forwarded when it is not a terminal).
     Exec(ExecArgs),
     /// Send TEXT to the server's echo and print the reply.
     Echo(EchoArgs),
