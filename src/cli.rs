@@ -268,7 +268,7 @@ async fn echo(args: EchoArgs) -> Result<()> {
 /// `sockit exec`: the seed protocol, or the native one with stdin forwarded when it is not a
 /// terminal; a non-zero remote status comes back as [`ExitWith`].
 async fn exec(args: ExecArgs) -> Result<()> {
-    use sockit::client::exec::Sinks;
+    use sockit::client::exec::{SinkError, Sinks};
     use std::io::IsTerminal;
     let command = args.command.join(" ");
     let server = &args.login.client.server;
@@ -296,8 +296,13 @@ async fn exec(args: ExecArgs) -> Result<()> {
         client
             .exec_with_input(&command, tokio::io::stdin(), sinks)
             .await
-    }
-    .with_context(|| format!("exec on {server}"))?;
+    };
+    let exit = match exit {
+        // `sockit exec … | head`: the reader has all it wanted (and the command is killed
+        // as the connection closes).
+        Err(e) if SinkError::is_closed_pipe(&e) => return Ok(()),
+        other => other.with_context(|| format!("exec on {server}"))?,
+    };
     match exit.status_code() {
         0 => Ok(()),
         code => Err(ExitWith(code).into()),

@@ -75,12 +75,24 @@ impl Client {
         let mut writer = Connection::new(Half::Write(write), limits);
         let stop = CancellationToken::new();
         let mut output = Output::new(sinks);
-        let reading = async {
-            let exit = output.copy(&mut reader).await;
-            stop.cancel();
-            exit
+        let (exit, sent) = {
+            let reading = async {
+                let exit = output.copy(&mut reader).await;
+                stop.cancel();
+                exit
+            };
+            let writing = send_input(&mut input, &mut writer, &stop);
+            tokio::pin!(reading, writing);
+            tokio::select! {
+                exit = &mut reading => match exit {
+                    // The connection is lost, or our own output failed (a closed stdout): the
+                    // input side may wait on a server that reads nothing more, so give it up.
+                    Err(e) if !matches!(e, Error::Remote { .. }) => (Err(e), Ok(())),
+                    exit => (exit, writing.await),
+                },
+                sent = &mut writing => (reading.await, sent),
+            }
         };
-        let (exit, sent) = tokio::join!(reading, send_input(&mut input, &mut writer, &stop));
         let (Half::Read(read, rest), _) = reader.into_parts() else {
             return Err(Error::Internal("exec: the read half went missing".into()));
         };
@@ -150,6 +162,31 @@ where
     }
 }
 
+/// A sink of [`Sinks`] failed (say a closed stdout, `sockit exec … | head`); it comes as
+/// [`Error::Io`] of the sink's error kind, with this inside (`io::Error::get_ref`).
+#[derive(Debug, thiserror::Error)]
+#[error("writing the command's {stream}: {source}")]
+pub struct SinkError {
+    /// `"stdout"` or `"stderr"`.
+    pub stream: &'static str,
+    /// What the sink said.
+    pub source: std::io::Error,
+}
+
+impl SinkError {
+    fn wrap(source: std::io::Error, stderr: bool) -> Error {
+        let stream = if stderr { "stderr" } else { "stdout" };
+        let kind = source.kind();
+        Error::Io(std::io::Error::new(kind, SinkError { stream, source }))
+    }
+
+    /// Whether `e` is a local sink that was closed (a broken pipe), not a network failure.
+    pub fn is_closed_pipe(e: &Error) -> bool {
+        matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe
+            && io.get_ref().is_some_and(|inner| inner.is::<SinkError>()))
+    }
+}
+
 /// The output side of a run: frames in, bytes (or decoded text) out.
 struct Output<'a, O, E> {
     sinks: Sinks<'a, O, E>,
@@ -213,21 +250,21 @@ impl<'a, O: AsyncWrite + Unpin, E: AsyncWrite + Unpin> Output<'a, O, E> {
             }
             None => bytes,
         };
-        if stderr {
-            self.sinks.stderr.write_all(out).await?;
+        let written = if stderr {
+            self.sinks.stderr.write_all(out).await
         } else {
-            self.sinks.stdout.write_all(out).await?;
-        }
-        Ok(())
+            self.sinks.stdout.write_all(out).await
+        };
+        written.map_err(|e| SinkError::wrap(e, stderr))
     }
 
     async fn flush(&mut self, stderr: bool) -> Result<()> {
-        if stderr {
-            self.sinks.stderr.flush().await?;
+        let flushed = if stderr {
+            self.sinks.stderr.flush().await
         } else {
-            self.sinks.stdout.flush().await?;
-        }
-        Ok(())
+            self.sinks.stdout.flush().await
+        };
+        flushed.map_err(|e| SinkError::wrap(e, stderr))
     }
 
     /// Ends the decoders (a sequence cut at the end shows as U+FFFD) and flushes.

@@ -123,6 +123,43 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
 }
 
 #[test]
+fn sockit_exec_into_a_closed_pipe_ends_quietly_and_so_does_the_command() {
+    let (server, data) = serve(&["--allow-exec"]);
+    let mut child = Command::new(sockit_bin())
+        .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
+        .arg("echo $$ > sh.pid; echo $$ > bg.pid; exec yes")
+        .env("SOCKIT_PASSWORD", "pw-ann")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `sockit exec yes | head -c 4`: read a little, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"y\ny\n");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pids = pids(&data.path().join("homes/ann"));
+    let deadline = Instant::now() + HANG_GUARD;
+    while !pids.iter().all(|p| gone(*p)) {
+        assert!(Instant::now() < deadline, "still running: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn shell_exec_runs_in_the_remote_folder() {
     let (server, data) = serve(&["--allow-exec"]);
     let script = b"mkdir 'my dir'\ncd 'my dir'\nexec pwd\nexec exit 4\nls\n";
