@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod exec;
 mod remote;
 mod repl;
 
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `sockit exec` passes the remote command's status on, without a message.
-            if let Some(cli::ExitWith(code)) = e.downcast_ref() {
+            if let Some(exec::ExitWith(code)) = e.downcast_ref() {
                 return ExitCode::from(*code);
             }
             eprintln!("sockit: {e:#}");
