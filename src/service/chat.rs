@@ -18,7 +18,7 @@
 //! `DM`, `SYS`) go only to members, never to seed clients, whose next `recvfrom` would take
 //! them for the reply. Text over the limit (1024 bytes) is refused, not cut.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -102,10 +102,11 @@ struct Member {
     seen: Instant,
 }
 
-/// The members, by address. Pure state: [`Room::handle`] returns the datagrams to send.
+/// The members, by address (ordered, so fan-out and `WHO` are deterministic). Pure state:
+/// [`Room::handle`] returns the datagrams to send.
 #[derive(Debug, Default)]
 struct Room {
-    members: HashMap<SocketAddr, Member>,
+    members: BTreeMap<SocketAddr, Member>,
 }
 
 type Outgoing = Vec<(SocketAddr, String)>;
