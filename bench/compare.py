@@ -231,7 +231,7 @@ class Suite:
                 r = json.loads(out.stdout)
                 if r["ok"] != 1:
                     raise RuntimeError(r["first_error"])
-                return r["seconds"], "md5 in-band"
+                return r["seconds"], "BLAKE3 in-band (+ sender's md5)"
             peers[f"sockit {mode}"] = go
 
         def pipe(listen_cmd, send_cmd, port):

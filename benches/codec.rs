@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
-use sockit::protocol::{Head, Limits, Reply, encode_head, header::Empty};
+use sockit::protocol::{Head, Limits, Reply, Request, encode_head, header::Empty};
 use std::hint::black_box;
 
 fn codec(c: &mut Criterion) {
@@ -33,6 +33,11 @@ fn codec(c: &mut Criterion) {
                 let body = &wire[used..used + head.body_len as usize];
                 black_box((head, body.len()))
             })
+        });
+        // What the server does per request after the parse: the typed request.
+        let (head, _) = Head::parse(&wire, &limits).unwrap();
+        group.bench_function(BenchmarkId::new("typed", "request"), |b| {
+            b.iter(|| black_box(Request::from_head(black_box(&head)).unwrap()))
         });
         group.finish();
     }

@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// PID of a local server: report its RSS and CPU time (from /proc).
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// Threads of the load generator's runtime. One by default: on a machine that also runs
+    /// the server, more threads than cores add scheduler delays to the latencies measured.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// The load of one run.
@@ -185,6 +189,33 @@ pub struct ServerFigures {
 /// Setup failures (no connection at all, login refused, a local file error); failures of
 /// single requests are counted in the report instead.
 pub async fn run(args: &BenchArgs) -> Result<Report> {
+    // The load runs on a runtime of its own, sized by `--threads`, on a thread of its own.
+    let args = args.clone();
+    let thread = std::thread::Builder::new()
+        .name("sockit-bench".into())
+        .spawn(move || {
+            let mut builder = if args.threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(args.threads);
+                b
+            };
+            let runtime = builder.enable_all().build()?;
+            runtime.block_on(run_here(&args))
+        })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Wait without blocking the caller's runtime.
+    std::thread::spawn(move || {
+        let _ = tx.send(thread.join());
+    });
+    rx.await
+        .map_err(|_| Error::Io(std::io::Error::other("the load generator vanished")))?
+        .map_err(|_| Error::Io(std::io::Error::other("the load generator panicked")))?
+}
+
+/// [`run`] on the current runtime.
+async fn run_here(args: &BenchArgs) -> Result<Report> {
     let probe = args.server_pid.map(Probe::new);
     match &args.mode {
         Mode::Echo(load) => echo(&args.server, load, probe).await,

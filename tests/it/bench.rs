@@ -11,6 +11,7 @@ fn args(server: &sockit::net::Endpoint, mode: Mode) -> BenchArgs {
         server: server.clone(),
         json: false,
         server_pid: Some(std::process::id()),
+        threads: 1,
     }
 }
 
