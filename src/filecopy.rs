@@ -131,9 +131,9 @@ pub async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Sends `len` bytes of `file`, from its byte `offset` on, as the body of the head the
-/// caller queued on `conn`; returns the md5 and BLAKE3 of the file's first `offset + len`
-/// bytes (the skipped prefix is hashed too, so a resumed transfer still verifies the whole
-/// file).
+/// caller queued on `conn`; with `hash`, returns the md5 and BLAKE3 of the file's first
+/// `offset + len` bytes (the skipped prefix is hashed too, so a resumed transfer still
+/// verifies the whole file); without, the sums are empty (the caller knows them already).
 ///
 /// # Errors
 /// I/O errors on either side; an `UnexpectedEof` when the file is shorter than announced
@@ -143,11 +143,17 @@ pub async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
     mut file: File,
     offset: u64,
     len: u64,
+    hash: bool,
     progress: &mut dyn Progress,
 ) -> Result<Sums> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let reader = tokio::task::spawn_blocking(move || -> Result<Sums> {
-        let mut summer = Summer::start(&mut file, offset, Digests::Both)?;
+        let mut summer = if hash {
+            Some(Summer::start(&mut file, offset, Digests::Both)?)
+        } else {
+            file.seek(SeekFrom::Start(offset))?;
+            None
+        };
         let mut left = len;
         while left > 0 {
             let want = usize::try_from(left)
@@ -163,13 +169,15 @@ pub async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
             }
             buf.truncate(n);
             let chunk = Bytes::from(buf);
-            summer.update(&chunk);
+            if let Some(s) = summer.as_mut() {
+                s.update(&chunk);
+            }
             left -= n as u64;
             if tx.blocking_send(chunk).is_err() {
                 break; // the socket side gave up; its error is reported
             }
         }
-        summer.finish()
+        summer.map_or(Ok(Sums::default()), Summer::finish)
     });
     // Ends when the reader is done or failed; the reader's result says which.
     let send_result: Result<()> = async {
@@ -302,5 +310,78 @@ impl Summer {
             md5: self.md5.map(Hasher::finish).transpose()?,
             blake3: self.blake3.map(|h| h.finalize().to_hex().to_string()),
         })
+    }
+}
+
+/// The extended attribute that remembers a stored file's digests.
+const SUMS_XATTR: &str = "user.sockit.sums";
+
+/// Records `md5` and `blake3` of `file`'s whole content in an extended attribute, stamped
+/// with its size and modification time, so a later download can send the file without
+/// hashing it. Best effort: a file system without user xattrs just gets no cache.
+pub fn remember_sums(file: &File, md5: &str, blake3: &str) {
+    let Some((len, mtime)) = stamp(file) else {
+        return;
+    };
+    let value = format!("v1 {len} {mtime} {md5} {blake3}");
+    let _ = rustix::fs::fsetxattr(
+        file,
+        SUMS_XATTR,
+        value.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    );
+}
+
+/// The digests [`remember_sums`] recorded for `file`, if its size and modification time
+/// are still the ones they were recorded with (a file changed behind the server's back
+/// is hashed again).
+pub fn remembered_sums(file: &File) -> Option<Sums> {
+    let (len, mtime) = stamp(file)?;
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::fgetxattr(file, SUMS_XATTR, &mut buf).ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+    let mut fields = text.split(' ');
+    let fresh = fields.next() == Some("v1")
+        && fields.next()?.parse::<u64>().ok()? == len
+        && fields.next()?.parse::<u128>().ok()? == mtime;
+    let (md5, blake3) = (fields.next()?, fields.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (fresh && hex(md5, 32) && hex(blake3, 64)).then(|| Sums {
+        md5: Some(md5.to_owned()),
+        blake3: Some(blake3.to_owned()),
+    })
+}
+
+/// Size and modification time (ns since the epoch) of `file`.
+fn stamp(file: &File) -> Option<(u64, u128)> {
+    let meta = file.metadata().ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some((meta.len(), mtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_sums_are_dropped_once_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let file = File::open(&path).unwrap();
+        let (md5, b3) = ("5d41402abc4b2a76b9719d911017c592", "a".repeat(64));
+        remember_sums(&file, md5, &b3);
+        let Some(sums) = remembered_sums(&file) else {
+            return; // this file system keeps no user xattrs: nothing is cached, nothing to test
+        };
+        assert_eq!(sums.md5.as_deref(), Some(md5));
+        assert_eq!(sums.blake3.as_deref(), Some(b3.as_str()));
+        std::fs::write(&path, b"hello, changed").unwrap();
+        assert_eq!(remembered_sums(&File::open(&path).unwrap()), None);
     }
 }

@@ -244,7 +244,7 @@ impl Client {
         // BLAKE3 rides along: a sockit server checks it instead of hashing md5 itself.
         self.conn
             .queue_head(&json!({"op": "data", "digest": "blake3"}), size - offset)?;
-        let sums = send_file(&mut self.conn, file, offset, size - offset, progress).await?;
+        let sums = send_file(&mut self.conn, file, offset, size - offset, true, progress).await?;
         progress.finish();
         let done = json!({"op": "done", "md5": sums.md5, "blake3": sums.blake3});
         let (fields, _) = self.call(&done, b"").await?;

@@ -26,7 +26,9 @@ use tracing::info;
 use super::files::resolve;
 use super::session::{FileService, LoggedIn};
 use crate::connection::Connection;
-use crate::filecopy::{Digests, Quiet, Sums, blocking, receive_body, send_file};
+use crate::filecopy::{
+    Digests, Quiet, Sums, blocking, receive_body, remember_sums, remembered_sums, send_file,
+};
 use crate::protocol::{Reply, Request};
 use crate::{Error, Result};
 
@@ -140,32 +142,42 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             "expected a `done` frame with the md5 after the data".into(),
         ));
     };
-    let stored = blocking(move || match (computed, blake3) {
-        // The bytes are checked by BLAKE3; the md5 is the client's, over the same bytes.
-        (
-            Sums {
-                blake3: Some(ours), ..
-            },
-            Some(theirs),
-        ) => {
-            if !ours.eq_ignore_ascii_case(&theirs) {
-                let target = partial.target().to_string();
-                partial.discard()?;
-                return Err(Error::DigestMismatch(format!(
-                    "{target}: BLAKE3 of the received bytes is {ours}, not the announced \
-                     {theirs}; the upload was discarded"
-                )));
+    let (root, target) = (user.root.clone(), resolve(&path)?);
+    let stored = blocking(move || {
+        let (stored, blake3) = match (computed, blake3) {
+            // The bytes are checked by BLAKE3; the md5 is the client's, over the same bytes.
+            (
+                Sums {
+                    blake3: Some(ours), ..
+                },
+                Some(theirs),
+            ) => {
+                if !ours.eq_ignore_ascii_case(&theirs) {
+                    let target = partial.target().to_string();
+                    partial.discard()?;
+                    return Err(Error::DigestMismatch(format!(
+                        "{target}: BLAKE3 of the received bytes is {ours}, not the announced \
+                         {theirs}; the upload was discarded"
+                    )));
+                }
+                (partial.commit_hashed(size, Some(&md5), &md5)?, Some(ours))
             }
-            partial.commit_hashed(size, Some(&md5), &md5)
+            (
+                Sums {
+                    md5: Some(ours), ..
+                },
+                _,
+            ) => (partial.commit_hashed(size, Some(&md5), &ours)?, None),
+            // Resumed, or BLAKE3 announced but not sent: hash the whole file now.
+            _ => (partial.commit(size, Some(&md5))?, None),
+        };
+        // Downloads of this file can then skip hashing it (see `get`).
+        if let Some(blake3) = blake3
+            && let Ok((file, _)) = root.open_read(&target)
+        {
+            remember_sums(&file, &stored, &blake3);
         }
-        (
-            Sums {
-                md5: Some(ours), ..
-            },
-            _,
-        ) => partial.commit_hashed(size, Some(&md5), &ours),
-        // Resumed, or BLAKE3 announced but not sent: hash the whole file now.
-        _ => partial.commit(size, Some(&md5)),
+        Ok(stored)
     })
     .await?;
     reservation.settle(size - offset);
@@ -185,7 +197,12 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<()> {
     let source = resolve(&path)?;
     let root = user.root.clone();
-    let (file, size) = blocking(move || root.open_read(&source)).await?;
+    let (file, size, known) = blocking(move || {
+        let (file, size) = root.open_read(&source)?;
+        let known = remembered_sums(&file);
+        Ok((file, size, known))
+    })
+    .await?;
     if offset > size {
         return Err(Error::BadRequest(format!(
             "cannot resume {path} at byte {offset}: it has {size} bytes"
@@ -199,7 +216,10 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         }),
         size - offset,
     )?;
-    let sums = send_file(conn, file, offset, size - offset, &mut Quiet).await?;
+    // Digests remembered at upload time spare the server the md5 (its slowest part).
+    let hash = known.is_none();
+    let sent = send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?;
+    let sums = known.unwrap_or(sent);
     info!(user = %user.name, %path, size, offset, "sent");
     let digest = Digest {
         md5: sums.md5.unwrap_or_default(),
