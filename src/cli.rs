@@ -186,7 +186,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Mkdir(args) => {
             let path = args.required("mkdir")?;
-            Ok(args.login.connect().await?.mkdir(path, args.recursive).await?)
+            Ok(args
+                .login
+                .connect()
+                .await?
+                .mkdir(path, args.recursive)
+                .await?)
         }
         Command::Rm(args) => {
             let path = args.required("rm")?;
