@@ -96,6 +96,12 @@ pub struct TransferLoad {
     /// Folder for the generated and downloaded files (default: a new temporary folder).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Send this file instead of a generated one (put; get uploads it first).
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// get: download this file, already on the server, instead of uploading one first.
+    #[arg(long)]
+    pub remote: Option<String>,
 }
 
 /// Options of `bench idle`.
@@ -432,19 +438,37 @@ async fn transfer(
             .tempdir_in(dir)?,
         None => tempfile::Builder::new().prefix("sockit-bench-").tempdir()?,
     };
-    let source = temp.path().join("source.bin");
-    let size = load.size;
-    let src = source.clone();
-    crate::filecopy::blocking(move || generate(&src, size)).await?;
-    let remote = |i: usize| format!("sockit-bench-{}-{i}.bin", std::process::id());
+    let (source, size) = match &load.file {
+        Some(file) => (file.clone(), std::fs::metadata(file)?.len()),
+        // Downloads of a file already on the server need no local source.
+        None if download && load.remote.is_some() => (std::path::PathBuf::new(), 0),
+        None => {
+            let source = temp.path().join("source.bin");
+            let (src, size) = (source.clone(), load.size);
+            crate::filecopy::blocking(move || generate(&src, size)).await?;
+            (source, size)
+        }
+    };
+    let given = if download { load.remote.clone() } else { None };
+    let remote = |i: usize| match &given {
+        Some(name) => name.clone(),
+        None => format!("sockit-bench-{}-{i}.bin", std::process::id()),
+    };
+    let mut size = size;
     if download {
-        // One upload, not measured; every download reads it.
         let mut client = login(server, load).await?;
-        client.put(&source, &remote(0), false, &mut Quiet).await?;
+        if load.remote.is_some() {
+            size = client.stat(&remote(0)).await?.size;
+        } else {
+            // One upload, not measured; every download reads it.
+            client.put(&source, &remote(0), false, &mut Quiet).await?;
+        }
     }
     // Read the source once, so the measured part starts from the page cache (as nc's does).
-    let src = source.clone();
-    crate::filecopy::blocking(move || warm(&src)).await?;
+    if !source.as_os_str().is_empty() {
+        let src = source.clone();
+        crate::filecopy::blocking(move || warm(&src)).await?;
+    }
     let mut clients = Vec::with_capacity(load.parallel);
     for _ in 0..load.parallel {
         clients.push(login(server, load).await?);
@@ -487,7 +511,9 @@ async fn transfer(
         None,
     );
     // Leave the server as it was.
-    if let Ok(mut client) = login(server, load).await {
+    if given.is_none()
+        && let Ok(mut client) = login(server, load).await
+    {
         let count = if download { 1 } else { load.parallel };
         for i in 0..count {
             let _ = client.rm(&remote(i), false).await;
