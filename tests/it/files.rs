@@ -285,6 +285,39 @@ async fn c_ls_names(fx: &Fixture, user: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_wrong_blake3_is_refused_even_with_the_right_md5() {
+    // Between sockit peers the server checks BLAKE3 and takes the md5 as told: a right md5
+    // must not carry bytes whose BLAKE3 is wrong.
+    let fx = Fixture::new().await;
+    let mut c = fx.client("bob").await;
+    let bytes = pattern(100_000, 4);
+    let (fields, _) = c
+        .call(
+            &json!({"op": "put", "path": "b3", "size": bytes.len()}),
+            b"",
+        )
+        .await
+        .unwrap();
+    assert_eq!(fields["offset"], 0);
+    c.connection()
+        .queue_head(
+            &json!({"op": "data", "digest": "blake3"}),
+            bytes.len() as u64,
+        )
+        .unwrap();
+    c.connection().queue_raw(&bytes);
+    let md5 = {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(&bytes))
+    };
+    let wrong = "0".repeat(64);
+    let done = json!({"op": "done", "md5": md5, "blake3": wrong});
+    assert_eq!(code(c.call(&done, b"").await), ErrorCode::DigestMismatch);
+    assert!(!fx.home("bob").join("b3").exists());
+    assert!(!part_of(&fx.home("bob"), "b3").exists());
+}
+
+#[tokio::test]
 async fn a_lying_upload_leaves_nothing_and_a_busy_name_refuses_a_second_writer() {
     let fx = Fixture::new().await;
     let mut c = fx.client("bob").await;
