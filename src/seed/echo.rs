@@ -22,19 +22,11 @@ pub struct Tcp {}
 impl TcpService for Tcp {
     async fn handle(&self, mut conn: Conn) -> Result<()> {
         let mut buf = [0u8; SEED_BUFSIZE];
-        loop {
-            // `read` is cancel-safe: shutdown between two messages loses nothing.
-            let n = tokio::select! {
-                biased;
-                _ = conn.shutdown.cancelled() => return Ok(()),
-                n = conn.stream.read(&mut buf) => n?,
-            };
-            if n == 0 {
-                return Ok(()); // the seed's `if len(data) == 0: break`
-            }
+        while let Some(n) = super::recv(&mut conn, &mut buf).await? {
             buf[..n].make_ascii_uppercase();
             conn.stream.write_all(&buf[..n]).await?;
         }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 //! The listener has no login, so `sockit serve` opens it only on loopback with `--allow-exec`.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use super::SEED_BUFSIZE;
@@ -32,16 +32,7 @@ pub struct Exec {
 impl TcpService for Exec {
     async fn handle(&self, mut conn: Conn) -> Result<()> {
         let mut buf = [0u8; SEED_BUFSIZE];
-        loop {
-            // Cancel-safe: a shutdown between commands loses nothing.
-            let n = tokio::select! {
-                biased;
-                _ = conn.shutdown.cancelled() => return Ok(()),
-                n = conn.stream.read(&mut buf) => n?,
-            };
-            if n == 0 {
-                return Ok(()); // the seed's `if len(cmd) == 0: break`
-            }
+        while let Some(n) = super::recv(&mut conn, &mut buf).await? {
             let command = String::from_utf8_lossy(&buf[..n]).into_owned();
             info!(peer = %conn.peer, command = %command, "seed exec");
             let output = run(&command, self.limits).await;
@@ -50,6 +41,7 @@ impl TcpService for Exec {
             reply.extend_from_slice(&output);
             conn.stream.write_all(&reply).await?;
         }
+        Ok(())
     }
 }
 
