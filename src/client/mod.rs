@@ -56,8 +56,10 @@ impl Client {
         header: &(impl Serialize + ?Sized),
         body: &[u8],
     ) -> Result<(Map<String, Value>, Bytes)> {
-        self.conn.write_frame(header, body).await?;
-        self.read_reply().await
+        // Written and read at once: a body larger than the socket buffers must not deadlock
+        // against a server that streams its reply while it reads (as echo does).
+        let (head, body) = self.conn.exchange(header, body, MAX_INLINE_BODY).await?;
+        Ok((Reply::from_head(&head)?, body))
     }
 
     /// Reads the next reply (for callers that pipelined several requests).

@@ -19,12 +19,33 @@ use crate::common::{spawn_native, spawn_tcp};
 async fn echo_returns_the_same_bytes_for_every_size() {
     let server = spawn_native().await;
     let mut client = Client::connect(&server.endpoint).await.unwrap();
-    for len in [0usize, 1, 64, 65_535, 65_536, 65_537, 3 << 20] {
+    for len in [0usize, 1, 64, 65_535, 65_536, 65_537, 3 << 20, 15 << 20] {
         let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let reply = client.echo(&body).await.unwrap();
         assert_eq!(reply.len(), len);
         assert!(reply[..] == body[..], "echo of {len} bytes differs");
     }
+}
+
+#[tokio::test]
+async fn a_body_larger_than_the_socket_buffers_is_exchanged_without_deadlock() {
+    // 128 MiB is more than both directions' socket buffers can hold (here tcp_wmem caps a send
+    // buffer at 4 MiB and tcp_rmem a receive buffer at 32 MiB): a client that wrote it all
+    // before reading would wait forever on a server that streams the echo back while it
+    // reads. `exchange` reads while it writes.
+    let server = spawn_native().await;
+    let stream = sockit::net::connect(&server.endpoint).await.unwrap();
+    let mut conn = sockit::connection::Connection::new(stream, Default::default());
+    let body: Vec<u8> = (0..128usize << 20).map(|i| (i % 249) as u8).collect();
+    let header = json!({"op": "echo"});
+    let exchange = conn.exchange(&header, &body, 128 << 20);
+    // A hang guard, not a timing assertion: without concurrent reading this never ends.
+    let (head, reply) = tokio::time::timeout(Duration::from_secs(120), exchange)
+        .await
+        .expect("deadlocked")
+        .unwrap();
+    assert_eq!(head.body_len, body.len() as u64);
+    assert!(reply[..] == body[..]);
 }
 
 #[tokio::test]
