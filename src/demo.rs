@@ -182,7 +182,7 @@ async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Re
         .await?;
     writeln!(
         out,
-        "[files]  put photos.tar (24 MiB) -> stored backup/photos.tar, md5 {} checked by the server",
+        "[files]  put photos.tar (24 MiB) -> stored backup/photos.tar once the server verified every byte (BLAKE3); md5 {}",
         stored.md5
     )?;
     for e in client.ls("backup").await? {
