@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, ThrottleConfig};
 
+/// Passwords are a wire type too (the `login` request carries one); defined with it.
+pub use crate::protocol::header::Password;
+
 use crate::{Error, Result};
 
 /// Longest user name, in characters.
@@ -62,40 +65,6 @@ fn set_up(conn: &Connection) -> Result<()> {
             }
             other => return Ok(other?),
         }
-    }
-}
-
-/// A password in memory. Its `Debug` prints `***`, so it cannot leak into logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password typed by a person or sent by a client.
-    pub fn new(password: impl Into<String>) -> Password {
-        Password(password.into())
-    }
-
-    /// The password itself; for hashing and sending only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<String> for Password {
-    fn from(password: String) -> Password {
-        Password(password)
-    }
-}
-
-impl From<&str> for Password {
-    fn from(password: &str) -> Password {
-        Password(password.to_owned())
     }
 }
 

@@ -19,7 +19,7 @@ pub enum Request {
         /// The user name.
         user: String,
         /// The password (never logged: its `Debug` prints `***`).
-        password: Secret,
+        password: Password,
     },
     /// List a folder (or show one file): reply body is a JSON array of entries.
     Ls {
@@ -105,14 +105,38 @@ pub enum Request {
     Unknown,
 }
 
-/// A password on the wire; its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A password in memory. Its `Debug` prints `***`, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Password(String);
 
-impl std::fmt::Debug for Secret {
+impl Password {
+    /// Wraps a password typed by a person or sent by a client.
+    pub fn new(password: impl Into<String>) -> Password {
+        Password(password.into())
+    }
+
+    /// The password itself; for hashing and sending only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+impl From<String> for Password {
+    fn from(password: String) -> Password {
+        Password(password)
+    }
+}
+
+impl From<&str> for Password {
+    fn from(password: &str) -> Password {
+        Password(password.to_owned())
     }
 }
 

@@ -23,7 +23,6 @@ use crate::connection::Connection;
 use crate::net::Peer;
 use crate::protocol::{Reply, Request};
 use crate::server::{Conn, TcpService};
-use crate::users::Password;
 use crate::{Error, Result};
 
 /// Input a closing connection still drains so that its error reply is not lost to a reset.
@@ -82,7 +81,7 @@ impl Native {
             Request::Echo => return echo::handle(conn).await,
             Request::Unknown => return Err(Error::UnknownOp(op.to_string())),
             Request::Login { user, password } => {
-                let pair = (user, Password::new(password.0));
+                let pair = (user, password);
                 return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
             }
             Request::Put { path, size, resume } => {
