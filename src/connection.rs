@@ -411,16 +411,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Body<'_, S> {
             conn.unread_body -= n as u64;
             return Poll::Ready(Ok(()));
         }
-        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(want));
-        ready!(Pin::new(&mut conn.stream).poll_read(cx, &mut limited))?;
-        let n = limited.filled().len();
+        // `take` limits the read to this body without zeroing `buf`'s unfilled part (large
+        // transfers read into uninitialised chunks; zeroing each cost as much as the copy).
+        let filled = buf.filled().len();
+        let mut limited = (&mut conn.stream).take(want as u64);
+        ready!(Pin::new(&mut limited).poll_read(cx, buf))?;
+        let n = buf.filled().len() - filled;
         if n == 0 {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the peer closed the connection inside a frame body",
             )));
         }
-        buf.advance(n);
         conn.unread_body -= n as u64;
         Poll::Ready(Ok(()))
     }

@@ -182,8 +182,9 @@ async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Re
         .await?;
     writeln!(
         out,
-        "[files]  put photos.tar (24 MiB) -> stored backup/photos.tar once the server verified every byte (BLAKE3); md5 {}",
-        stored.md5
+        "[files]  put photos.tar (24 MiB) -> stored backup/photos.tar once the server verified every byte: {} {}",
+        stored.digest().0,
+        stored.digest().1
     )?;
     for e in client.ls("backup").await? {
         writeln!(out, "[files]  ls backup -> {} {} bytes", e.name, e.size)?;
@@ -196,9 +197,10 @@ async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Re
     let same = std::fs::read(&back)? == bytes;
     writeln!(
         out,
-        "[files]  get -> restored.tar, md5 {} {} the upload's; bytes {}",
-        got.md5,
-        if got.md5 == stored.md5 {
+        "[files]  get -> restored.tar, {} {} {} the upload's; bytes {}",
+        got.digest().0,
+        got.digest().1,
+        if got.digest() == stored.digest() {
             "matches"
         } else {
             "DIFFERS FROM"

@@ -338,15 +338,17 @@ pub async fn get(args: GetArgs) -> Result<()> {
     Ok(())
 }
 
-fn transfer_line(what: &str, name: &str, v: &sockit::client::Verified) -> String {
+/// The line a finished transfer prints: size, the digest it was checked by, any resume.
+pub fn transfer_line(what: &str, name: &str, v: &sockit::client::Verified) -> String {
     let resumed = if v.resumed_from > 0 {
         format!(", resumed at {}", v.resumed_from)
     } else {
         String::new()
     };
+    let (digest, hex) = v.digest();
     format!(
-        "{what} {name}: {} bytes, md5 {} verified{resumed}",
-        v.size, v.md5
+        "{what} {name}: {} bytes, {digest} {hex} verified{resumed}",
+        v.size
     )
 }
 

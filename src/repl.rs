@@ -13,7 +13,7 @@ use rustyline::{Editor, Helper, Highlighter, Hinter, Validator};
 use sockit::client::Client;
 use sockit::client::shell::{COMMANDS, HELP, RemoteCwd, ShellCommand, parse_line};
 
-use crate::remote::{LoginArgs, print_entries, read_stdin, remote_name};
+use crate::remote::{LoginArgs, print_entries, read_stdin, remote_name, transfer_line};
 
 /// Runs the shell until `quit`, the end of input, or (in a script) the first failure.
 ///
@@ -143,7 +143,7 @@ impl Shell {
                 let remote = self.cwd.resolve(&name)?;
                 let mut bar = self.login.progress(&name);
                 let v = c.put(&local, &remote, resume, bar.as_mut()).await?;
-                println!("stored {remote}: {} bytes, md5 {} verified", v.size, v.md5);
+                println!("{}", transfer_line("stored", &remote, &v));
             }
             ShellCommand::Get {
                 remote,
@@ -154,12 +154,8 @@ impl Shell {
                 let remote = self.cwd.resolve(&remote)?;
                 let mut bar = self.login.progress(&remote);
                 let v = c.get(&remote, &local, resume, bar.as_mut()).await?;
-                println!(
-                    "saved {}: {} bytes, md5 {} verified",
-                    local.display(),
-                    v.size,
-                    v.md5
-                );
+                let local = local.display().to_string();
+                println!("{}", transfer_line("saved", &local, &v));
             }
             ShellCommand::Exec(command) => {
                 let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());

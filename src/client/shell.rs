@@ -80,8 +80,8 @@ mkdir [-p] PATH              create a remote folder
 rm [-r] PATH                 remove a remote file (folder with -r)
 mv FROM TO                   rename or move
 stat PATH                    show one entry
-put [--resume] LOCAL [REMOTE]  upload, verified by md5
-get [--resume] REMOTE [LOCAL]  download, verified by md5
+put [--resume] LOCAL [REMOTE]  upload, verified (BLAKE3)
+get [--resume] REMOTE [LOCAL]  download, verified (BLAKE3)
 exec COMMAND                 run COMMAND on the server, in the remote folder
 help / quit";
 

@@ -66,24 +66,33 @@ pub enum Request {
         resume: bool,
     },
     /// The bytes of an upload, after `put`'s go-ahead.
-    Data,
-    /// The end of an upload: the md5 of the whole file, to verify before it becomes visible.
+    Data {
+        /// The digest the client will send in `done` for the server to check (md5 unless
+        /// it says `"blake3"`).
+        #[serde(default)]
+        digest: DigestKind,
+    },
+    /// The end of an upload: the whole file's digest, checked before it becomes visible.
     Done {
-        /// md5 of the whole file, hex.
-        md5: String,
-        /// BLAKE3 of the whole file, hex: sent by sockit clients that announced
-        /// `"digest":"blake3"` in the data frame; the server then checks it instead of
-        /// hashing md5 itself, and keeps `md5` as the client computed it.
+        /// md5 of the whole file, hex: required after a `data` frame that announced md5 (the
+        /// seeds' digest, and the default); recorded as the client's otherwise.
+        #[serde(default)]
+        md5: Option<String>,
+        /// BLAKE3 of the whole file, hex: required after `"digest":"blake3"`.
         #[serde(default)]
         blake3: Option<String>,
     },
-    /// Download a file from `offset` on; a trailer frame carries the whole file's md5.
+    /// Download a file from `offset` on; a trailer frame carries the whole file's digests.
     Get {
         /// Path in the user's home.
         path: String,
         /// Where to start (the length of the client's partial file).
         #[serde(default)]
         offset: u64,
+        /// The digest the client checks: with `"blake3"`, the trailer carries md5 only when
+        /// the server knows it without hashing; otherwise it always carries md5.
+        #[serde(default)]
+        digest: DigestKind,
     },
     /// Run a command in the user's home (`serve --allow-exec` only); its output streams
     /// back as frames while it runs (see `service::exec`).
@@ -103,6 +112,17 @@ pub enum Request {
     /// Any op this server does not know; answered with [`ErrorCode::UnknownOp`].
     #[serde(other)]
     Unknown,
+}
+
+/// The digest a transfer is checked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestKind {
+    /// md5: the seeds' digest, and what a peer that names none gets (~650 MB/s a core).
+    #[default]
+    Md5,
+    /// BLAKE3: between sockit peers; several times faster than md5, and a stronger hash.
+    Blake3,
 }
 
 /// A password in memory. Its `Debug` prints `***`, so it cannot leak into logs.

@@ -18,7 +18,7 @@ pub mod frame;
 pub mod header;
 
 pub use frame::{Head, Limits, encode_head};
-pub use header::{ErrorBody, ErrorCode, Reply, Request};
+pub use header::{DigestKind, ErrorBody, ErrorCode, Reply, Request};
 
 /// Bytes in the fixed length prefix.
 pub const PREFIX_LEN: usize = 4;

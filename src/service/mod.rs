@@ -88,10 +88,14 @@ impl Native {
                 let user = cx.session.user()?;
                 return transfer::put(self.files()?, user, (path, size, resume), conn).await;
             }
-            Request::Get { path, offset } => {
-                return transfer::get(cx.session.user()?, (path, offset), conn).await;
+            Request::Get {
+                path,
+                offset,
+                digest,
+            } => {
+                return transfer::get(cx.session.user()?, (path, offset, digest), conn).await;
             }
-            Request::Data | Request::Done { .. } => {
+            Request::Data { .. } | Request::Done { .. } => {
                 return Err(Error::BadRequest(format!(
                     "`{op}` is only valid inside an upload, after put's go-ahead"
                 )));

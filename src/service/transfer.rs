@@ -6,18 +6,19 @@
 //! | --- | --- | --- |
 //! | 1 | `{"op":"put","path":p,"size":n,"resume":b}` | `{"ok":true,"offset":k}` or an error (quota, busy, …) |
 //! | 2 | `{"op":"data","total_size":n-k}` + the bytes from `k` on (sockit clients add `"digest":"blake3"`) | nothing yet |
-//! | 3 | `{"op":"done","md5":m}` (md5 of the whole file; plus `"blake3":b` after `"digest":"blake3"`) | `{"ok":true,"size":n,"md5":m}` or `digest_mismatch` |
+//! | 3 | `{"op":"done","md5":m}` (md5 of the whole file; after `"digest":"blake3"`, `"blake3":b` instead) | `{"ok":true,"size":n,"md5":m}` (or `"blake3":b`) or `digest_mismatch` |
 //!
-//! The bytes land in the target's partial file; only when size and md5 match is it renamed
-//! into place. The quota is checked before the go-ahead (with the reservation held until the
-//! end, so concurrent uploads cannot overshoot together) and enforced while bytes arrive by
-//! the data frame's fixed length. Download: `{"op":"get","path":p,"offset":k}` is answered
-//! with `{"ok":true,"size":n,"offset":k}` + the bytes from `k` on, then a trailer frame
-//! `{"ok":true,"md5":m,"blake3":b}` with the digests of the whole file.
+//! The bytes land in the target's partial file; only when size and digest match is it
+//! renamed into place. The quota is checked before the go-ahead (with the reservation held
+//! until the end, so concurrent uploads cannot overshoot together) and enforced while bytes
+//! arrive by the data frame's fixed length. Download: `{"op":"get","path":p,"offset":k}` is
+//! answered with `{"ok":true,"size":n,"offset":k}` + the bytes from `k` on, then a trailer
+//! frame `{"ok":true,"md5":m,"blake3":b}` with the digests of the whole file.
 //!
-//! md5 stays in every header, as in the seeds, but it is the slow part (~650 MB/s a core):
-//! between sockit peers the receiver checks BLAKE3 instead and takes the sender's md5 as
-//! told, so md5 is computed once per transfer, on the sending side, off the I/O threads.
+//! md5 is the seeds' digest and what any peer that names no other gets, but it is the slow
+//! part (~650 MB/s a core): sockit peers check BLAKE3 instead (several GB/s, and stronger)
+//! and never compute md5 at all. A get that asks for md5 of a file stored that way hashes it
+//! while sending, on a thread of its own.
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +30,7 @@ use crate::connection::Connection;
 use crate::filecopy::{
     Digests, Quiet, Sums, blocking, receive_body, remember_sums, remembered_sums, send_file,
 };
-use crate::protocol::{Reply, Request};
+use crate::protocol::{DigestKind, Reply, Request};
 use crate::{Error, Result};
 
 /// Go-ahead of a `put`: send the bytes from `offset` on.
@@ -39,13 +40,18 @@ pub struct PutReady {
     pub offset: u64,
 }
 
-/// End of a transfer: what is stored, or what was sent.
+/// End of an upload: what is stored, and the digest it was checked by.
 #[derive(Debug, Serialize)]
 pub struct Verified {
     /// Size of the whole file.
     pub size: u64,
-    /// md5 of the whole file, lowercase hex.
-    pub md5: String,
+    /// md5 of the whole file, lowercase hex, when the upload was checked by it (or the
+    /// client sent it along with BLAKE3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// BLAKE3 of the whole file, lowercase hex, when the upload was checked by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
 }
 
 /// First reply of a `get`: the file's size and where the body starts.
@@ -62,10 +68,11 @@ pub struct GetReady {
 /// Trailer of a `get`.
 #[derive(Debug, Serialize)]
 pub struct Digest {
-    /// md5 of the whole file, lowercase hex.
-    pub md5: String,
-    /// BLAKE3 of the whole file, lowercase hex (sockit clients check this one: it is
-    /// several times cheaper than md5; others ignore it).
+    /// md5 of the whole file, lowercase hex: always for a client that checks md5; for one
+    /// that checks BLAKE3, only when the server knew it without hashing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// BLAKE3 of the whole file, lowercase hex (sockit clients check this one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
 }
@@ -109,14 +116,11 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     conn.flush().await?;
 
     let head = conn.read_head().await?.ok_or_else(disconnected)?;
-    // `"digest":"blake3"` on the data frame: the client will send the file's BLAKE3 with
-    // the md5, so this side hashes BLAKE3 only (several times cheaper than md5).
-    let blake3 = head.header.get("digest").and_then(|d| d.as_str()) == Some("blake3");
-    if Request::from_head(&head)? != Request::Data {
+    let Request::Data { digest } = Request::from_head(&head)? else {
         return Err(Error::BadRequest(
             "expected a `data` frame after put's go-ahead".into(),
         ));
-    }
+    };
     if head.body_len != size - offset {
         return Err(Error::BadRequest(format!(
             "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
@@ -124,65 +128,85 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
             size - offset
         )));
     }
-    let file = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
-    let (file, partial) = file;
-    // A fresh upload is hashed while it streams in; a resumed one (whose prefix is not
-    // readable through the write handle) is hashed whole at commit.
-    let which = if blake3 {
-        Digests::Blake3
-    } else {
-        Digests::Md5
+    let (file, partial) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
+    // Hashed while it streams in (a resumed upload re-reads the prefix it keeps first), by
+    // the one digest the client announced.
+    let which = match digest {
+        DigestKind::Md5 => Digests::Md5,
+        DigestKind::Blake3 => Digests::Blake3,
     };
-    let computed =
-        receive_body(conn, file, (offset == 0).then_some((0, which)), &mut Quiet).await?;
+    // Durable: the commit `fsync`s the file before it becomes visible.
+    let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
 
     let head = conn.read_head().await?.ok_or_else(disconnected)?;
     let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
         return Err(Error::BadRequest(
-            "expected a `done` frame with the md5 after the data".into(),
+            "expected a `done` frame with the digest after the data".into(),
         ));
     };
     let (root, target) = (user.root.clone(), resolve(&path)?);
+    let theirs = Sums { md5, blake3 };
     let stored = blocking(move || {
-        let (stored, blake3) = match (computed, blake3) {
-            // The bytes are checked by BLAKE3; the md5 is the client's, over the same bytes.
-            (
-                Sums {
-                    blake3: Some(ours), ..
-                },
-                Some(theirs),
-            ) => {
-                if !ours.eq_ignore_ascii_case(&theirs) {
-                    let target = partial.target().to_string();
-                    partial.discard()?;
-                    return Err(Error::DigestMismatch(format!(
-                        "{target}: BLAKE3 of the received bytes is {ours}, not the announced \
-                         {theirs}; the upload was discarded"
-                    )));
-                }
-                (partial.commit_hashed(size, Some(&md5), &md5)?, Some(ours))
-            }
-            (
-                Sums {
-                    md5: Some(ours), ..
-                },
-                _,
-            ) => (partial.commit_hashed(size, Some(&md5), &ours)?, None),
-            // Resumed, or BLAKE3 announced but not sent: hash the whole file now.
-            _ => (partial.commit(size, Some(&md5))?, None),
+        let stored = match checked(digest, ours, theirs)? {
+            Ok(stored) => stored,
+            Err(problem) => return Err(partial.reject(&problem)),
         };
+        partial.commit_verified(size)?;
         // Downloads of this file can then skip hashing it (see `get`).
-        if let Some(blake3) = blake3
-            && let Ok((file, _)) = root.open_read(&target)
-        {
-            remember_sums(&file, &stored, &blake3);
+        if let Ok((file, _)) = root.open_read(&target) {
+            remember_sums(&file, &stored);
         }
         Ok(stored)
     })
     .await?;
     reservation.settle(size - offset);
-    info!(user = %user.name, %path, size, md5 = %stored, "stored");
-    conn.queue(&Reply::ok(Verified { size, md5: stored }), b"")
+    let digest = stored.blake3.as_deref().or(stored.md5.as_deref());
+    info!(user = %user.name, %path, size, digest, "stored");
+    let reply = Verified {
+        size,
+        md5: stored.md5,
+        blake3: stored.blake3,
+    };
+    conn.queue(&Reply::ok(reply), b"")
+}
+
+/// Checks the digest the upload announced (`digest`): the client's claim in `done`
+/// (`theirs`) against the one computed over the received bytes (`ours`). Returns what to
+/// remember of the stored file: the checked digest, plus the client's md5 next to a
+/// checked BLAKE3 (an older sockit client sends both; the md5 then labels only its own
+/// file). The inner error is a mismatch (the upload is discarded); the outer one a `done`
+/// frame without the announced digest (the partial file stays for a resume).
+fn checked(
+    digest: DigestKind,
+    ours: Sums,
+    theirs: Sums,
+) -> Result<std::result::Result<Sums, String>> {
+    let (name, ours, claimed) = match digest {
+        DigestKind::Md5 => ("md5", ours.md5, theirs.md5.clone()),
+        DigestKind::Blake3 => ("BLAKE3", ours.blake3, theirs.blake3.clone()),
+    };
+    let Some(claimed) = claimed else {
+        return Err(Error::BadRequest(format!(
+            "the `done` frame has no `{}`, the digest the data frame announced",
+            name.to_ascii_lowercase()
+        )));
+    };
+    let ours = ours.ok_or_else(|| Error::Io(std::io::Error::other("no digest was computed")))?;
+    if !ours.eq_ignore_ascii_case(&claimed) {
+        return Ok(Err(format!(
+            "{name} of the received bytes is {ours}, not the announced {claimed}"
+        )));
+    }
+    Ok(Ok(match digest {
+        DigestKind::Md5 => Sums {
+            md5: Some(ours),
+            blake3: None,
+        },
+        DigestKind::Blake3 => Sums {
+            md5: theirs.md5.map(|m| m.to_ascii_lowercase()),
+            blake3: Some(ours),
+        },
+    }))
 }
 
 /// Answers a `get`.
@@ -192,14 +216,14 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
 /// frame is broken, so the connection closes).
 pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     user: &LoggedIn,
-    (path, offset): (String, u64),
+    (path, offset, digest): (String, u64, DigestKind),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let source = resolve(&path)?;
     let root = user.root.clone();
     let (file, size, known) = blocking(move || {
         let (file, size) = root.open_read(&source)?;
-        let known = remembered_sums(&file);
+        let known = remembered_sums(&file).unwrap_or_default();
         Ok((file, size, known))
     })
     .await?;
@@ -216,14 +240,18 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         }),
         size - offset,
     )?;
-    // Digests remembered at upload time spare the server the md5 (its slowest part).
-    let hash = known.is_none();
+    // Digests remembered at upload time spare the server the hashing; md5 (its slowest
+    // part) is computed only for a client that checks it.
+    let hash = match digest {
+        DigestKind::Blake3 if known.blake3.is_none() => Some(Digests::Blake3),
+        DigestKind::Md5 if known.md5.is_none() => Some(Digests::Both),
+        _ => None,
+    };
     let sent = send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?;
-    let sums = known.unwrap_or(sent);
     info!(user = %user.name, %path, size, offset, "sent");
     let digest = Digest {
-        md5: sums.md5.unwrap_or_default(),
-        blake3: sums.blake3,
+        md5: known.md5.or(sent.md5),
+        blake3: known.blake3.or(sent.blake3),
     };
     conn.queue(&Reply::ok(digest), b"")
 }

@@ -1,5 +1,5 @@
 //! `PartialFile`: the upload side of a [`super::Root`]. Bytes land in a hidden partial file
-//! next to the target and are renamed into place only after their size and md5 match.
+//! next to the target and are renamed into place only after their size and digest match.
 //!
 //! It owns the partial's name, the one-writer-per-file lock and the commit check; it never
 //! writes to the final name except by that one atomic rename.
@@ -122,8 +122,9 @@ impl PartialFile {
         self.len().map(|len| len == 0)
     }
 
-    /// Opens the partial file for writing at `offset`, creating it if needed and cutting off
-    /// anything past `offset` (bytes the client will send again).
+    /// Opens the partial file for reading and writing at `offset`, creating it if needed and
+    /// cutting off anything past `offset` (bytes the client will send again). It is readable
+    /// so that a resumed upload can hash the prefix it keeps.
     ///
     /// # Errors
     /// [`Error::BadRequest`] when `offset` is past what was received; [`Error::Fs`] and
@@ -132,7 +133,10 @@ impl PartialFile {
         let err = |e| fs_error(&self.target, e);
         let file = self
             .dir
-            .open_with(&self.part, OpenOptions::new().write(true).create(true))
+            .open_with(
+                &self.part,
+                OpenOptions::new().read(true).write(true).create(true),
+            )
             .map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
         if offset > len {
@@ -159,71 +163,67 @@ impl PartialFile {
     /// [`Error::DigestMismatch`] when size or md5 differ; [`Error::AlreadyExists`] when the
     /// target is a folder (the partial is kept); file system errors otherwise.
     pub fn commit(self, expected_len: u64, expected_md5: Option<&str>) -> Result<String> {
-        self.finish(expected_len, expected_md5, None)
+        let file = self.open_part()?;
+        let (md5, len) = md5_counted(&file).map_err(|e| fs_error(&self.target, e))?;
+        let wrong = expected_md5.filter(|expected| !expected.eq_ignore_ascii_case(&md5));
+        if let Some(expected) = wrong {
+            let problem =
+                format!("md5 of the received bytes is {md5}, not the announced {expected}");
+            drop(file);
+            return Err(self.reject(&problem));
+        }
+        self.publish(file, len, expected_len)?;
+        Ok(md5)
     }
 
-    /// As [`PartialFile::commit`], with the md5 of the whole partial file already computed
-    /// by the caller while the bytes streamed in (`computed_md5`, hex): the file is not read
-    /// again, only its length is checked.
+    /// As [`PartialFile::commit`] for a caller that has already checked the content, with
+    /// a digest computed over exactly the bytes it wrote: only the length is checked here,
+    /// and the file is not read again.
     ///
     /// # Errors
     /// As [`PartialFile::commit`].
-    pub fn commit_hashed(
-        self,
-        expected_len: u64,
-        expected_md5: Option<&str>,
-        computed_md5: &str,
-    ) -> Result<String> {
-        self.finish(expected_len, expected_md5, Some(computed_md5))
+    pub fn commit_verified(self, expected_len: u64) -> Result<()> {
+        let file = self.open_part()?;
+        let len = file
+            .metadata()
+            .map_err(|e| fs_error(&self.target, e))?
+            .len();
+        self.publish(file, len, expected_len)
     }
 
-    fn finish(
-        self,
-        expected_len: u64,
-        expected_md5: Option<&str>,
-        computed_md5: Option<&str>,
-    ) -> Result<String> {
-        let err = |e| fs_error(&self.target, e);
-        // `create` so that an empty upload, which never opened the partial, commits too.
-        let file = self
+    /// Opens the partial file for the commit; `create`, so that an empty upload, which
+    /// never opened it, commits too.
+    fn open_part(&self) -> Result<File> {
+        Ok(self
             .dir
             .open_with(
                 &self.part,
                 OpenOptions::new().read(true).write(true).create(true),
             )
-            .map_err(err)?
-            .into_std();
-        let (md5, len) = match computed_md5 {
-            Some(md5) => (
-                md5.to_ascii_lowercase(),
-                file.metadata().map_err(err)?.len(),
-            ),
-            None => md5_counted(&file).map_err(err)?,
-        };
-        let mismatch = if len != expected_len {
-            Some(format!(
-                "{}: received {len} bytes but {expected_len} were announced",
-                self.target
-            ))
-        } else {
-            expected_md5
-                .filter(|expected| !expected.eq_ignore_ascii_case(&md5))
-                .map(|expected| {
-                    format!(
-                        "{}: md5 of the received bytes is {md5}, not the announced {expected}",
-                        self.target
-                    )
-                })
-        };
-        if let Some(message) = mismatch {
+            .map_err(|e| fs_error(&self.target, e))?
+            .into_std())
+    }
+
+    /// Removes the partial file after a failed check of its content, described by
+    /// `problem`: returns the error to report.
+    pub fn reject(self, problem: &str) -> Error {
+        let message = format!("{}: {problem}; the upload was discarded", self.target);
+        match self.discard() {
+            Ok(()) => Error::DigestMismatch(message),
+            Err(e) => e,
+        }
+    }
+
+    /// Renames the checked partial `file` of `len` bytes into place, once it is durable.
+    fn publish(self, file: File, len: u64, expected_len: u64) -> Result<()> {
+        if len != expected_len {
             drop(file);
-            self.discard()?;
-            return Err(Error::DigestMismatch(format!(
-                "{message}; the upload was discarded"
+            return Err(self.reject(&format!(
+                "received {len} bytes but {expected_len} were announced"
             )));
         }
         // Durable before visible: a crash after the rename must not leave an empty file.
-        file.sync_all().map_err(err)?;
+        file.sync_all().map_err(|e| fs_error(&self.target, e))?;
         drop(file);
         if self
             .dir
@@ -238,8 +238,7 @@ impl PartialFile {
         // Same folder, so the rename is atomic: readers see the old file or the new one.
         self.dir
             .rename(&self.part, &self.dir, &self.name)
-            .map_err(err)?;
-        Ok(md5)
+            .map_err(|e| fs_error(&self.target, e))
     }
 
     /// Removes the partial file (an abandoned upload); missing is fine.

@@ -122,7 +122,10 @@ async fn upload_download_round_trip_is_verified() {
         .get("/docs/deep/file.bin", &down, false, &mut Quiet)
         .await
         .unwrap();
-    assert_eq!(got.md5, put.md5);
+    // Between sockit peers both ends check BLAKE3, and nobody spends time on md5.
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    assert_eq!(put.digest(), ("BLAKE3", blake3.as_str()));
+    assert_eq!(got.digest(), ("BLAKE3", blake3.as_str()));
     assert_eq!(std::fs::read(&down).unwrap(), bytes);
 
     c.mv("docs/deep/file.bin", "moved.bin").await.unwrap();
@@ -241,6 +244,18 @@ async fn interrupted_upload(fx: &Fixture, user: &str, remote: &str, bytes: &[u8]
     }
 }
 
+/// Starts an upload of `bytes` to `path` frame by frame, as a peer other than sockit's
+/// client would: `put`, then the `data` frame `data` with the bytes. The caller sends `done`.
+async fn raw_upload(c: &mut Client, path: &str, bytes: &[u8], data: serde_json::Value) {
+    let put = json!({"op": "put", "path": path, "size": bytes.len()});
+    let (fields, _) = c.call(&put, b"").await.unwrap();
+    assert_eq!(fields["offset"], 0);
+    c.connection()
+        .queue_head(&data, bytes.len() as u64)
+        .unwrap();
+    c.connection().queue_raw(bytes);
+}
+
 fn part_of(home: &Path, name: &str) -> PathBuf {
     home.join(format!(".{name}.sockit-part"))
 }
@@ -285,27 +300,84 @@ async fn c_ls_names(fx: &Fixture, user: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_client_that_checks_md5_gets_it_for_a_file_stored_by_blake3() {
+    // A sockit upload is checked by BLAKE3 and never hashed with md5; a peer that knows
+    // only the seeds' md5 must still get the right one, computed while the file is sent.
+    let fx = Fixture::new().await;
+    let mut c = fx.client("bob").await;
+    let bytes = pattern(300_000, 9);
+    let local = fx.local("b3only.bin", &bytes);
+    let put = c
+        .put(&local, "b3only.bin", false, &mut Quiet)
+        .await
+        .unwrap();
+    assert_eq!(put.md5, None);
+    let md5 = {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(&bytes))
+    };
+    for _ in 0..2 {
+        let (ready, body) = c
+            .call(&json!({"op": "get", "path": "b3only.bin"}), b"")
+            .await
+            .unwrap();
+        assert_eq!(ready["size"], bytes.len());
+        assert_eq!(&body[..], &bytes[..]);
+        let (trailer, _) = c.read_reply().await.unwrap();
+        assert_eq!(trailer["md5"], md5);
+    }
+
+    // The other way round: stored by md5 (as a peer without BLAKE3 uploads), fetched by a
+    // sockit client, which then checks a BLAKE3 the server computes while sending.
+    raw_upload(&mut c, "md5.bin", &bytes, json!({"op": "data"})).await;
+    let (stored, _) = c
+        .call(&json!({"op": "done", "md5": md5}), b"")
+        .await
+        .unwrap();
+    assert_eq!(stored["md5"], md5);
+    let down = fx.dir.path().join("md5-down.bin");
+    let got = c.get("md5.bin", &down, false, &mut Quiet).await.unwrap();
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    assert_eq!(got.digest(), ("BLAKE3", blake3.as_str()));
+    assert_eq!(std::fs::read(&down).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_done_frame_without_the_announced_digest_is_refused_and_resumable() {
+    let fx = Fixture::new().await;
+    let mut c = fx.client("bob").await;
+    let bytes = pattern(50_000, 5);
+    let blake3 = json!({"op": "data", "digest": "blake3"});
+    raw_upload(&mut c, "half", &bytes, blake3).await;
+    let md5_only = json!({"op": "done", "md5": "0".repeat(32)});
+    assert_eq!(code(c.call(&md5_only, b"").await), ErrorCode::BadRequest);
+    assert!(!fx.home("bob").join("half").exists());
+    // The bytes are kept: a resume sends nothing again and finishes with the right digest.
+    let local = fx.local("half.bin", &bytes);
+    let put = c.put(&local, "half", true, &mut Quiet).await.unwrap();
+    assert_eq!(put.resumed_from, bytes.len() as u64);
+    assert_eq!(std::fs::read(fx.home("bob").join("half")).unwrap(), bytes);
+
+    // A digest this server does not know is refused by name.
+    raw_upload(&mut c, "sha", b"x", json!({"op": "data", "digest": "sha1"})).await;
+    c.connection().flush().await.unwrap();
+    assert_eq!(code(c.read_reply().await), ErrorCode::BadRequest);
+}
+
+#[tokio::test]
 async fn a_wrong_blake3_is_refused_even_with_the_right_md5() {
     // Between sockit peers the server checks BLAKE3 and takes the md5 as told: a right md5
     // must not carry bytes whose BLAKE3 is wrong.
     let fx = Fixture::new().await;
     let mut c = fx.client("bob").await;
     let bytes = pattern(100_000, 4);
-    let (fields, _) = c
-        .call(
-            &json!({"op": "put", "path": "b3", "size": bytes.len()}),
-            b"",
-        )
-        .await
-        .unwrap();
-    assert_eq!(fields["offset"], 0);
-    c.connection()
-        .queue_head(
-            &json!({"op": "data", "digest": "blake3"}),
-            bytes.len() as u64,
-        )
-        .unwrap();
-    c.connection().queue_raw(&bytes);
+    raw_upload(
+        &mut c,
+        "b3",
+        &bytes,
+        json!({"op": "data", "digest": "blake3"}),
+    )
+    .await;
     let md5 = {
         use md5::Digest;
         hex::encode(md5::Md5::digest(&bytes))
@@ -322,18 +394,7 @@ async fn a_lying_upload_leaves_nothing_and_a_busy_name_refuses_a_second_writer()
     let fx = Fixture::new().await;
     let mut c = fx.client("bob").await;
     let bytes = pattern(100_000, 3);
-    let (fields, _) = c
-        .call(
-            &json!({"op": "put", "path": "lie", "size": bytes.len()}),
-            b"",
-        )
-        .await
-        .unwrap();
-    assert_eq!(fields["offset"], 0);
-    c.connection()
-        .queue_head(&json!({"op": "data"}), bytes.len() as u64)
-        .unwrap();
-    c.connection().queue_raw(&bytes);
+    raw_upload(&mut c, "lie", &bytes, json!({"op": "data"})).await;
     let wrong = "0".repeat(32);
     assert_eq!(
         code(c.call(&json!({"op": "done", "md5": wrong}), b"").await),
