@@ -26,7 +26,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Tasks polled between two looks at the I/O driver while a worker has work queued
+    // (tokio's default: 61). Each look can move newly ready connections onto the busy
+    // worker's queue, where they wait out its time slice if the OS preempts it; looking
+    // half as often cut the echo benchmark's p99 from 4.4 ms to 2.7 ms (100 connections,
+    // 2 cores shared with the load generator), with throughput unchanged.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .event_interval(128)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sockit: starting the runtime: {e}");

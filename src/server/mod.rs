@@ -6,6 +6,7 @@
 //! datagram from [`serve_udp`].
 //! Servers take an already bound listener or socket, so tests bind port 0.
 
+pub mod idle;
 mod shutdown;
 mod tcp;
 pub mod udp;

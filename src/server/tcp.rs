@@ -2,21 +2,20 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::idle::IdleStream;
 use super::{ServerConfig, Shutdown};
 use crate::net::{Listener, Peer, Stream};
 
 /// The stream a service gets: the accepted socket, with the idle timeout on reads and writes
 /// (a stalled read or write fails with `TimedOut`).
-pub type IoStream = Pin<Box<TimeoutStream<Stream>>>;
+pub type IoStream = IdleStream<Stream>;
 
 /// One accepted connection, as handed to a [`TcpService`].
 #[derive(Debug)]
@@ -89,11 +88,8 @@ pub async fn serve_tcp<S: TcpService>(
                 continue;
             }
         };
-        let mut timed = TimeoutStream::new(stream);
-        timed.set_read_timeout(Some(config.idle_timeout));
-        timed.set_write_timeout(Some(config.idle_timeout));
         let conn = Conn {
-            stream: Box::pin(timed),
+            stream: IdleStream::new(stream, config.idle_timeout),
             peer,
             shutdown: shutdown.token().clone(),
             config: config.clone(),

@@ -1,0 +1,172 @@
+//! The idle timeout of a connection: a read or a write that waits longer than the limit
+//! fails with `TimedOut`.
+//!
+//! A timer per wait would be re-armed on every request, and re-arming costs: under load,
+//! about one request in ten woke a parked worker thread to recompute its sleep (a `futex`
+//! and an `eventfd` write each), which showed in the echo benchmark's tail latency. Here
+//! each direction keeps one timer that is moved only when it fires: a wait notes when it
+//! began, and a timer that fires before that wait's deadline is set to the deadline and
+//! goes on. So a busy connection re-arms its timer about once per timeout period, not
+//! once per request.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A stream whose reads and writes fail with [`io::ErrorKind::TimedOut`] after waiting
+/// `timeout` without progress.
+#[derive(Debug)]
+pub struct IdleStream<S> {
+    inner: S,
+    timeout: Duration,
+    read: Wait,
+    write: Wait,
+}
+
+impl<S> IdleStream<S> {
+    /// Wraps `inner`; each read and each write may wait at most `timeout`.
+    pub fn new(inner: S, timeout: Duration) -> IdleStream<S> {
+        IdleStream {
+            inner,
+            timeout,
+            read: Wait::default(),
+            write: Wait::default(),
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// One direction's wait: when it began, and its timer (made on the first wait).
+#[derive(Debug, Default)]
+struct Wait {
+    since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Wait {
+    /// Passes on one poll of the operation this wait times: progress starts the next wait
+    /// afresh; pending registers the timer, or fails once this wait has lasted `timeout`.
+    fn watch<T>(
+        &mut self,
+        timeout: Duration,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.since = None;
+            return polled;
+        }
+        let due = *self.since.get_or_insert_with(Instant::now) + timeout;
+        // A timer left from an earlier wait is due no later than this one: it fires early
+        // at worst, and is then moved to this wait's deadline.
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= due {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no progress for {timeout:?} (the idle timeout)"),
+                )));
+            }
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.read.watch(this.timeout, cx, polled)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.write.watch(this.timeout, cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.write.watch(this.timeout, cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write.watch(this.timeout, cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.write.watch(this.timeout, cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_fails_after_the_timeout_and_progress_restarts_it() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut idle = IdleStream::new(near, Duration::from_secs(10));
+        let mut buf = [0u8; 8];
+        // Progress every 6 s, 60 s in all: more than the timeout, never a wait as long.
+        for _ in 0..10 {
+            let read = idle.read(&mut buf);
+            let write = async {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                far.write_all(b"x").await
+            };
+            let (n, sent) = tokio::join!(read, write);
+            assert_eq!(n.unwrap(), 1);
+            sent.unwrap();
+        }
+        // Then silence: the read fails once it has waited 10 s.
+        let started = Instant::now();
+        let err = idle.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_takes_times_out() {
+        let (near, _far) = tokio::io::duplex(16);
+        let mut idle = IdleStream::new(near, Duration::from_secs(5));
+        let err = idle.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
