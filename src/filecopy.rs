@@ -5,7 +5,8 @@
 //! the file size, and a slow disk slows the socket (and the other way round) instead of
 //! buffering. The chunks go back the other way once used, so a transfer cycles through a
 //! few buffers instead of allocating (and faulting in, and zeroing) one per chunk; a chunk
-//! still shared (an md5 thread may hold it) is dropped instead. Used by the file service (server side) and by the client alike.
+//! still shared (an md5 thread may hold it) is dropped instead. Used by the file service
+//! (server side) and by the client alike.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -329,7 +330,7 @@ pub enum Digests {
 /// Digests of a transfer's bytes, lowercase hex; `None` for one that was not computed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sums {
-    /// md5 (the seeds' digest, kept in every header).
+    /// md5: the seeds' digest, what a peer that names no other checks.
     pub md5: Option<String>,
     /// BLAKE3 (between sockit peers: about 6x cheaper than md5 per byte).
     pub blake3: Option<String>,
