@@ -159,7 +159,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
             .with_context(|| format!("uploading {}", args.local.display()))?;
-            println!("sent {} ({sent} bytes)", args.local.display());
+            out!("sent {} ({sent} bytes)", args.local.display());
             Ok(())
         }
         Command::Put(args) => {
@@ -202,7 +202,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Time(args) => {
             let server = udp_addr(&args.client.server)?;
             let time = sockit::service::time::request(server, &args.format, UDP_WAIT).await?;
-            println!("{time}");
+            out!("{time}");
             Ok(())
         }
         Command::Chat(args) => chat_session(args).await,
@@ -210,14 +210,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => {
             let report = sockit::client::bench::run(&args).await?;
             if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{report}");
+                out!("{}", report.to_string().trim_end());
             }
             Ok(())
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut std::io::stdout());
+            // Into a buffer first: `generate` panics when it cannot write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut script);
+            out!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(())
         }
     }
@@ -236,7 +239,7 @@ async fn echo(args: EchoArgs) -> Result<()> {
             .echo(text)
             .await?
     };
-    println!("{}", String::from_utf8_lossy(&reply));
+    out!("{}", String::from_utf8_lossy(&reply));
     Ok(())
 }
 
@@ -255,7 +258,7 @@ async fn serve(options: ServeOptions) -> Result<()> {
     // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
     // real port (logs go to stderr).
     for (what, addr) in &running.listeners {
-        println!("sockit: {what} on {addr}");
+        out!("sockit: {what} on {addr}");
     }
     info!(data = %data.display(), "sockit serving");
     wait_for_signal().await?;
@@ -286,7 +289,7 @@ async fn chat_session(args: ChatArgs) -> Result<()> {
         .reply(UDP_WAIT, &mut early)
         .await
         .with_context(|| format!("joining the chat at {server}"))?;
-    println!("* {welcome}");
+    out!("* {welcome}");
     early.into_iter().for_each(show);
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -351,14 +354,14 @@ fn show(incoming: Incoming) {
             from,
             text,
             direct: false,
-        } => println!("[{from}] {text}"),
+        } => out!("[{from}] {text}"),
         Incoming::Message {
             from,
             text,
             direct: true,
-        } => println!("[{from} -> you] {text}"),
-        Incoming::Notice(text) => println!("* {text}"),
-        Incoming::Reply(Ok(text)) => println!("* {text}"),
+        } => out!("[{from} -> you] {text}"),
+        Incoming::Notice(text) => out!("* {text}"),
+        Incoming::Reply(Ok(text)) => out!("* {text}"),
         Incoming::Reply(Err(text)) => eprintln!("sockit: {text}"),
     }
 }

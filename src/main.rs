@@ -1,5 +1,14 @@
 //! The `sockit` binary: parse arguments, set up logging, run, map errors to an exit code.
 
+/// `println!` for a command's output. Rust ignores SIGPIPE, so `println!` panics when the
+/// reader goes away (`sockit ls | head -1`); this ends the process quietly instead, as a
+/// command killed by SIGPIPE would.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod cli;
 mod demo;
 mod exec;
@@ -65,4 +74,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Writes `text` to stdout; a closed pipe exits quietly, any other failure loudly.
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sockit: writing to stdout: {e}");
+        std::process::exit(1);
+    }
 }

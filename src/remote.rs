@@ -84,14 +84,14 @@ pub fn user(args: UserArgs) -> Result<()> {
         } => {
             let password = new_password(&name, password_stdin)?;
             users.add(&name, &password, quota)?;
-            println!("added {name} ({})", quota_text(quota));
+            out!("added {name} ({})", quota_text(quota));
         }
         UserAction::List => {
             for u in users.list()? {
                 let created = chrono::DateTime::from_timestamp(u.created, 0)
                     .map(|t| t.format("%Y-%m-%d").to_string())
                     .unwrap_or_default();
-                println!(
+                out!(
                     "{:<32} {:>14}  added {created}",
                     u.name,
                     quota_text(u.quota)
@@ -100,7 +100,7 @@ pub fn user(args: UserArgs) -> Result<()> {
         }
         UserAction::Del { name, purge } => {
             users.remove(&name, purge)?;
-            println!(
+            out!(
                 "removed {name}{}",
                 if purge { " and their files" } else { "" }
             );
@@ -112,7 +112,7 @@ pub fn user(args: UserArgs) -> Result<()> {
             users.get(&name)?;
             let password = new_password(&name, password_stdin)?;
             users.set_password(&name, &password)?;
-            println!("password of {name} changed");
+            out!("password of {name} changed");
         }
         UserAction::Quota { name, quota } => {
             let quota = match quota.as_str() {
@@ -120,7 +120,7 @@ pub fn user(args: UserArgs) -> Result<()> {
                 q => Some(parse_size(q).map_err(anyhow::Error::msg)?),
             };
             users.set_quota(&name, quota)?;
-            println!("quota of {name}: {}", quota_text(quota));
+            out!("quota of {name}: {}", quota_text(quota));
         }
     }
     Ok(())
@@ -313,7 +313,7 @@ pub async fn put(
     let mut client = login.connect().await?;
     let mut bar = login.progress(&remote);
     let done = client.put(local, &remote, resume, bar.as_mut()).await?;
-    println!("{}", transfer_line("stored", &remote, &done));
+    out!("{}", transfer_line("stored", &remote, &done));
     Ok(())
 }
 
@@ -331,7 +331,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
     let done = client
         .get(&args.remote, &local, args.resume, bar.as_mut())
         .await?;
-    println!(
+    out!(
         "{}",
         transfer_line("saved", &local.display().to_string(), &done)
     );
@@ -369,7 +369,7 @@ pub fn print_entries(entries: &[Entry]) {
             })
             .unwrap_or_default();
         let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
-        println!("{kind} {:>12}  {when}  {}{slash}", e.size, e.name);
+        out!("{kind} {:>12}  {when}  {}{slash}", e.size, e.name);
     }
 }
 

@@ -43,7 +43,7 @@ impl Shell {
     async fn interactive(&mut self) -> Result<()> {
         let mut editor: Editor<Commands, _> = Editor::new()?;
         editor.set_helper(Some(Commands));
-        println!("connected; `help` lists the commands");
+        out!("connected; `help` lists the commands");
         loop {
             let prompt = format!("sockit:{}> ", self.cwd.display());
             let line = tokio::task::block_in_place(|| editor.readline(&prompt));
@@ -101,11 +101,11 @@ impl Shell {
                 }
                 self.cwd.cd(&target)?;
             }
-            ShellCommand::Pwd => println!("{}", self.cwd.display()),
+            ShellCommand::Pwd => out!("{}", self.cwd.display()),
             ShellCommand::Lcd(path) => {
                 std::env::set_current_dir(&path).with_context(|| format!("lcd {path}"))?;
             }
-            ShellCommand::Lpwd => println!("{}", std::env::current_dir()?.display()),
+            ShellCommand::Lpwd => out!("{}", std::env::current_dir()?.display()),
             ShellCommand::Lls(path) => {
                 let dir = PathBuf::from(path.unwrap_or_else(|| ".".into()));
                 let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -117,7 +117,7 @@ impl Shell {
                     })
                     .collect();
                 names.sort();
-                names.iter().for_each(|n| println!("{n}"));
+                names.iter().for_each(|n| out!("{n}"));
             }
             ShellCommand::Mkdir { path, parents } => {
                 c.mkdir(&self.cwd.resolve(&path)?, parents).await?
@@ -143,7 +143,7 @@ impl Shell {
                 let remote = self.cwd.resolve(&name)?;
                 let mut bar = self.login.progress(&name);
                 let v = c.put(&local, &remote, resume, bar.as_mut()).await?;
-                println!("{}", transfer_line("stored", &remote, &v));
+                out!("{}", transfer_line("stored", &remote, &v));
             }
             ShellCommand::Get {
                 remote,
@@ -155,7 +155,7 @@ impl Shell {
                 let mut bar = self.login.progress(&remote);
                 let v = c.get(&remote, &local, resume, bar.as_mut()).await?;
                 let local = local.display().to_string();
-                println!("{}", transfer_line("saved", &local, &v));
+                out!("{}", transfer_line("saved", &local, &v));
             }
             ShellCommand::Exec(command) => {
                 let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
@@ -169,7 +169,7 @@ impl Shell {
                     bail!("the command ended with status {}", exit.status_code());
                 }
             }
-            ShellCommand::Help => println!("{HELP}"),
+            ShellCommand::Help => out!("{HELP}"),
             ShellCommand::Quit => {}
         }
         Ok(())

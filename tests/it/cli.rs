@@ -39,6 +39,33 @@ fn client_errors_are_one_line_on_stderr_with_a_failure_status() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // As in `sockit echo … | head -c0`: the pipe's reader is gone before the reply is printed.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        1,
+    );
+    for args in [
+        vec!["echo", "x", "-s", &server.addr("native")],
+        vec!["completions", "bash"],
+    ] {
+        let mut child = Command::new(sockit_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn serve_refuses_a_port_in_use_with_a_clear_message() {
     let first = ServerProcess::start(&["--listen", "127.0.0.1:0"], 1);
     let addr = first.addr("native");
