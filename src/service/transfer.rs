@@ -203,7 +203,11 @@ fn checked(
             blake3: None,
         },
         DigestKind::Blake3 => Sums {
-            md5: theirs.md5.map(|m| m.to_ascii_lowercase()),
+            // Recorded only when it looks like one: it is unchecked, and goes into the xattr.
+            md5: theirs
+                .md5
+                .filter(|m| m.len() == 32 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|m| m.to_ascii_lowercase()),
             blake3: Some(ours),
         },
     }))

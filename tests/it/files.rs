@@ -256,6 +256,12 @@ async fn raw_upload(c: &mut Client, path: &str, bytes: &[u8], data: serde_json::
     c.connection().queue_raw(bytes);
 }
 
+/// md5 of `bytes`, lowercase hex: what a peer that knows only the seeds' digest checks.
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
+}
+
 fn part_of(home: &Path, name: &str) -> PathBuf {
     home.join(format!(".{name}.sockit-part"))
 }
@@ -312,10 +318,7 @@ async fn a_client_that_checks_md5_gets_it_for_a_file_stored_by_blake3() {
         .await
         .unwrap();
     assert_eq!(put.md5, None);
-    let md5 = {
-        use md5::Digest;
-        hex::encode(md5::Md5::digest(&bytes))
-    };
+    let md5 = md5_hex(&bytes);
     for _ in 0..2 {
         let (ready, body) = c
             .call(&json!({"op": "get", "path": "b3only.bin"}), b"")
@@ -362,6 +365,27 @@ async fn a_done_frame_without_the_announced_digest_is_refused_and_resumable() {
     raw_upload(&mut c, "sha", b"x", json!({"op": "data", "digest": "sha1"})).await;
     c.connection().flush().await.unwrap();
     assert_eq!(code(c.read_reply().await), ErrorCode::BadRequest);
+
+    // An unchecked md5 next to a right BLAKE3 is recorded only when it is one: junk is
+    // dropped, and a peer asking for md5 later gets the file's real one.
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    raw_upload(
+        &mut c,
+        "junk",
+        &bytes,
+        json!({"op": "data", "digest": "blake3"}),
+    )
+    .await;
+    let done = json!({"op": "done", "blake3": blake3, "md5": "not an md5 at all"});
+    let (stored, _) = c.call(&done, b"").await.unwrap();
+    assert_eq!(stored["blake3"], blake3);
+    assert!(stored.get("md5").is_none(), "{stored:?}");
+    c.call(&json!({"op": "get", "path": "junk"}), b"")
+        .await
+        .unwrap();
+    let (trailer, _) = c.read_reply().await.unwrap();
+    let md5 = md5_hex(&bytes);
+    assert_eq!(trailer["md5"], md5);
 }
 
 #[tokio::test]
@@ -378,10 +402,7 @@ async fn a_wrong_blake3_is_refused_even_with_the_right_md5() {
         json!({"op": "data", "digest": "blake3"}),
     )
     .await;
-    let md5 = {
-        use md5::Digest;
-        hex::encode(md5::Md5::digest(&bytes))
-    };
+    let md5 = md5_hex(&bytes);
     let wrong = "0".repeat(64);
     let done = json!({"op": "done", "md5": md5, "blake3": wrong});
     assert_eq!(code(c.call(&done, b"").await), ErrorCode::DigestMismatch);
