@@ -11,6 +11,7 @@
 //! - [`client`]: the calling side of the native protocol.
 //! - [`seed`]: the seeds' raw protocols (echo, exec, upload), server and client side.
 //! - [`config`]: `sockit serve`'s settings (flags and TOML file) and the listeners they open.
+//! - [`home`]: what a logged-in user may do to their home, priced against their quota.
 //! - [`storage`]: a user's home as a root-confined folder; uploads via partial files.
 //! - [`quota`]: per-user reservations so concurrent uploads cannot overshoot a quota.
 //! - [`users`]: the SQLite user store (argon2id hashes, quotas) and login throttling.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod filecopy;
+pub mod home;
 pub mod net;
 pub mod protocol;
 pub mod quota;

@@ -1,7 +1,8 @@
-//! Storage quotas: a per-server ledger of bytes that uploads in flight have reserved.
+//! Storage quotas: a per-server ledger of what each home costs and what uploads in flight
+//! have reserved.
 //!
-//! It owns the arithmetic "used + reserved + asked <= quota", so two uploads that each fit
-//! cannot overshoot together. It does not measure disk usage (see
+//! It owns the arithmetic "used + reserved + asked <= quota" under one lock, so uploads and
+//! changes that each fit cannot overshoot together. It does not measure homes (see
 //! [`crate::storage::Root::usage`]) and does not write files.
 
 use std::collections::HashMap;
@@ -68,9 +69,51 @@ pub fn format_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-type Book = Arc<Mutex<HashMap<String, u64>>>;
+/// What one file, folder or link costs against a quota on top of its bytes: an inode and
+/// its directory entry, or a folder's first block, on the file systems sockit runs on. So
+/// a quota also bounds how many entries a user can make, not just their bytes.
+pub const ENTRY_COST: u64 = 4096;
 
-/// Bytes reserved per user by uploads in flight; one per server, shared by all connections.
+/// What a tree of the home holds: the bytes of its regular files and its entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of regular files (partial uploads included).
+    pub bytes: u64,
+    /// Files, folders, links and others.
+    pub entries: u64,
+}
+
+impl Usage {
+    /// What this costs against a quota: its bytes plus [`ENTRY_COST`] per entry.
+    pub fn cost(&self) -> u64 {
+        self.bytes
+            .saturating_add(self.entries.saturating_mul(ENTRY_COST))
+    }
+
+    /// The cost of one regular file of `len` bytes.
+    pub fn file(len: u64) -> u64 {
+        len.saturating_add(ENTRY_COST)
+    }
+}
+
+/// One user's account in the ledger.
+#[derive(Debug, Default)]
+struct Account {
+    /// Cost of what the home holds now, kept up to date by every change the server makes.
+    used: u64,
+    /// Bytes held by uploads in flight.
+    reserved: u64,
+    /// Taken by every change to the home's names whose cost it measures, so a measurement
+    /// and the change it prices cannot be split by another session of the same user.
+    names: Arc<Mutex<()>>,
+}
+
+type Book = Arc<Mutex<HashMap<String, Account>>>;
+
+/// Usage and reservations per user; one per server, shared by all connections.
+///
+/// A home is measured once (its first login after the server starts); from then on each
+/// change the server makes adds or takes away what it cost, so no request walks the home.
 #[derive(Debug, Clone, Default)]
 pub struct QuotaLedger {
     book: Book,
@@ -82,38 +125,58 @@ impl QuotaLedger {
         QuotaLedger::default()
     }
 
-    /// Reserves `bytes` for `user`, whose home holds `used` bytes now, against `quota`
-    /// (`None`: unlimited, which always succeeds but is still recorded).
-    ///
-    /// The check and the booking happen under one lock, so two concurrent uploads see each
-    /// other's reservations. `used` should include the user's partial files, and `bytes` only
-    /// what is still to be written (an upload resuming at offset `o` of `n` asks for `n - o`).
+    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cost of `user`'s home, if it was measured.
+    pub fn used(&self, user: &str) -> Option<u64> {
+        self.book().get(user).map(|a| a.used)
+    }
+
+    /// Records `measured`, the cost of `user`'s home, unless a measurement is already kept
+    /// (two first logins at once); returns the cost kept.
+    pub fn measured(&self, user: &str, measured: u64) -> u64 {
+        let mut book = self.book();
+        let account = book.entry(user.to_owned()).or_insert_with(|| Account {
+            used: measured,
+            ..Account::default()
+        });
+        account.used
+    }
+
+    /// Replaces the kept cost with a fresh measurement (after something outside the
+    /// server's own changes, such as a command, touched the home).
+    pub fn remeasured(&self, user: &str, measured: u64) {
+        self.book().entry(user.to_owned()).or_default().used = measured;
+    }
+
+    /// The lock on `user`'s names (see [`Account`]); hold it across a measurement and the
+    /// change it prices.
+    pub fn names(&self, user: &str) -> Arc<Mutex<()>> {
+        self.book()
+            .entry(user.to_owned())
+            .or_default()
+            .names
+            .clone()
+    }
+
+    /// Reserves `bytes` for an upload of `user` against `quota` (`None`: unlimited, which
+    /// always succeeds but is still recorded). The check and the booking happen under one
+    /// lock with the kept usage, so concurrent uploads and changes see each other.
     ///
     /// # Errors
     /// [`QuotaError`] when `used + reserved + bytes` would be over `quota`.
     pub fn reserve(
         &self,
         user: &str,
-        used: u64,
         quota: Option<u64>,
         bytes: u64,
     ) -> Result<Reservation, QuotaError> {
-        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        let reserved = book.get(user).copied().unwrap_or(0);
-        if let Some(quota) = quota {
-            let total = used
-                .checked_add(reserved)
-                .and_then(|t| t.checked_add(bytes));
-            if total.is_none_or(|total| total > quota) {
-                return Err(QuotaError {
-                    used,
-                    reserved,
-                    quota,
-                    asked: bytes,
-                });
-            }
-        }
-        *book.entry(user.to_owned()).or_insert(0) = reserved.saturating_add(bytes);
+        let mut book = self.book();
+        let account = book.entry(user.to_owned()).or_default();
+        check(account, quota, bytes)?;
+        account.reserved = account.reserved.saturating_add(bytes);
         Ok(Reservation {
             book: Arc::clone(&self.book),
             user: user.to_owned(),
@@ -121,11 +184,49 @@ impl QuotaLedger {
         })
     }
 
+    /// Adds `cost` to `user`'s usage if it fits `quota` (a new folder, say).
+    ///
+    /// # Errors
+    /// [`QuotaError`] when it does not fit; nothing is charged then.
+    pub fn charge(&self, user: &str, quota: Option<u64>, cost: u64) -> Result<(), QuotaError> {
+        let mut book = self.book();
+        let account = book.entry(user.to_owned()).or_default();
+        check(account, quota, cost)?;
+        account.used = account.used.saturating_add(cost);
+        Ok(())
+    }
+
+    /// Takes `cost` off `user`'s usage (something was removed or replaced).
+    pub fn credit(&self, user: &str, cost: u64) {
+        if let Some(account) = self.book().get_mut(user) {
+            account.used = account.used.saturating_sub(cost);
+        }
+    }
+
     /// Bytes currently reserved for `user`.
     pub fn reserved(&self, user: &str) -> u64 {
-        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        book.get(user).copied().unwrap_or(0)
+        self.book().get(user).map_or(0, |a| a.reserved)
     }
+}
+
+/// Whether `asked` more fits `quota` next to what `account` uses and holds.
+fn check(account: &Account, quota: Option<u64>, asked: u64) -> Result<(), QuotaError> {
+    let Some(quota) = quota else {
+        return Ok(());
+    };
+    let total = account
+        .used
+        .checked_add(account.reserved)
+        .and_then(|t| t.checked_add(asked));
+    if total.is_none_or(|total| total > quota) {
+        return Err(QuotaError {
+            used: account.used,
+            reserved: account.reserved,
+            quota,
+            asked,
+        });
+    }
+    Ok(())
 }
 
 /// Bytes held for one upload; released when dropped (finished, failed or cancelled alike).
@@ -138,37 +239,34 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Bytes still held.
+    /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Releases `n` bytes that are now written to disk, where [`crate::storage::Root::usage`]
-    /// counts them. Call it after the write, never before, so a concurrent check may count
-    /// those bytes twice (refusing early) but never zero times (overshooting).
-    pub fn settle(&mut self, n: u64) {
-        let n = n.min(self.bytes);
-        self.bytes -= n;
-        self.release(n);
+    /// Ends the reservation with what the upload really changed: `grown` more (or, when
+    /// negative, less) cost in the home, measured after the fact. Both happen under one
+    /// lock, so no check sees the bytes twice or not at all.
+    pub fn settle(self, grown: i64) {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(account) = book.get_mut(&self.user) {
+            account.used = account.used.saturating_add_signed(grown);
+        }
+        drop(book);
+        // Drop releases the held bytes.
     }
 
-    fn release(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
+    fn release(&self) {
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = book.get_mut(&self.user) {
-            *held = held.saturating_sub(n);
-            if *held == 0 {
-                book.remove(&self.user);
-            }
+        if let Some(account) = book.get_mut(&self.user) {
+            account.reserved = account.reserved.saturating_sub(self.bytes);
         }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.release(self.bytes);
+        self.release();
     }
 }
 
@@ -178,21 +276,28 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
+    fn ledger(user: &str, used: u64) -> QuotaLedger {
+        let ledger = QuotaLedger::new();
+        ledger.measured(user, used);
+        ledger
+    }
+
     #[test]
     fn reservation_under_quota_is_granted_and_released_on_drop() {
-        let ledger = QuotaLedger::new();
-        let r = ledger.reserve("ann", 10, Some(100), 90).unwrap();
+        let ledger = ledger("ann", 10);
+        let r = ledger.reserve("ann", Some(100), 90).unwrap();
         assert_eq!(r.bytes(), 90);
         assert_eq!(ledger.reserved("ann"), 90);
         drop(r);
         assert_eq!(ledger.reserved("ann"), 0);
+        assert_eq!(ledger.used("ann"), Some(10));
     }
 
     #[test]
     fn reservation_over_quota_says_by_how_much() {
-        let ledger = QuotaLedger::new();
+        let ledger = ledger("ann", 80 * MIB);
         let err = ledger
-            .reserve("ann", 80 * MIB, Some(100 * MIB), 30 * MIB)
+            .reserve("ann", Some(100 * MIB), 30 * MIB)
             .unwrap_err();
         assert_eq!(err.excess(), 10 * MIB);
         let text = err.to_string();
@@ -203,22 +308,22 @@ mod tests {
 
     #[test]
     fn two_reservations_that_each_fit_do_not_fit_together() {
-        let ledger = QuotaLedger::new();
-        let first = ledger.reserve("ann", 0, Some(100), 60).unwrap();
-        let err = ledger.reserve("ann", 0, Some(100), 60).unwrap_err();
+        let ledger = ledger("ann", 0);
+        let first = ledger.reserve("ann", Some(100), 60).unwrap();
+        let err = ledger.reserve("ann", Some(100), 60).unwrap_err();
         assert_eq!((err.reserved, err.excess()), (60, 20));
         // Another user's quota is separate.
-        let _bob = ledger.reserve("bob", 0, Some(100), 60).unwrap();
+        let _bob = ledger.reserve("bob", Some(100), 60).unwrap();
         drop(first);
-        let _second = ledger.reserve("ann", 0, Some(100), 60).unwrap();
+        let _second = ledger.reserve("ann", Some(100), 60).unwrap();
     }
 
     #[test]
     fn concurrent_reservations_never_overshoot() {
-        let ledger = QuotaLedger::new();
+        let ledger = ledger("ann", 0);
         let granted: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| ledger.reserve("ann", 0, Some(100), 30)))
+                .map(|_| s.spawn(|| ledger.reserve("ann", Some(100), 30)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -228,23 +333,47 @@ mod tests {
     }
 
     #[test]
-    fn settle_moves_bytes_from_reserved_to_used() {
-        let ledger = QuotaLedger::new();
-        let mut r = ledger.reserve("ann", 0, Some(100), 60).unwrap();
+    fn settle_moves_what_was_written_from_reserved_to_used() {
+        let ledger = ledger("ann", 5);
+        let r = ledger.reserve("ann", Some(100), 60).unwrap();
         r.settle(50);
-        assert_eq!((r.bytes(), ledger.reserved("ann")), (10, 10));
-        r.settle(1000);
-        assert_eq!(ledger.reserved("ann"), 0);
-        drop(r);
-        assert_eq!(ledger.reserved("ann"), 0);
+        assert_eq!((ledger.used("ann"), ledger.reserved("ann")), (Some(55), 0));
+        let r = ledger.reserve("ann", Some(100), 10).unwrap();
+        r.settle(-40);
+        assert_eq!(ledger.used("ann"), Some(15));
+    }
+
+    #[test]
+    fn charges_and_credits_count_with_reservations() {
+        let ledger = ledger("ann", 0);
+        let _r = ledger.reserve("ann", Some(100), 60).unwrap();
+        ledger.charge("ann", Some(100), 40).unwrap();
+        assert!(ledger.charge("ann", Some(100), 1).is_err());
+        ledger.credit("ann", 30);
+        assert_eq!(ledger.used("ann"), Some(10));
+        // A first measurement is kept; a second first login does not overwrite it.
+        assert_eq!(ledger.measured("ann", 999), 10);
+        ledger.remeasured("ann", 7);
+        assert_eq!(ledger.used("ann"), Some(7));
     }
 
     #[test]
     fn unlimited_and_overflowing_requests() {
-        let ledger = QuotaLedger::new();
-        let _r = ledger.reserve("ann", u64::MAX, None, u64::MAX).unwrap();
-        let err = ledger.reserve("bob", u64::MAX, Some(10), 1).unwrap_err();
+        let ledger = ledger("ann", u64::MAX);
+        let _r = ledger.reserve("ann", None, u64::MAX).unwrap();
+        let ledger = self::ledger("bob", u64::MAX);
+        let err = ledger.reserve("bob", Some(10), 1).unwrap_err();
         assert_eq!(err.excess(), u64::MAX - 10);
+    }
+
+    #[test]
+    fn entries_cost_a_block_each() {
+        let usage = Usage {
+            bytes: 10,
+            entries: 3,
+        };
+        assert_eq!(usage.cost(), 10 + 3 * ENTRY_COST);
+        assert_eq!(Usage::file(0), ENTRY_COST);
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod wire_path;
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use cap_std::ambient_authority;
@@ -21,7 +21,8 @@ use cap_std::fs::{Dir, Metadata};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-pub use partial::PartialFile;
+pub use crate::quota::Usage;
+pub use partial::{PartProbe, PartialFile};
 pub use wire_path::{MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
 
 use crate::{Error, Result};
@@ -29,6 +30,9 @@ use crate::{Error, Result};
 /// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
 /// listings and refused in wire paths.
 pub const PART_SUFFIX: &str = ".sockit-part";
+
+/// Deepest folder nesting a walk of the home follows.
+pub const MAX_WALK_DEPTH: usize = 1024;
 
 /// Bytes read per step when hashing a file.
 pub const HASH_CHUNK: usize = 64 * 1024;
@@ -167,6 +171,25 @@ impl Root {
         done.map_err(|e| fs_error(path, e))
     }
 
+    /// How many of `path`'s folders, counted from its end, do not exist: what a `mkdir -p`
+    /// of it would create.
+    ///
+    /// # Errors
+    /// File system errors other than "not found".
+    pub fn missing(&self, path: &WirePath) -> Result<u64> {
+        let mut missing = 0;
+        let mut at = path.clone();
+        while !at.is_root() {
+            match self.dir.symlink_metadata(at.to_relative()) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing += 1,
+                Err(e) => return Err(fs_error(&at, e)),
+            }
+            at = at.parent().unwrap_or_default();
+        }
+        Ok(missing)
+    }
+
     /// Removes a file or symlink; a folder only with `recursive` (everything in it goes,
     /// symlinks removed, never followed). The home itself is never removed.
     ///
@@ -268,36 +291,86 @@ impl Root {
         PartialFile::new(dir, path.clone(), name)
     }
 
-    /// Total bytes of the files in the home, partial uploads included; symlinks are not
-    /// followed and count as nothing. For quotas.
+    /// What the whole home holds (see [`Root::usage_at`]), uploads in progress included.
     ///
     /// # Errors
-    /// File system errors other than entries vanishing during the walk.
-    pub fn usage(&self) -> Result<u64> {
-        let root = WirePath::root();
-        let err = |e| fs_error(&root, e);
-        let mut total = 0u64;
-        // Relative paths, not open handles: a deep tree costs memory, not file descriptors.
-        let mut todo = vec![PathBuf::from(".")];
-        while let Some(rel) = todo.pop() {
-            let entries = match self.dir.read_dir(&rel) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(err(e)),
-            };
-            for entry in entries {
+    /// As [`Root::usage_at`], but never [`Error::Busy`].
+    pub fn usage(&self) -> Result<Usage> {
+        self.walk(&WirePath::root(), false)
+    }
+
+    /// What `path` holds: the bytes of its regular files (partial uploads included) and
+    /// its entries, itself included (the home itself is not an entry). Symlinks are not
+    /// followed: each counts as one entry. The walk holds one folder handle per level
+    /// (never a path string, which a deep tree would take past `PATH_MAX`).
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when an upload is writing inside `path` (its bytes are being
+    /// counted by the upload itself); [`Error::BadRequest`] for a tree nested deeper than
+    /// [`MAX_WALK_DEPTH`]; file system errors other than entries vanishing during the walk.
+    pub fn usage_at(&self, path: &WirePath) -> Result<Usage> {
+        self.walk(path, true)
+    }
+
+    fn walk(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
+        let err = |e| fs_error(path, e);
+        let meta = self.dir.symlink_metadata(path.to_relative()).map_err(err)?;
+        let mut usage = Usage {
+            bytes: if meta.is_file() { meta.len() } else { 0 },
+            entries: u64::from(!path.is_root()),
+        };
+        if !meta.is_dir() {
+            return Ok(usage);
+        }
+        let top = self.dir.open_dir(path.to_relative()).map_err(err)?;
+        // Each level: its folder handle and the names of the subfolders still to visit.
+        let mut stack: Vec<(Dir, Vec<std::ffi::OsString>)> = Vec::new();
+        let mut current = Some(top);
+        while let Some(dir) = current.take() {
+            if refuse_busy && partial::has_writer_in(&dir) {
+                return Err(Error::Busy(format!(
+                    "busy: an upload is in progress inside {path}"
+                )));
+            }
+            let mut folders = Vec::new();
+            for entry in dir.entries().map_err(err)? {
                 let entry = entry.map_err(err)?;
-                let child = rel.join(entry.file_name());
-                match self.dir.symlink_metadata(&child) {
-                    Ok(meta) if meta.is_dir() => todo.push(child),
-                    Ok(meta) if meta.is_file() => total = total.saturating_add(meta.len()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(err(e)),
+                };
+                usage.entries += 1;
+                if meta.is_dir() {
+                    folders.push(entry.file_name());
+                } else if meta.is_file() {
+                    usage.bytes = usage.bytes.saturating_add(meta.len());
+                }
+            }
+            stack.push((dir, folders));
+            if stack.len() > MAX_WALK_DEPTH {
+                return Err(Error::BadRequest(format!(
+                    "{path} is nested deeper than {MAX_WALK_DEPTH} levels"
+                )));
+            }
+            // Down into the next folder left at the deepest level; up when a level is done.
+            while let Some((parent, left)) = stack.last_mut() {
+                match left.pop() {
+                    Some(name) => match parent.open_dir(&name) {
+                        Ok(child) => {
+                            current = Some(child);
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(err(e)),
+                    },
+                    None => {
+                        stack.pop();
+                    }
                 }
             }
         }
-        Ok(total)
+        Ok(usage)
     }
 }
 

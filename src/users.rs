@@ -5,6 +5,7 @@
 //! leave this module except as argon2id PHC strings, and never appear in `Debug` output.
 //! It does not enforce quotas (see [`crate::quota`]) or touch files inside homes.
 
+mod argon;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -14,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, ThrottleConfig};
+pub use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused, ThrottleConfig};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
 pub use crate::protocol::header::Password;
@@ -94,8 +95,27 @@ pub struct Users {
     conn: Mutex<Connection>,
     data_dir: PathBuf,
     hasher: Argon2<'static>,
+    /// Working memory of password checks, reused (see [`argon`]).
+    memory: argon::MemoryPool,
     /// A hash to verify against when the user does not exist, so the answer takes as long.
     dummy: OnceLock<String>,
+}
+
+/// Identifies a user's credentials as they were at login: it changes when the password
+/// does, so sessions opened with the old one can be ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([u8; 32]);
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stamp(..)")
+    }
+}
+
+impl Stamp {
+    fn of(hash: &str) -> Stamp {
+        Stamp(*blake3::hash(hash.as_bytes()).as_bytes())
+    }
 }
 
 impl fmt::Debug for Users {
@@ -134,6 +154,7 @@ impl Users {
             conn: Mutex::new(conn),
             data_dir: data_dir.to_owned(),
             hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            memory: argon::MemoryPool::default(),
             dummy: OnceLock::new(),
         })
     }
@@ -282,9 +303,12 @@ impl Users {
     /// or the password wrong (the caller must not tell which). An unknown name still costs
     /// one hash, so timing does not reveal which names exist.
     ///
+    /// The argon2 working memory is reused between checks: the memory this holds is one
+    /// block per check running at the same time, which the caller must bound.
+    ///
     /// # Errors
     /// Database errors only; a wrong password is `Ok(None)`.
-    pub fn verify(&self, name: &str, password: &Password) -> Result<Option<UserInfo>> {
+    pub fn verify(&self, name: &str, password: &Password) -> Result<Option<(UserInfo, Stamp)>> {
         let found = if check_name(name).is_ok() {
             self.lookup(name)?
         } else {
@@ -294,7 +318,30 @@ impl Users {
             let _ = self.matches(password, self.dummy());
             return Ok(None);
         };
-        Ok(self.matches(password, &hash).then_some(info))
+        let stamp = Stamp::of(&hash);
+        Ok(self.matches(password, &hash).then_some((info, stamp)))
+    }
+
+    /// A user as stored now, with the stamp of their credentials; `None` once removed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn current(&self, name: &str) -> Result<Option<(UserInfo, Stamp)>> {
+        Ok(self
+            .lookup(name)?
+            .map(|(info, hash)| (info, Stamp::of(&hash))))
+    }
+
+    /// A number that changes whenever another connection (a `sockit user` command) has
+    /// changed the store since this one last looked: the cue to check open sessions.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn data_version(&self) -> Result<u64> {
+        let version: i64 = self
+            .lock()
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        Ok(version.cast_unsigned())
     }
 
     fn lookup(&self, name: &str) -> Result<Option<(UserInfo, String)>> {
@@ -332,16 +379,13 @@ impl Users {
 
     /// Whether `password` matches the PHC string `hash` (with the hash's own parameters).
     fn matches(&self, password: &Password, hash: &str) -> bool {
-        self.hasher
-            .verify_password(password.expose().as_bytes(), hash)
-            .is_ok()
+        self.memory.verify(password.expose().as_bytes(), hash)
     }
 
     fn dummy(&self) -> &str {
         self.dummy.get_or_init(|| {
-            self.hasher
-                .hash_password(b"sockit: no such user")
-                .map(|h| h.to_string())
+            self.memory
+                .hash(&self.hasher, b"sockit: no such user", b"sockit-dummy-salt")
                 .unwrap_or_default()
         })
     }

@@ -5,18 +5,16 @@
 //! Replies: `ls` sends its entries as a JSON array in the body (a listing can outgrow the
 //! 64 KiB header limit); the others answer in the header.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::session::LoggedIn;
 use crate::Result;
 use crate::connection::Connection;
 use crate::filecopy::blocking;
+use crate::home::Home;
 use crate::protocol::Reply;
 use crate::protocol::header::Empty;
-use crate::storage::{Entry, Root, WirePath};
+use crate::storage::{Entry, WirePath};
 
 /// `ls` reply header: how many entries the body's JSON array holds.
 #[derive(Debug, Serialize)]
@@ -53,15 +51,14 @@ pub enum FileOp {
 /// [`crate::Error::NotFound`], [`crate::Error::PermissionDenied`] (outside the home) and the
 /// other storage errors; all leave the connection usable.
 pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
-    user: &LoggedIn,
+    home: Home,
     op: FileOp,
     conn: &mut Connection<S>,
 ) -> Result<()> {
-    let root: Arc<Root> = user.root.clone();
     match op {
         FileOp::Ls(path) => {
             let path = resolve(&path)?;
-            let entries = blocking(move || root.list(&path)).await?;
+            let entries = blocking(move || home.list(&path)).await?;
             let body = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
             conn.queue(
                 &Reply::ok(Listing {
@@ -72,22 +69,22 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
         FileOp::Stat(path) => {
             let path = resolve(&path)?;
-            let entry = blocking(move || root.stat(&path)).await?;
+            let entry = blocking(move || home.stat(&path)).await?;
             conn.queue(&Reply::ok(Stat { entry }), b"")
         }
         FileOp::Mkdir(path, parents) => {
             let path = resolve(&path)?;
-            blocking(move || root.mkdir(&path, parents)).await?;
+            blocking(move || home.mkdir(&path, parents)).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
         FileOp::Rm(path, recursive) => {
             let path = resolve(&path)?;
-            blocking(move || root.remove(&path, recursive)).await?;
+            blocking(move || home.remove(&path, recursive)).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
         FileOp::Mv(from, to) => {
             let (from, to) = (resolve(&from)?, resolve(&to)?);
-            blocking(move || root.rename(&from, &to)).await?;
+            blocking(move || home.rename(&from, &to)).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
     }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::connection::Connection;
+use crate::home::Home;
 use crate::net::Peer;
 use crate::protocol::{Reply, Request};
 use crate::server::{Conn, TcpService};
@@ -85,15 +86,16 @@ impl Native {
                 return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
             }
             Request::Put { path, size, resume } => {
-                let user = cx.session.user()?;
-                return transfer::put(self.files()?, user, (path, size, resume), conn).await;
+                let home = self.home(cx)?;
+                return transfer::put(home, (path, size, resume), conn).await;
             }
             Request::Get {
                 path,
                 offset,
                 digest,
             } => {
-                return transfer::get(cx.session.user()?, (path, offset, digest), conn).await;
+                let user = cx.session.user(self.files()?)?;
+                return transfer::get(user, (path, offset, digest), conn).await;
             }
             Request::Data { .. } | Request::Done { .. } => {
                 return Err(Error::BadRequest(format!(
@@ -102,10 +104,14 @@ impl Native {
             }
             Request::Exec { command, stdin } => {
                 let exec = self.exec.as_deref().ok_or(Error::ExecDisabled)?;
-                let user = cx.session.user()?;
-                let home = self.files()?.users.home(&user.name)?;
+                let home = self.home(cx)?;
+                let user = cx.session.user(self.files()?)?;
+                let dir = self.files()?.users.home(&user.name)?;
                 let request = (command, stdin);
-                return exec::handle(exec, (user, &home), request, &cx.shutdown, conn).await;
+                let ran = exec::handle(exec, (user, &dir), request, &cx.shutdown, conn).await;
+                // A command may have changed the home behind the ledger's back.
+                crate::filecopy::blocking(move || home.remeasure()).await?;
+                return ran;
             }
             Request::Stdin { .. } => {
                 return Err(Error::BadRequest(
@@ -118,7 +124,19 @@ impl Native {
             Request::Rm { path, recursive } => FileOp::Rm(path, recursive),
             Request::Mv { from, to } => FileOp::Mv(from, to),
         };
-        files::handle(cx.session.user()?, file_op, conn).await
+        files::handle(self.home(cx)?, file_op, conn).await
+    }
+
+    /// The home of the connection's user, priced against their quota as it is now.
+    fn home(&self, cx: &mut Context) -> Result<Home> {
+        let files = self.files()?;
+        let user = cx.session.user(files)?;
+        Ok(Home::new(
+            &user.name,
+            user.quota,
+            user.root.clone(),
+            &files.ledger,
+        ))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Logins: the file service's shared state, and what one connection knows about its user.
 //!
 //! A connection starts anonymous (only `echo` works); `login` checks the password against the
-//! user store on the blocking pool, costs a fixed delay when wrong, and cools an address down
-//! after repeated failures. Passwords are never logged.
+//! user store on the blocking pool (a bounded number at once), costs a fixed delay when
+//! wrong, and cools an address down after repeated failures. Every later request sees
+//! changes that `sockit user` made to its user. Passwords are never logged.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::connection::Connection;
@@ -19,7 +21,7 @@ use crate::net::Peer;
 use crate::protocol::Reply;
 use crate::quota::QuotaLedger;
 use crate::storage::Root;
-use crate::users::{AuthThrottle, FAILED_LOGIN_DELAY, Password, Users};
+use crate::users::{AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, Users};
 use crate::{Error, Result};
 
 /// What every connection of a file server shares.
@@ -27,10 +29,14 @@ use crate::{Error, Result};
 pub struct FileService {
     /// The user store.
     pub users: Arc<Users>,
-    /// Bytes reserved by uploads in flight, per user.
+    /// What each home costs, and what uploads in flight reserved, per user.
     pub ledger: QuotaLedger,
     /// Failed logins per address.
     pub throttle: AuthThrottle,
+    /// Password checks running at once. Each holds argon2's working memory (19 MiB at the
+    /// standard cost) and a core; further logins wait their turn, so a flood of logins
+    /// costs time, not memory or threads.
+    checks: Semaphore,
 }
 
 impl FileService {
@@ -42,12 +48,20 @@ impl FileService {
         Ok(FileService::with_users(Users::open(data_dir)?))
     }
 
-    /// A file service over an already opened user store.
+    /// A file service over an already opened user store, checking as many passwords at
+    /// once as the machine has cores.
     pub fn with_users(users: Users) -> FileService {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        FileService::with_limits(users, cores)
+    }
+
+    /// A file service that checks at most `max_checks` passwords at once.
+    pub fn with_limits(users: Users, max_checks: usize) -> FileService {
         FileService {
             users: Arc::new(users),
             ledger: QuotaLedger::new(),
             throttle: AuthThrottle::default(),
+            checks: Semaphore::new(max_checks.max(1)),
         }
     }
 }
@@ -61,20 +75,46 @@ pub struct LoggedIn {
     pub root: Arc<Root>,
     /// The user's quota in bytes; `None` is unlimited.
     pub quota: Option<u64>,
+    /// The credentials this session logged in with.
+    stamp: Stamp,
 }
 
 /// What a connection knows about who is on it.
 #[derive(Debug, Default)]
 pub struct Session {
     user: Option<LoggedIn>,
+    /// The user store's [`Users::data_version`] when this session last looked.
+    seen: u64,
 }
 
 impl Session {
-    /// The logged-in user.
+    /// The logged-in user, as the user store says now: a quota changed by `sockit user
+    /// quota` applies from the next request on, and a removed user or a changed password
+    /// ends the session.
     ///
     /// # Errors
-    /// [`Error::AuthRequired`] before a successful `login`.
-    pub fn user(&self) -> Result<&LoggedIn> {
+    /// [`Error::AuthRequired`] before a successful `login`, and once the session ended.
+    pub fn user(&mut self, files: &FileService) -> Result<&LoggedIn> {
+        let Some(user) = self.user.as_mut() else {
+            return Err(Error::AuthRequired);
+        };
+        let version = files.users.data_version()?;
+        if version != self.seen {
+            let ended = match files.users.current(&user.name)? {
+                None => Some("your account was removed"),
+                Some((_, stamp)) if stamp != user.stamp => Some("your password was changed"),
+                Some((info, _)) => {
+                    user.quota = info.quota;
+                    None
+                }
+            };
+            if let Some(why) = ended {
+                info!(user = %user.name, why, "session ended");
+                self.user = None;
+                return Err(Error::AuthFailed(format!("{why}; log in again")));
+            }
+            self.seen = version;
+        }
         self.user.as_ref().ok_or(Error::AuthRequired)
     }
 }
@@ -87,12 +127,14 @@ pub struct Welcome {
     /// Their quota in bytes; absent when unlimited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<u64>,
-    /// Bytes stored in their home now.
+    /// What their home costs against the quota now: bytes plus
+    /// [`crate::quota::ENTRY_COST`] per entry.
     pub used: u64,
 }
 
 /// Handles `login`: on success the session holds the user; on failure the client waits
-/// [`FAILED_LOGIN_DELAY`] and learns nothing about which part was wrong.
+/// [`FAILED_LOGIN_DELAY`] and learns nothing about which part was wrong. A login on a
+/// logged-in connection ends the session first, whatever its outcome.
 ///
 /// # Errors
 /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down.
@@ -103,41 +145,68 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     (name, password): (String, Password),
     conn: &mut Connection<S>,
 ) -> Result<()> {
+    session.user = None;
     let ip = match peer {
         Peer::Tcp(addr) => addr.ip(),
         Peer::Unix => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
-    if let Err(left) = files.throttle.check(ip, Instant::now()) {
-        return Err(Error::AuthFailed(format!(
-            "too many failed logins from {ip}; try again in {} s",
-            left.as_secs().max(1)
-        )));
-    }
+    // Counted from here: concurrent guesses all count against the limit.
+    let attempt = loop {
+        let ended = files.throttle.ended();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        match files.throttle.begin(ip, Instant::now()) {
+            Ok(attempt) => break attempt,
+            Err(Refused::Wait) => ended.await,
+            Err(Refused::CoolingDown(left)) => {
+                return Err(Error::AuthFailed(format!(
+                    "too many failed logins from {ip}; try again in {} s",
+                    left.as_secs().max(1)
+                )));
+            }
+        }
+    };
+    let permit = files
+        .checks
+        .acquire()
+        .await
+        .map_err(|_| Error::Internal("the password checks were closed".into()))?;
+    // Read before the check: a change made after it is seen by the next request.
+    let seen = files.users.data_version()?;
     let users = files.users.clone();
     let who = name.clone();
     let verified = blocking(move || users.verify(&who, &password)).await?;
-    let Some(info) = verified else {
-        let cooldown = files.throttle.failure(ip, Instant::now());
+    drop(permit);
+    let Some((info, stamp)) = verified else {
+        let cooldown = attempt.failed(Instant::now());
         warn!(user = %name, %ip, ?cooldown, "failed login");
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         return Err(Error::AuthFailed("wrong user name or password".into()));
     };
-    files.throttle.success(ip);
+    attempt.succeeded();
     let users = files.users.clone();
     let user = info.name.clone();
+    let measured = files.ledger.used(&user);
     let (root, used) = blocking(move || {
         let home = users.home(&user)?;
         std::fs::create_dir_all(&home)?;
         let root = Root::open(&home)?;
-        let used = root.usage()?;
+        // Measured once per server run; changes keep it up to date from then on.
+        let used = match measured {
+            Some(used) => used,
+            None => root.usage()?.cost(),
+        };
         Ok((root, used))
     })
     .await?;
+    let used = files.ledger.measured(&info.name, used);
     info!(user = %info.name, "logged in");
+    session.seen = seen;
     session.user = Some(LoggedIn {
         name: info.name.clone(),
         root: Arc::new(root),
         quota: info.quota,
+        stamp,
     });
     conn.queue(
         &Reply::ok(Welcome {

@@ -25,11 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::files::resolve;
-use super::session::{FileService, LoggedIn};
+use super::session::LoggedIn;
 use crate::connection::Connection;
 use crate::filecopy::{
     Digests, Quiet, Sums, blocking, receive_body, remember_sums, remembered_sums, send_file,
 };
+use crate::home::{Home, Upload};
 use crate::protocol::{DigestKind, Reply, Request};
 use crate::{Error, Result};
 
@@ -83,91 +84,109 @@ pub struct Digest {
 /// Storage, quota and digest errors (the connection goes on); I/O errors (it closes, and the
 /// partial file stays for a later `--resume`).
 pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
-    files: &FileService,
-    user: &LoggedIn,
+    home: Home,
     (path, size, resume): (String, u64, bool),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let target = resolve(&path)?;
-    let root = user.root.clone();
-    let (mut partial, have, used) = blocking(move || {
-        let partial = root.partial(&target)?;
-        let have = partial.len()?;
-        // Bytes the upload will replace do not count against it: an old partial we
-        // restart, or the file it overwrites.
-        let old = match root.stat(&target) {
-            Ok(entry) => entry.size,
-            Err(_) => 0,
-        };
-        let used = root.usage()?.saturating_sub(old);
-        Ok((partial, have, used))
-    })
-    .await?;
-    let offset = if resume && have <= size { have } else { 0 };
-    let used = if offset == 0 {
-        used.saturating_sub(have)
-    } else {
-        used
-    };
-    let mut reservation = files
-        .ledger
-        .reserve(&user.name, used, user.quota, size - offset)?;
-    conn.queue(&Reply::ok(PutReady { offset }), b"")?;
-    conn.flush().await?;
-
-    let head = conn.read_head().await?.ok_or_else(disconnected)?;
-    let Request::Data { digest } = Request::from_head(&head)? else {
-        return Err(Error::BadRequest(
-            "expected a `data` frame after put's go-ahead".into(),
-        ));
-    };
-    if head.body_len != size - offset {
-        return Err(Error::BadRequest(format!(
-            "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
-            head.body_len,
-            size - offset
-        )));
+    let start = home.clone();
+    let upload = blocking(move || start.begin_upload(&target, size, resume)).await?;
+    // Whatever happens next, what the upload changed in the home is booked.
+    let (result, upload) = receive(&home, upload, &path, size, conn).await;
+    if let Some(upload) = upload {
+        blocking(move || {
+            home.settle(upload);
+            Ok(())
+        })
+        .await?;
     }
-    let (file, partial) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
-    // Hashed while it streams in (a resumed upload re-reads the prefix it keeps first), by
-    // the one digest the client announced.
-    let which = match digest {
-        DigestKind::Md5 => Digests::Md5,
-        DigestKind::Blake3 => Digests::Blake3,
-    };
-    // Durable: the commit `fsync`s the file before it becomes visible.
-    let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
+    result
+}
 
-    let head = conn.read_head().await?.ok_or_else(disconnected)?;
-    let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
-        return Err(Error::BadRequest(
-            "expected a `done` frame with the digest after the data".into(),
-        ));
+/// The rest of an upload after its go-ahead was decided: returns the outcome, and the
+/// upload to settle.
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    home: &Home,
+    mut upload: Upload,
+    path: &str,
+    size: u64,
+    conn: &mut Connection<S>,
+) -> (Result<()>, Option<Upload>) {
+    let offset = upload.offset;
+    let Some(mut partial) = upload.partial.take() else {
+        return (Err(Error::Internal("no partial file".into())), Some(upload));
     };
-    let (root, target) = (user.root.clone(), resolve(&path)?);
-    let theirs = Sums { md5, blake3 };
-    let stored = blocking(move || {
-        let stored = match checked(digest, ours, theirs)? {
-            Ok(stored) => stored,
-            Err(problem) => return Err(partial.reject(&problem)),
+    let result = async {
+        conn.queue(&Reply::ok(PutReady { offset }), b"")?;
+        conn.flush().await?;
+        let head = conn.read_head().await?.ok_or_else(disconnected)?;
+        let Request::Data { digest } = Request::from_head(&head)? else {
+            return Err(Error::BadRequest(
+                "expected a `data` frame after put's go-ahead".into(),
+            ));
         };
-        partial.commit_verified(size)?;
+        if head.body_len != size - offset {
+            return Err(Error::BadRequest(format!(
+                "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
+                head.body_len,
+                size - offset
+            )));
+        }
+        let (file, back) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
+        partial = back;
+        // Hashed while it streams in (a resumed upload re-reads the prefix it keeps
+        // first), by the one digest the client announced.
+        let which = match digest {
+            DigestKind::Md5 => Digests::Md5,
+            DigestKind::Blake3 => Digests::Blake3,
+        };
+        // Durable: the commit `fsync`s the file before it becomes visible.
+        let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
+        let head = conn.read_head().await?.ok_or_else(disconnected)?;
+        let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
+            return Err(Error::BadRequest(
+                "expected a `done` frame with the digest after the data".into(),
+            ));
+        };
+        Ok((checked(digest, ours, Sums { md5, blake3 })?, partial))
+    }
+    .await;
+    let (verdict, partial) = match result {
+        Ok(pair) => pair,
+        Err(e) => return (Err(e), Some(upload)),
+    };
+    let (home, target) = (home.clone(), partial.target().clone());
+    let committed = tokio::task::spawn_blocking(move || {
+        let stored = match verdict {
+            Ok(stored) => stored,
+            Err(problem) => return (Err(partial.reject(&problem)), upload),
+        };
+        upload.partial = Some(partial);
+        if let Err(e) = home.commit(&mut upload, size) {
+            return (Err(e), upload);
+        }
         // Downloads of this file can then skip hashing it (see `get`).
-        if let Ok((file, _)) = root.open_read(&target) {
+        if let Ok((file, _)) = home.open_read(&target) {
             remember_sums(&file, &stored);
         }
-        Ok(stored)
-    })
-    .await?;
-    reservation.settle(size - offset);
+        (Ok(stored), upload)
+    });
+    let (stored, upload) = match committed.await {
+        Ok((Ok(stored), upload)) => (stored, upload),
+        Ok((Err(e), upload)) => return (Err(e), Some(upload)),
+        Err(e) => {
+            let e = Error::Internal(format!("the commit task failed: {e}"));
+            return (Err(e), None);
+        }
+    };
     let digest = stored.blake3.as_deref().or(stored.md5.as_deref());
-    info!(user = %user.name, %path, size, digest, "stored");
+    info!(%path, size, digest, "stored");
     let reply = Verified {
         size,
         md5: stored.md5,
         blake3: stored.blake3,
     };
-    conn.queue(&Reply::ok(reply), b"")
+    (conn.queue(&Reply::ok(reply), b""), Some(upload))
 }
 
 /// Checks the digest the upload announced (`digest`): the client's claim in `done`

@@ -59,6 +59,18 @@ impl Drop for UploadLock {
     }
 }
 
+/// Whether an upload is writing into the folder `dir` right now.
+pub(crate) fn has_writer_in(dir: &Dir) -> bool {
+    let Ok((dev, ino, _)) = lock_key(dir, "") else {
+        return false;
+    };
+    let active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    active
+        .range((dev, ino, String::new())..)
+        .next()
+        .is_some_and(|(d, i, _)| (*d, *i) == (dev, ino))
+}
+
 #[cfg(unix)]
 fn lock_key(dir: &Dir, name: &str) -> io::Result<LockKey> {
     use cap_std::fs::MetadataExt;
@@ -74,6 +86,26 @@ fn lock_key(dir: &Dir, name: &str) -> io::Result<LockKey> {
     Ok((0, 0, name.to_owned()))
 }
 
+/// Measures one upload's partial file: what it costs against the quota now. It holds the
+/// upload's one-writer lock too, so nothing else can start writing there (or remove the
+/// folder, see [`has_writer_in`]) until the upload is booked.
+#[derive(Debug)]
+pub struct PartProbe {
+    dir: Dir,
+    part: String,
+    _lock: std::sync::Arc<UploadLock>,
+}
+
+impl PartProbe {
+    /// The partial file's cost (its bytes plus one entry), 0 when there is none.
+    pub fn cost(&self) -> u64 {
+        match self.dir.symlink_metadata(&self.part) {
+            Ok(meta) => crate::quota::Usage::file(meta.len()),
+            Err(_) => 0,
+        }
+    }
+}
+
 /// An upload in progress: the hidden partial file of one target, locked for one writer.
 #[derive(Debug)]
 pub struct PartialFile {
@@ -81,7 +113,8 @@ pub struct PartialFile {
     target: WirePath,
     name: String,
     part: String,
-    _lock: UploadLock,
+    /// Shared with this upload's [`PartProbe`]: the upload keeps its name until both end.
+    lock: std::sync::Arc<UploadLock>,
 }
 
 impl PartialFile {
@@ -93,7 +126,7 @@ impl PartialFile {
             target,
             name: name.to_owned(),
             part: part_name(name),
-            _lock: lock,
+            lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -112,6 +145,22 @@ impl PartialFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(fs_error(&self.target, e)),
         }
+    }
+
+    /// A handle that measures this upload's partial file later, whatever becomes of this
+    /// value (committed, discarded or dropped).
+    ///
+    /// # Errors
+    /// When the folder handle cannot be duplicated.
+    pub fn probe(&self) -> Result<PartProbe> {
+        Ok(PartProbe {
+            dir: self
+                .dir
+                .try_clone()
+                .map_err(|e| fs_error(&self.target, e))?,
+            part: self.part.clone(),
+            _lock: self.lock.clone(),
+        })
     }
 
     /// Whether nothing was received yet.

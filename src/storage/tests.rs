@@ -246,7 +246,7 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
     let err = part.commit(6, None).unwrap_err();
     assert!(err.to_string().contains("received 5 bytes but 6"), "{err}");
     assert!(matches!(read(&f.root, "new.txt"), Err(Error::NotFound(_))));
-    assert_eq!(f.root.usage().unwrap(), 3);
+    assert_eq!(f.root.usage().unwrap().bytes, 3);
 }
 
 #[test]
@@ -305,7 +305,30 @@ fn usage_counts_files_recursively_without_following_symlinks() {
     fs::write(f.home.join(".x.sockit-part"), [0u8; 7]).unwrap();
     symlink("/etc", f.home.join("etc")).unwrap();
     symlink("a", f.home.join("loop")).unwrap();
-    assert_eq!(f.root.usage().unwrap(), 130);
+    let usage = f.root.usage().unwrap();
+    // a, a/b, one, a/b/two, the partial file, and the two links.
+    assert_eq!((usage.bytes, usage.entries), (130, 7));
+    let a = f.root.usage_at(&p("a")).unwrap();
+    assert_eq!((a.bytes, a.entries), (23, 3));
+    let one = f.root.usage_at(&p("one")).unwrap();
+    assert_eq!((one.bytes, one.entries), (100, 1));
+}
+
+#[test]
+fn a_walk_inside_a_folder_with_an_upload_in_progress_is_busy() {
+    let f = fixture();
+    fs::create_dir_all(f.home.join("d/e")).unwrap();
+    let part = f.root.partial(&p("d/e/x")).unwrap();
+    assert!(matches!(f.root.usage_at(&p("d")), Err(Error::Busy(_))));
+    assert!(f.root.usage().is_ok(), "the whole home is measured anyway");
+    let probe = part.probe().unwrap();
+    drop(part);
+    assert!(
+        matches!(f.root.usage_at(&p("d")), Err(Error::Busy(_))),
+        "the probe holds it"
+    );
+    drop(probe);
+    assert_eq!(f.root.usage_at(&p("d")).unwrap().entries, 2);
 }
 
 #[test]

@@ -111,7 +111,10 @@ fn invalid_names_are_refused() {
 fn wrong_password_and_unknown_user_both_fail_the_same_way() {
     let (_tmp, users) = store();
     let ann = users.add("ann", &pw("right"), Some(5)).unwrap();
-    assert_eq!(users.verify("ann", &pw("right")).unwrap(), Some(ann));
+    assert_eq!(
+        users.verify("ann", &pw("right")).unwrap().map(|(u, _)| u),
+        Some(ann)
+    );
     assert_eq!(users.verify("ann", &pw("wrong")).unwrap(), None);
     assert_eq!(users.verify("ann", &pw("")).unwrap(), None);
     assert_eq!(users.verify("ANN", &pw("right")).unwrap(), None);
@@ -172,7 +175,7 @@ fn users_survive_a_reopen() {
     drop(users);
     let users = Users::open_with(tmp.path(), HashCost::Minimal).unwrap();
     assert_eq!(
-        users.verify("ann", &pw("pw")).unwrap().unwrap().quota,
+        users.verify("ann", &pw("pw")).unwrap().unwrap().0.quota,
         Some(7)
     );
 }
@@ -205,4 +208,47 @@ fn concurrent_logins_from_threads() {
             });
         }
     });
+}
+
+#[test]
+fn checks_reuse_their_memory_and_agree_with_the_argon2_crate() {
+    use argon2::password_hash::PasswordVerifier;
+    let (_tmp, users) = store();
+    users.add("ann", &pw("right"), None).unwrap();
+    for _ in 0..5 {
+        assert!(users.verify("ann", &pw("right")).unwrap().is_some());
+        assert!(users.verify("ann", &pw("wrong")).unwrap().is_none());
+    }
+    assert_eq!(users.memory.pooled(), 1, "one check at a time: one block");
+    let (_, hash) = users.lookup("ann").unwrap().unwrap();
+    assert!(
+        users
+            .hasher
+            .verify_password(b"right", hash.as_str())
+            .is_ok()
+    );
+    // A hash of standard cost, made by the crate, is checked the same way.
+    let standard = Argon2::default().hash_password(b"pw").unwrap().to_string();
+    assert!(users.memory.verify(b"pw", &standard));
+    assert!(!users.memory.verify(b"pW", &standard));
+    assert!(!users.memory.verify(b"pw", "$argon2id$garbage"));
+}
+
+#[test]
+fn another_connections_changes_are_noticed_and_stamps_follow_the_password() {
+    let (tmp, users) = store();
+    users.add("ann", &pw("one"), None).unwrap();
+    let (_, stamp) = users.verify("ann", &pw("one")).unwrap().unwrap();
+    let before = users.data_version().unwrap();
+    assert_eq!(users.data_version().unwrap(), before, "nothing changed");
+    let admin = Users::open_with(tmp.path(), HashCost::Minimal).unwrap();
+    admin.set_quota("ann", Some(9)).unwrap();
+    let after = users.data_version().unwrap();
+    assert_ne!(after, before);
+    let (info, same) = users.current("ann").unwrap().unwrap();
+    assert_eq!((info.quota, same), (Some(9), stamp));
+    admin.set_password("ann", &pw("two")).unwrap();
+    assert_ne!(users.current("ann").unwrap().unwrap().1, stamp);
+    admin.remove("ann", false).unwrap();
+    assert!(users.current("ann").unwrap().is_none());
 }

@@ -2,6 +2,9 @@
 //!
 //! Pure bookkeeping in memory with the clock passed in (`now: Instant`), so tests need no
 //! sleeps. It never sleeps itself: the service waits [`FAILED_LOGIN_DELAY`] on each failure.
+//! A login is an [`Attempt`] from before its password check until its outcome, and attempts
+//! in flight count against the limit: concurrent guesses cannot all slip in before the first
+//! failure is counted.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -48,6 +51,68 @@ struct Peer {
     strikes: u32,
     /// Last time this address was seen failing.
     last: Instant,
+    /// Attempts begun and not finished yet.
+    in_flight: u32,
+}
+
+impl Peer {
+    fn new(now: Instant) -> Peer {
+        Peer {
+            failures: VecDeque::new(),
+            until: None,
+            strikes: 0,
+            last: now,
+            in_flight: 0,
+        }
+    }
+}
+
+/// One login attempt of an address, counted from [`AuthThrottle::begin`] on. Dropped without
+/// an outcome (the client left during the check), it counts as a failure.
+#[derive(Debug)]
+#[must_use = "an attempt dropped without an outcome counts as a failure"]
+pub struct Attempt<'a> {
+    throttle: &'a AuthThrottle,
+    ip: IpAddr,
+    open: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: returns the cool-down this started, if any.
+    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+        self.open = false;
+        self.throttle.finish(self.ip);
+        let cooldown = self.throttle.failure(self.ip, now);
+        self.throttle.ended.notify_waiters();
+        cooldown
+    }
+
+    /// The login succeeded: the address starts over with a clean record.
+    pub fn succeeded(mut self) {
+        self.open = false;
+        self.throttle.finish(self.ip);
+        self.throttle.success(self.ip);
+        self.throttle.ended.notify_waiters();
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.throttle.finish(self.ip);
+            self.throttle.failure(self.ip, Instant::now());
+            self.throttle.ended.notify_waiters();
+        }
+    }
+}
+
+/// Why an attempt cannot begin now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The address cools down for this much longer.
+    CoolingDown(Duration),
+    /// Its attempts in flight fill the limit: wait for one to end ([`AuthThrottle::ended`]).
+    Wait,
 }
 
 /// Failed logins per address; one per server, shared by all connections.
@@ -55,6 +120,8 @@ struct Peer {
 pub struct AuthThrottle {
     config: ThrottleConfig,
     peers: Mutex<HashMap<IpAddr, Peer>>,
+    /// Woken whenever an attempt ends.
+    ended: tokio::sync::Notify,
 }
 
 impl AuthThrottle {
@@ -63,6 +130,7 @@ impl AuthThrottle {
         AuthThrottle {
             config,
             peers: Mutex::default(),
+            ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -78,6 +146,53 @@ impl AuthThrottle {
         }
     }
 
+    /// Starts a login attempt of `ip` at `now`: refused while the address cools down, and
+    /// deferred while its failures in the window plus its attempts in flight reach the
+    /// limit (so concurrent logins of one address are checked a few at a time, and a
+    /// cool-down started by the first failures stops the rest).
+    ///
+    /// # Errors
+    /// [`Refused::CoolingDown`] with the time left, or [`Refused::Wait`].
+    pub fn begin(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
+        self.check(ip, now).map_err(Refused::CoolingDown)?;
+        let config = &self.config;
+        let key = bucket(ip);
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
+            evict(&mut peers, config, now);
+        }
+        let peer = peers.entry(key).or_insert_with(|| Peer::new(now));
+        let recent = peer
+            .failures
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < config.window)
+            .count();
+        let limit = config.max_failures.max(1) as usize;
+        if recent + peer.in_flight as usize >= limit {
+            return Err(Refused::Wait);
+        }
+        peer.in_flight += 1;
+        Ok(Attempt {
+            throttle: self,
+            ip,
+            open: true,
+        })
+    }
+
+    /// Resolves when an attempt has ended since this was called: a deferred attempt then
+    /// tries [`AuthThrottle::begin`] again.
+    pub fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ended.notified()
+    }
+
+    /// An attempt of `ip` has its outcome.
+    fn finish(&self, ip: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = peers.get_mut(&bucket(ip)) {
+            peer.in_flight = peer.in_flight.saturating_sub(1);
+        }
+    }
+
     /// Records a failed login of `ip` at `now`; returns the cool-down it started, if any.
     pub fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let config = &self.config;
@@ -86,12 +201,7 @@ impl AuthThrottle {
         if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
             evict(&mut peers, config, now);
         }
-        let peer = peers.entry(key).or_insert_with(|| Peer {
-            failures: VecDeque::new(),
-            until: None,
-            strikes: 0,
-            last: now,
-        });
+        let peer = peers.entry(key).or_insert_with(|| Peer::new(now));
         peer.last = now;
         if let Some(until) = peer.until {
             if until > now {
@@ -127,10 +237,21 @@ impl AuthThrottle {
         Some(cooldown)
     }
 
-    /// Records a successful login: `ip` starts over with a clean record.
+    /// Records a successful login: `ip` starts over with a clean record (its other
+    /// attempts in flight still count until they finish).
     pub fn success(&self, ip: IpAddr) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        peers.remove(&bucket(ip));
+        let key = bucket(ip);
+        match peers.get_mut(&key) {
+            Some(peer) if peer.in_flight > 0 => {
+                peer.failures.clear();
+                peer.until = None;
+                peer.strikes = 0;
+            }
+            _ => {
+                peers.remove(&key);
+            }
+        }
     }
 
     /// Addresses currently remembered.
@@ -158,10 +279,16 @@ fn bucket(ip: IpAddr) -> IpAddr {
 fn evict(peers: &mut HashMap<IpAddr, Peer>, config: &ThrottleConfig, now: Instant) {
     let keep = config.window.max(config.max_cooldown);
     peers.retain(|_, p| {
-        p.until.is_some_and(|u| u > now) || now.saturating_duration_since(p.last) < keep
+        p.in_flight > 0
+            || p.until.is_some_and(|u| u > now)
+            || now.saturating_duration_since(p.last) < keep
     });
     if peers.len() >= config.max_tracked
-        && let Some(oldest) = peers.iter().min_by_key(|(_, p)| p.last).map(|(ip, _)| *ip)
+        && let Some(oldest) = peers
+            .iter()
+            .filter(|(_, p)| p.in_flight == 0)
+            .min_by_key(|(_, p)| p.last)
+            .map(|(ip, _)| *ip)
     {
         peers.remove(&oldest);
     }
@@ -261,6 +388,41 @@ mod tests {
         assert!(t.check("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
         for _ in 0..5 {
             t.failure("::ffff:192.0.2.7".parse().unwrap(), t0);
+        }
+        assert!(t.check(IP, t0).is_err());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_so_concurrent_guesses_cannot_all_get_in() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        let attempts: Vec<_> = (0..48).map(|_| t.begin(IP, t0)).collect();
+        let (started, refused): (Vec<_>, Vec<_>) = attempts.into_iter().partition(Result::is_ok);
+        assert_eq!((started.len(), refused.len()), (5, 43));
+        let mut cooldowns = started.into_iter().map(|a| a.unwrap().failed(t0));
+        assert!(cooldowns.by_ref().take(4).all(|c| c.is_none()));
+        assert_eq!(cooldowns.next(), Some(Some(secs(30))));
+        assert_eq!(
+            t.begin(IP, t0 + secs(1)).unwrap_err(),
+            Refused::CoolingDown(secs(29))
+        );
+        // Another address still gets in.
+        assert!(t.begin("192.0.2.8".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn an_attempt_dropped_without_an_outcome_is_a_failure_and_success_clears() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            drop(t.begin(IP, t0).unwrap());
+        }
+        let last = t.begin(IP, t0).unwrap();
+        assert!(t.begin(IP, t0).is_err(), "4 failures + 1 in flight");
+        last.succeeded();
+        assert_eq!(t.tracked(), 0);
+        for _ in 0..5 {
+            let _ = t.begin(IP, t0).unwrap();
         }
         assert!(t.check(IP, t0).is_err());
     }

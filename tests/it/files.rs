@@ -282,7 +282,16 @@ async fn an_interrupted_upload_resumes_and_is_never_visible_half_done() {
 
     let local = fx.local("resume.bin", &bytes);
     let mut c = fx.client("bob").await;
-    let put = c.put(&local, "resume.bin", true, &mut Quiet).await.unwrap();
+    // The server may not have seen the first client go yet: until then the name is busy.
+    let put = loop {
+        match c.put(&local, "resume.bin", true, &mut Quiet).await {
+            Err(Error::Remote {
+                code: ErrorCode::Busy,
+                ..
+            }) => tokio::task::yield_now().await,
+            other => break other.unwrap(),
+        }
+    };
     assert!(
         put.resumed_from >= (1 << 20),
         "resumed from {}",

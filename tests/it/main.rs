@@ -1,5 +1,6 @@
 //! The one integration-test binary: real sockets on 127.0.0.1 port 0, real processes.
 
+mod accounts;
 mod bench;
 mod cli;
 mod codec;
