@@ -10,10 +10,6 @@ macro_rules! out {
 }
 
 mod cli;
-mod demo;
-mod exec;
-mod remote;
-mod repl;
 
 use std::process::ExitCode;
 
@@ -59,7 +55,7 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `sockit exec` passes the remote command's status on, without a message.
-            if let Some(exec::ExitWith(code)) = e.downcast_ref() {
+            if let Some(cli::remote_exec::ExitWith(code)) = e.downcast_ref() {
                 return ExitCode::from(*code);
             }
             eprintln!("sockit: {e:#}");

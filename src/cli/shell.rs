@@ -13,7 +13,7 @@ use rustyline::{Editor, Helper, Highlighter, Hinter, Validator};
 use sockit::client::Client;
 use sockit::client::shell::{COMMANDS, HELP, RemoteCwd, ShellCommand, parse_line};
 
-use crate::remote::{LoginArgs, print_entries, read_stdin, remote_name, transfer_line};
+use crate::cli::files::{LoginArgs, print_entries, read_stdin, remote_name, transfer_line};
 
 /// Runs the shell until `quit`, the end of input, or (in a script) the first failure.
 ///

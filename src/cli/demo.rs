@@ -176,7 +176,7 @@ async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Re
         .collect();
     std::fs::write(&local, &bytes)?;
     client.mkdir("backup", false).await?;
-    let mut bar = crate::remote::progress_bar("backup/photos.tar", false);
+    let mut bar = crate::cli::files::progress_bar("backup/photos.tar", false);
     let stored = client
         .put(&local, "backup/photos.tar", false, bar.as_mut())
         .await?;
@@ -190,7 +190,7 @@ async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Re
         writeln!(out, "[files]  ls backup -> {} {} bytes", e.name, e.size)?;
     }
     let back = scratch.path().join("restored.tar");
-    let mut bar = crate::remote::progress_bar("restored.tar", false);
+    let mut bar = crate::cli::files::progress_bar("restored.tar", false);
     let got = client
         .get("backup/photos.tar", &back, false, bar.as_mut())
         .await?;

@@ -23,7 +23,7 @@ pub struct ExecArgs {
     pub command: Vec<String>,
     /// Login and connection options (-u is not needed with --seed).
     #[command(flatten)]
-    pub login: crate::remote::LoginArgs,
+    pub login: crate::cli::files::LoginArgs,
 }
 
 /// `sockit exec` ends with the remote command's status: 128 + the signal when one ended it.

@@ -3,6 +3,11 @@
 //! Everything a peer can observe lives in the library; this module only parses arguments,
 //! builds configurations, and prints results for a person.
 
+pub mod demo;
+pub mod files;
+pub mod remote_exec;
+pub mod shell;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,26 +45,26 @@ pub enum Command {
     /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
     Serve(Box<ServeOptions>),
     /// Manage the users of a data folder (on the server's machine).
-    User(crate::remote::UserArgs),
+    User(crate::cli::files::UserArgs),
     /// Upload LOCAL as REMOTE (verified by md5; --resume continues).
     Put(PutArgs),
     /// Download REMOTE to LOCAL (verified by md5; --resume continues).
-    Get(crate::remote::GetArgs),
+    Get(crate::cli::files::GetArgs),
     /// List a folder of your home on the server.
-    Ls(crate::remote::PathArgs),
+    Ls(crate::cli::files::PathArgs),
     /// Create a folder (-p: with parents).
-    Mkdir(crate::remote::PathArgs),
+    Mkdir(crate::cli::files::PathArgs),
     /// Remove a file (-r: a folder and its contents).
-    Rm(crate::remote::PathArgs),
+    Rm(crate::cli::files::PathArgs),
     /// Rename or move FROM to TO.
-    Mv(crate::remote::MvArgs),
+    Mv(crate::cli::files::MvArgs),
     /// Show one file or folder.
-    Stat(crate::remote::PathArgs),
+    Stat(crate::cli::files::PathArgs),
     /// An interactive shell on the server, like sftp (or a script on stdin).
-    Shell(crate::remote::LoginArgs),
+    Shell(crate::cli::files::LoginArgs),
     /// Run COMMAND on the server, in your home: its stdout, stderr and exit status come back
     /// (stdin is forwarded when it is not a terminal).
-    Exec(crate::exec::ExecArgs),
+    Exec(crate::cli::remote_exec::ExecArgs),
     /// Send TEXT to the server's echo and print the reply.
     Echo(EchoArgs),
     /// Ask a UDP time server for the time in FORMAT (strftime; default `%Y-%m-%d %X`).
@@ -117,7 +122,7 @@ pub struct PutArgs {
     pub remote: Option<String>,
     /// Login and connection options.
     #[command(flatten)]
-    pub login: crate::remote::LoginArgs,
+    pub login: crate::cli::files::LoginArgs,
 }
 
 /// `sockit time`.
@@ -150,7 +155,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(options) => serve(*options).await,
         Command::Echo(args) => echo(args).await,
-        Command::Exec(args) => crate::exec::run(args).await,
+        Command::Exec(args) => crate::cli::remote_exec::run(args).await,
         Command::Put(args) if args.seed => {
             let sent = sockit::seed::upload::send(
                 &args.login.client.server,
@@ -163,7 +168,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Put(args) => {
-            crate::remote::put(
+            crate::cli::files::put(
                 &args.login,
                 &args.local,
                 args.remote.as_deref(),
@@ -171,17 +176,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::User(args) => crate::remote::user(args),
-        Command::Get(args) => crate::remote::get(args).await,
+        Command::User(args) => crate::cli::files::user(args),
+        Command::Get(args) => crate::cli::files::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;
-            crate::remote::print_entries(&client.ls(args.or_home()).await?);
+            crate::cli::files::print_entries(&client.ls(args.or_home()).await?);
             Ok(())
         }
         Command::Stat(args) => {
             let path = args.required("stat")?;
             let mut client = args.login.connect().await?;
-            crate::remote::print_entries(&[client.stat(path).await?]);
+            crate::cli::files::print_entries(&[client.stat(path).await?]);
             Ok(())
         }
         Command::Mkdir(args) => {
@@ -198,7 +203,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(args.login.connect().await?.rm(path, args.recursive).await?)
         }
         Command::Mv(args) => Ok(args.login.connect().await?.mv(&args.from, &args.to).await?),
-        Command::Shell(login) => crate::repl::run(login).await,
+        Command::Shell(login) => crate::cli::shell::run(login).await,
         Command::Time(args) => {
             let server = udp_addr(&args.client.server)?;
             let time = sockit::service::time::request(server, &args.format, UDP_WAIT).await?;
@@ -206,7 +211,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chat(args) => chat_session(args).await,
-        Command::Demo => crate::demo::run(&mut std::io::stdout()).await,
+        Command::Demo => crate::cli::demo::run(&mut std::io::stdout()).await,
         Command::Bench(args) => {
             let report = sockit::client::bench::run(&args).await?;
             if args.json {
