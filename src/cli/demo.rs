@@ -14,11 +14,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use sockit::client::Client;
+use sockit::client::chat::{self, Incoming};
 use sockit::config::ServeOptions;
 use sockit::filecopy::Quiet;
 use sockit::net::Endpoint;
 use sockit::protocol::encode_head;
-use sockit::service::chat::{self, Incoming};
 use sockit::users::{Password, Users};
 
 /// How long a UDP step waits for its reply.
@@ -244,7 +244,7 @@ async fn seed_listeners(out: &mut impl Write, seed_echo: &str, udp_echo: &str) -
 /// The seeds' "NTP" server: a strftime format in, the local time out; a bad format is an
 /// error reply, not a crash.
 async fn time_server(out: &mut impl Write, addr: &str) -> Result<()> {
-    use sockit::service::time::request;
+    use sockit::client::udp::time as request;
     let now = request(addr, "%Y-%m-%d %H:%M:%S", WAIT).await?;
     writeln!(out, "[udp-time]  \"%Y-%m-%d %H:%M:%S\" -> \"{now}\"")?;
     match request(addr, "%Q", WAIT).await {
@@ -275,7 +275,7 @@ async fn chat_room(out: &mut impl Write, addr: &str) -> Result<()> {
         out,
         "[udp-chat]  alice says \"hi bob, the room works\" -> bob gets {heard}"
     )?;
-    let reply = sockit::server::udp::request(addr, b"hello from a seed client", WAIT).await?;
+    let reply = sockit::client::udp::request(addr, b"hello from a seed client", WAIT).await?;
     writeln!(
         out,
         "[udp-chat]  a seed client's raw datagram -> exactly one reply: \"{}\"",

@@ -17,9 +17,9 @@ use tokio::io::AsyncBufReadExt;
 use tracing::info;
 
 use sockit::client::Client;
+use sockit::client::chat::{self, Incoming};
 use sockit::config::ServeOptions;
 use sockit::net::Endpoint;
-use sockit::service::chat::{self, Incoming};
 
 /// The default server address, for `serve --listen` and every client's `--server`.
 pub const DEFAULT_ADDR: &str = sockit::config::DEFAULT_LISTEN;
@@ -206,7 +206,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Shell(login) => crate::cli::shell::run(login).await,
         Command::Time(args) => {
             let server = udp_addr(&args.client.server)?;
-            let time = sockit::service::time::request(server, &args.format, UDP_WAIT).await?;
+            let time = sockit::client::udp::time(server, &args.format, UDP_WAIT).await?;
             out!("{time}");
             Ok(())
         }

@@ -2,8 +2,10 @@
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
 pub mod bench;
+pub mod chat;
 pub mod exec;
 pub mod shell;
+pub mod udp;
 
 use std::path::{Path, PathBuf};
 

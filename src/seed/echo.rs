@@ -72,7 +72,7 @@ pub async fn request_tcp(server: &Endpoint, text: &[u8]) -> Result<Bytes> {
 /// # Errors
 /// Socket errors, `TimedOut` when no reply came.
 pub async fn request_udp(server: &str, text: &[u8], wait: Duration) -> Result<Bytes> {
-    Ok(crate::server::udp::request(server, text, wait)
+    Ok(crate::client::udp::request(server, text, wait)
         .await?
         .into())
 }

@@ -30,10 +30,6 @@ use tracing::info;
 use crate::Result;
 use crate::server::UdpService;
 
-mod client;
-
-pub use client::{Client, Incoming};
-
 /// Largest reply datagram: the seed client reads one `recvfrom(1024)`.
 pub const MAX_REPLY: usize = 1024;
 
@@ -57,9 +53,6 @@ impl Default for ChatLimits {
         }
     }
 }
-
-/// How often a client should `PING` to stay in the room.
-pub const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// The chat room service.
 #[derive(Debug, Default)]

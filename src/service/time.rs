@@ -8,14 +8,13 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Local};
 use tokio::net::UdpSocket;
 
+use crate::Result;
 use crate::server::UdpService;
-use crate::{Error, Result};
 
 /// The format of an empty request, as in the seed.
 pub const DEFAULT_FORMAT: &str = "%Y-%m-%d %X";
@@ -81,24 +80,6 @@ pub fn render(request: &[u8], now: DateTime<Local>, max_format: usize) -> Result
         ));
     }
     Ok(out)
-}
-
-/// The time client: sends `format` and returns the server's reply text.
-///
-/// # Errors
-/// [`Error::Remote`] for an `error: ` reply, [`Error::BadReply`] for one that is not UTF-8,
-/// socket errors, `TimedOut` when no reply came within `wait`.
-pub async fn request(server: &str, format: &str, wait: Duration) -> Result<String> {
-    let reply = crate::server::udp::request(server, format.as_bytes(), wait).await?;
-    let text = String::from_utf8(reply)
-        .map_err(|_| Error::BadReply("the time server's reply is not UTF-8".into()))?;
-    match text.strip_prefix(ERROR_PREFIX) {
-        Some(why) => Err(Error::Remote {
-            code: crate::protocol::ErrorCode::BadRequest,
-            message: why.to_string(),
-        }),
-        None => Ok(text),
-    }
 }
 
 #[cfg(test)]

@@ -373,7 +373,7 @@ fn seed_udp_clients_against_sockit() {
 async fn seed_qq_client_in_the_sockit_chat_room() {
     let (server, _data) = serve(&["--listen", "127.0.0.1:0", "--udp-chat", "127.0.0.1:0"], 2);
     let addr = server.addr("udp-chat");
-    let ann = sockit::service::chat::Client::connect(&addr).await.unwrap();
+    let ann = sockit::client::chat::Client::connect(&addr).await.unwrap();
     ann.send("JOIN ann").await.unwrap();
     ann.reply(Duration::from_secs(30), &mut Vec::new())
         .await
@@ -392,7 +392,7 @@ async fn seed_qq_client_in_the_sockit_chat_room() {
         .unwrap()
         .unwrap();
     match got {
-        sockit::service::chat::Incoming::Message {
+        sockit::client::chat::Incoming::Message {
             from,
             text,
             direct: false,

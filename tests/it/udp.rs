@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockit::server::udp::request;
+use sockit::client::chat::{Client, Incoming};
+use sockit::client::udp::request;
 use sockit::server::{Shutdown, UdpService, serve_udp};
-use sockit::service::chat::{Chat, ChatLimits, Client, Incoming};
+use sockit::service::chat::{Chat, ChatLimits};
 use sockit::service::time::Time;
 use tokio::net::UdpSocket;
 

@@ -8,6 +8,10 @@ use tokio::time::Instant;
 
 use crate::{Error, Result};
 
+/// How often a client should `PING` to stay in the room (it is dropped after
+/// [`crate::service::chat::ChatLimits`]' expiry of silence).
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
 /// A datagram a chat client receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -63,7 +67,7 @@ impl Client {
     /// Resolution and socket errors.
     pub async fn connect(server: &str) -> Result<Client> {
         Ok(Client {
-            socket: crate::server::udp::connect(server).await?,
+            socket: crate::client::udp::connect(server).await?,
         })
     }
 
