@@ -13,7 +13,7 @@ use sockit::client::exec::Sinks;
 use sockit::runner::Exit;
 use tempfile::TempDir;
 
-use super::{HANG_GUARD, PIDS_THEN_WAIT, add_users, gone, pids};
+use super::{HANG_GUARD, Leftovers, add_users, gone, pids, pids_then_wait};
 use crate::common::{ServerProcess, sockit_bin};
 
 /// A `sockit serve --allow-exec` process with users ann and bob, and its data folder.
@@ -99,7 +99,7 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
     let (server, data) = serve(&["--allow-exec"]);
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
-        .arg(PIDS_THEN_WAIT)
+        .arg(pids_then_wait())
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -112,6 +112,7 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
         .unwrap();
     assert_eq!(line, "ready\n");
     let pids = pids(&data.path().join("homes/ann"));
+    let _left = Leftovers(pids.clone());
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(!child.wait().unwrap().success());
