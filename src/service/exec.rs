@@ -274,7 +274,10 @@ impl Run {
         conn: &mut Connection<S>,
     ) -> Result<Result<()>> {
         let head = match frame {
-            // The idle timeout of a quiet client; the command's own deadline bounds the run.
+            // The idle timeout of a quiet client: no input is no reason to stop a command (its
+            // own deadline bounds the run, and a client that is gone fails the output's
+            // writes). The next read waits a whole idle timeout again, so this comes once
+            // per timeout, not in a loop.
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(Ok(())),
             Err(e) => return Err(e),
             Ok(None) => return Err(left()),

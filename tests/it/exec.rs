@@ -1,7 +1,7 @@
 //! Remote commands over the native protocol, with real shells, real process groups and real
 //! sockets: streams, exit codes and signals, refusals, limits that kill everything a command
-//! started (jobs that detach too), disconnects, stdin, encodings; and `sockit exec` /
-//! `sockit shell` against `sockit serve`.
+//! started (jobs that detach too), a quiet client that costs nothing, disconnects, stdin,
+//! encodings; and `sockit exec` / `sockit shell` against `sockit serve`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
