@@ -15,7 +15,8 @@
 //! - [`storage`]: a user's home as a root-confined folder; uploads via partial files.
 //! - [`quota`]: per-user reservations so concurrent uploads cannot overshoot a quota.
 //! - [`users`]: the SQLite user store (argon2id hashes, quotas) and login throttling.
-//! - [`runner`]: child processes of remote commands: process groups, limits, kill on drop.
+//! - [`runner`]: child processes of remote commands: process groups in PID namespaces, limits,
+//!   kill on drop.
 //! - [`filecopy`]: file bytes to and from a connection, with md5, on the blocking pool.
 //! - [`error`]: the one error type, mapped to the wire by [`Error::code`].
 

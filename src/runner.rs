@@ -1,13 +1,13 @@
-//! Child processes for remote commands: `sh -c` in a process group of its own, with a minimal
-//! environment, a wall-clock deadline and an output cap. The whole group (grandchildren too)
-//! is killed when the deadline passes, when the output passes the cap, when the shell exits
-//! (its background jobs do not outlive it), and whenever the [`Process`] handle drops.
+//! Child processes for remote commands: `sh -c` in a process group and a PID namespace of its
+//! own ([`sandbox()`]), with a minimal environment, a wall-clock deadline and an output cap.
+//! Everything it started (detached jobs too) is killed when the deadline passes, when the
+//! output passes the cap, when the shell exits, and whenever the [`Process`] handle drops.
 //! No sockets here: the native `exec` op streams the pipes, the seed-exec listener buffers them.
 
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
+mod sandbox;
+pub use sandbox::{Sandbox, sandbox};
+
 /// The `PATH` every command gets; nothing else is inherited from the server.
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -28,7 +31,7 @@ pub const OUTPUT_CHUNK: usize = 64 * 1024;
 /// How long, how loud and how many commands may run (`serve --exec-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecLimits {
-    /// Wall-clock time before the command's process group is killed (`--exec-timeout`).
+    /// Wall-clock time before the command (everything it started) is killed (`--exec-timeout`).
     pub timeout: Duration,
     /// Bytes of stdout + stderr together; past this the command is killed (`--exec-max-output`).
     pub max_output: u64,
@@ -119,7 +122,8 @@ pub enum End {
     OutputLimit,
 }
 
-/// A process group to kill; a copy of the group id, no ownership.
+/// A process group to kill; a copy of the group id, no ownership. In a [`Sandbox::PidNamespace`]
+/// the group holds the namespace's PID 1, so the kill reaches every process of the command.
 #[derive(Debug, Clone, Copy)]
 struct Group(Option<Pid>);
 
@@ -132,7 +136,7 @@ impl Group {
     }
 }
 
-/// A running command. Dropping it kills the whole process group.
+/// A running command. Dropping it kills the whole process group (and namespace).
 #[derive(Debug)]
 pub struct Process {
     child: Child,
@@ -158,35 +162,14 @@ pub struct Output {
 /// `spec.stdin` asked for one.
 ///
 /// # Errors
-/// When `sh` cannot be started (or the home is missing).
+/// When `sh` (or `unshare`) cannot be started, or the home is missing.
 pub fn spawn(
     spec: &Spec<'_>,
     limits: &ExecLimits,
 ) -> io::Result<(Process, Output, Option<ChildStdin>)> {
-    let mut command = tokio::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(spec.command)
-        .env_clear()
-        .env("PATH", PATH)
-        .env("LANG", "C.UTF-8")
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = sandbox::command(spec, sandbox())
         .kill_on_drop(true)
-        .process_group(0);
-    if let Some((name, home)) = spec.user {
-        command
-            .current_dir(home)
-            .env("HOME", home)
-            .env("USER", name)
-            .env("LOGNAME", name);
-    }
-    let mut child = command.spawn()?;
+        .spawn()?;
     // process_group(0): the group id is the shell's pid.
     let group = Group(
         child
@@ -223,8 +206,8 @@ pub fn spawn(
 }
 
 impl Process {
-    /// Waits for the shell to exit, then kills what is left of its group (background jobs),
-    /// so that the output pipes close.
+    /// Waits for the shell to exit, then kills what is left of its group and namespace
+    /// (background and detached jobs), so that the output pipes close.
     ///
     /// # Errors
     /// I/O errors of waiting.
@@ -241,7 +224,7 @@ impl Process {
         Ok(exit)
     }
 
-    /// Kills the whole process group now.
+    /// Kills the whole process group (and namespace) now.
     pub fn kill(&self) {
         self.group.kill();
     }

@@ -99,3 +99,32 @@ async fn runner_kills_background_jobs_when_the_shell_exits() {
     assert_eq!(r.stdout, b"bye\n");
     assert_eq!(r.end, End::Exit(Exit::Code(0)));
 }
+
+#[tokio::test]
+async fn runner_kills_detached_jobs_when_the_shell_exits() {
+    if sandbox() == Sandbox::ProcessGroup {
+        eprintln!("skipped: no user and PID namespaces on this machine");
+        return;
+    }
+    // The sleep leaves the process group (a session of its own) and holds stdout open: only
+    // the end of the command's PID namespace ends the output. Left alive, it would hold the
+    // run for a minute (past the deadline, whose group kill misses it too).
+    let limits = ExecLimits {
+        timeout: Duration::from_secs(60),
+        ..ExecLimits::default()
+    };
+    // The fifo: the shell exits only once the sleep has left the group.
+    let home = tempfile::tempdir().unwrap();
+    let detach = Spec {
+        command: "mkfifo f; setsid -f sh -c 'echo > f; exec sleep 60'; read x < f; echo bye",
+        user: Some(("ann", home.path())),
+        stdin: false,
+    };
+    let run = run_buffered(&detach, &limits);
+    let r = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the detached sleep outlived its command")
+        .unwrap();
+    assert_eq!(r.stdout, b"bye\n");
+    assert_eq!(r.end, End::Exit(Exit::Code(0)));
+}

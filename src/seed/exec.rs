@@ -3,9 +3,9 @@
 //! of stdout followed by stderr, in one write.
 //!
 //! Unlike the seed, every command runs bounded, through [`crate::runner`]: `sh -c` in its own
-//! process group with a minimal environment, killed (the whole group) past a wall-clock
-//! timeout or an output cap, and the reply says so. The output is buffered (the reply's
-//! header carries its size first), never more than the cap.
+//! process group and PID namespace with a minimal environment, killed (with everything it
+//! started) past a wall-clock timeout or an output cap, and the reply says so. The output is
+//! buffered (the reply's header carries its size first), never more than the cap.
 //! The listener has no login, so `sockit serve` opens it only on loopback with `--allow-exec`.
 
 use bytes::BytesMut;

@@ -1,5 +1,9 @@
 //! The idle timeout of a connection: a read or a write that waits longer than the limit
-//! fails with `TimedOut`.
+//! fails with `TimedOut`. A connection is idle when the peer neither sends nor takes bytes:
+//! a write that moves bytes starts the read's wait afresh (the client of a long command
+//! reads its output and may send nothing), while a write the peer does not take fails after
+//! the limit whatever it sends. A failure ends its wait: a caller that goes on (a running
+//! exec does not stop for a quiet client) gets the next `TimedOut` a whole timeout later.
 //!
 //! A timer per wait would be re-armed on every request, and re-arming costs: under load,
 //! about one request in ten woke a parked worker thread to recompute its sleep (a `futex`
@@ -42,6 +46,14 @@ impl<S> IdleStream<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// Notes a write's outcome: one that moved bytes shows the peer is there, so the read's
+    /// wait starts afresh too.
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.read.since = None;
+        }
+    }
 }
 
 /// One direction's wait: when it began, and its timer (made on the first wait).
@@ -54,6 +66,8 @@ struct Wait {
 impl Wait {
     /// Passes on one poll of the operation this wait times: progress starts the next wait
     /// afresh; pending registers the timer, or fails once this wait has lasted `timeout`.
+    /// A failure ends the wait too, so that the next poll waits `timeout` again instead of
+    /// failing at once (a loop that ignores the error would otherwise spin).
     fn watch<T>(
         &mut self,
         timeout: Duration,
@@ -72,6 +86,7 @@ impl Wait {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         while timer.as_mut().poll(cx).is_ready() {
             if timer.deadline() >= due {
+                self.since = None;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("no progress for {timeout:?} (the idle timeout)"),
@@ -103,6 +118,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(&polled);
         this.write.watch(this.timeout, cx, polled)
     }
 
@@ -113,6 +129,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
         this.write.watch(this.timeout, cx, polled)
     }
 
@@ -158,6 +175,58 @@ mod tests {
         // Then silence: the read fails once it has waited 10 s.
         let started = Instant::now();
         let err = idle.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_timeout_the_next_wait_is_a_whole_timeout_again() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut idle = IdleStream::new(near, Duration::from_secs(10));
+        let mut buf = [0u8; 8];
+        // A caller that goes on after each timeout (exec with a quiet client) waits a whole
+        // timeout each time: the error does not come again at once.
+        for _ in 0..3 {
+            let started = Instant::now();
+            let err = idle.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+        }
+        // Input that comes later is read as usual.
+        let read = idle.read(&mut buf);
+        let write = async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            far.write_all(b"late").await
+        };
+        let (n, sent) = tokio::join!(read, write);
+        sent.unwrap();
+        assert_eq!(&buf[..n.unwrap()], b"late");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_the_peer_takes_keep_a_quiet_read_waiting() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let (mut reader, mut writer) =
+            tokio::io::split(IdleStream::new(near, Duration::from_secs(10)));
+        let mut buf = [0u8; 8];
+        let mut out = [0u8; 8];
+        // The peer sends nothing for 60 s but takes a byte every 6 s: the read waits on.
+        let read = reader.read(&mut buf);
+        let output = async {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                writer.write_all(b"o").await.unwrap();
+                far.read_exact(&mut out[..1]).await.unwrap();
+            }
+            // Then the peer sends; the read gets it.
+            far.write_all(b"in").await.unwrap();
+        };
+        let (n, ()) = tokio::join!(read, output);
+        assert_eq!(&buf[..n.unwrap()], b"in");
+        // With the output over too, the read fails a whole timeout after the last write.
+        writer.write_all(b"o").await.unwrap();
+        let started = Instant::now();
+        let err = reader.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(10));
     }

@@ -10,7 +10,7 @@
 //!
 //! With `stdin`, the client always ends its input with the `eof` frame, even after the last
 //! frame came; the server discards input that arrives after the command ended. A closed
-//! connection kills the command's whole process group. Backpressure: one 64 KiB chunk is read
+//! connection kills everything the command started. Backpressure: one 64 KiB chunk is read
 //! from a pipe only after the previous frame was written, so a slow reader slows the command.
 
 use std::collections::HashMap;
@@ -41,8 +41,10 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// Commands allowed, within `limits`.
+    /// Commands allowed, within `limits`. Finds the [`runner::sandbox()`] now (once per
+    /// process), so that a machine without one says so in the log at start.
     pub fn new(limits: ExecLimits) -> Exec {
+        runner::sandbox();
         Exec {
             limits,
             running: Mutex::default(),
@@ -164,14 +166,14 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(End::Timeout) => (
             ErrorCode::Timeout,
             format!(
-                "the command ran over {} s; its process group was killed",
+                "the command ran over {} s; it was killed with everything it started",
                 exec.limits.timeout.as_secs_f64()
             ),
         ),
         Ok(End::OutputLimit) => (
             ErrorCode::TooLarge,
             format!(
-                "the command wrote over {} bytes; its process group was killed",
+                "the command wrote over {} bytes; it was killed with everything it started",
                 exec.limits.max_output
             ),
         ),
@@ -272,7 +274,10 @@ impl Run {
         conn: &mut Connection<S>,
     ) -> Result<Result<()>> {
         let head = match frame {
-            // The idle timeout of a quiet client; the command's own deadline bounds the run.
+            // The idle timeout of a quiet client: no input is no reason to stop a command (its
+            // own deadline bounds the run, and a client that is gone fails the output's
+            // writes). The next read waits a whole idle timeout again, so this comes once
+            // per timeout, not in a loop.
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Ok(Ok(())),
             Err(e) => return Err(e),
             Ok(None) => return Err(left()),

@@ -1,6 +1,7 @@
 //! Remote commands over the native protocol, with real shells, real process groups and real
-//! sockets: streams, exit codes and signals, refusals, limits that kill the whole group,
-//! disconnects, stdin, encodings; and `sockit exec` / `sockit shell` against `sockit serve`.
+//! sockets: streams, exit codes and signals, refusals, limits that kill everything a command
+//! started (jobs that detach too), a quiet client that costs nothing, disconnects, stdin,
+//! encodings; and `sockit exec` / `sockit shell` against `sockit serve`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use sockit::Error;
 use sockit::client::Client;
 use sockit::client::exec::Sinks;
 use sockit::protocol::{ErrorCode, Reply};
-use sockit::runner::{ExecLimits, Exit};
+use sockit::runner::{ExecLimits, Exit, Sandbox, sandbox};
 use sockit::server::ServerConfig;
 use sockit::service::Native;
 use sockit::service::session::FileService;
@@ -21,6 +22,7 @@ use tempfile::TempDir;
 use crate::common::{TestServer, spawn_tcp};
 
 mod cli;
+mod detached;
 
 /// A hang guard for polls and child processes, not a synchronisation.
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -99,24 +101,97 @@ fn gone(pid: u32) -> bool {
 }
 
 /// Waits (bounded) until every process of `pids` is gone, letting in-process servers run.
-async fn wait_gone(pids: [u32; 2]) {
+async fn wait_gone(pids: &[u32]) {
     let deadline = Instant::now() + HANG_GUARD;
-    while !pids.iter().all(|p| gone(*p)) {
-        assert!(Instant::now() < deadline, "still running: {pids:?}");
+    loop {
+        let running: Vec<u32> = pids.iter().copied().filter(|p| !gone(*p)).collect();
+        if running.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {running:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// The pids a command wrote to `sh.pid` and `bg.pid` in `home`.
-fn pids(home: &Path) -> [u32; 2] {
-    ["sh.pid", "bg.pid"].map(|f| {
-        let text = std::fs::read_to_string(home.join(f)).unwrap();
-        text.trim().parse().unwrap()
-    })
+/// The pids a command wrote to `*.pid` files in `home` (the shell's, a background job's, and
+/// those of jobs that detached).
+fn pids(home: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(home).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pid") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            pids.push(text.trim().parse().unwrap());
+        }
+    }
+    pids
 }
 
+/// Kills (SIGKILL) the processes of `pids` still running when it drops, so that a failed
+/// test leaves no sleeper behind.
+struct Leftovers(Vec<u32>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if !gone(pid) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Shell code that starts three `sleep 600`s detached from the command, as daemons are:
+/// `setsid` in the background, `setsid -f`, and a double fork into `setsid`, each in a session
+/// of its own with its stdio away from the command's pipes. Their pids go to `setsid.pid`,
+/// `setsid-f.pid` and `forked.pid` in the home before the command goes on.
+///
+/// A sleeper reads its pid from `/proc/self/stat` and passes it through a fifo: in the
+/// sandbox, `$$` of a grandchild is a pid of the command's own PID namespace, while `/proc` is
+/// the server's.
+macro_rules! detached {
+    () => {
+        r#"S='read pid rest < /proc/self/stat; echo $pid > "$0.fifo"; exec sleep 600'
+rm -f setsid.fifo setsid-f.fifo forked.fifo; mkfifo setsid.fifo setsid-f.fifo forked.fifo
+setsid sh -c "$S" setsid </dev/null >/dev/null 2>&1 &
+setsid -f sh -c "$S" setsid-f </dev/null >/dev/null 2>&1
+( setsid sh -c "$S" forked </dev/null >/dev/null 2>&1 & )
+for n in setsid setsid-f forked; do read pid < $n.fifo; echo $pid > $n.pid; done
+"#
+    };
+}
+
+/// Starts three detached jobs (see [`detached!`]), then exits.
+const DETACH_THEN_EXIT: &str = concat!(detached!(), "exit 7");
+
 /// Writes its pids (the shell's and a background grandchild's), says `ready`, then waits.
-const PIDS_THEN_WAIT: &str = "sleep 600 & echo $! > bg.pid; echo $$ > sh.pid; echo ready; wait";
+macro_rules! pids_then_wait {
+    () => {
+        "sleep 600 & echo $! > bg.pid; echo $$ > sh.pid; echo ready; wait"
+    };
+}
+
+/// [`pids_then_wait!`] with three detached jobs first (five pids in all), where the sandbox
+/// catches them; where it cannot (see [`isolated`]) without them.
+fn pids_then_wait() -> &'static str {
+    if sandbox() == Sandbox::PidNamespace {
+        concat!(detached!(), pids_then_wait!())
+    } else {
+        pids_then_wait!()
+    }
+}
+
+/// Whether commands run in a PID namespace here; says that `test` is skipped otherwise (the
+/// server then warns that detached jobs escape, and so they do).
+fn isolated(test: &str) -> bool {
+    let isolated = sandbox() == Sandbox::PidNamespace;
+    if !isolated {
+        eprintln!("{test}: skipped, no user and PID namespaces on this machine");
+    }
+    isolated
+}
 
 #[tokio::test]
 async fn exec_streams_stdout_and_stderr_apart_with_the_exit_code_or_signal() {
@@ -193,15 +268,27 @@ async fn exec_forwards_stdin_while_output_streams_back() {
 }
 
 #[tokio::test]
-async fn exec_timeout_kills_the_whole_process_group() {
+async fn exec_timeout_kills_everything_the_command_started() {
+    // Long enough for the command to start its jobs (and tell their pids) first.
     let fx = Fixture::new(Some(ExecLimits {
-        timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(3),
         ..ExecLimits::default()
     }))
     .await;
     let mut c = fx.client("ann").await;
-    assert_eq!(code(run(&mut c, PIDS_THEN_WAIT).await), ErrorCode::Timeout);
-    wait_gone(pids(&fx.home("ann"))).await;
+    assert_eq!(
+        code(run(&mut c, pids_then_wait()).await),
+        ErrorCode::Timeout
+    );
+    let pids = pids(&fx.home("ann"));
+    let _left = Leftovers(pids.clone());
+    let expected = if sandbox() == Sandbox::PidNamespace {
+        5
+    } else {
+        2
+    };
+    assert_eq!(pids.len(), expected, "{pids:?}");
+    wait_gone(&pids).await;
     assert_eq!(run(&mut c, "echo next").await.unwrap().0, "next\n");
 }
 
@@ -238,13 +325,14 @@ async fn started(c: &mut Client, command: &str) {
 }
 
 #[tokio::test]
-async fn a_client_that_disconnects_takes_its_process_group_with_it() {
+async fn a_client_that_disconnects_takes_everything_its_command_started() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    started(&mut c, PIDS_THEN_WAIT).await;
+    started(&mut c, pids_then_wait()).await;
     let pids = pids(&fx.home("ann"));
+    let _left = Leftovers(pids.clone());
     drop(c);
-    wait_gone(pids).await;
+    wait_gone(&pids).await;
 }
 
 #[tokio::test]
@@ -290,15 +378,16 @@ async fn a_reader_that_stops_holds_the_command_back() {
     );
     assert!(written < 64 << 20, "the command wrote {written} bytes");
     drop(c);
-    wait_gone([pid.parse().unwrap(); 2]).await;
+    wait_gone(&[pid.parse().unwrap()]).await;
 }
 
 #[tokio::test]
 async fn server_shutdown_kills_running_commands_and_says_so() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    started(&mut c, PIDS_THEN_WAIT).await;
+    started(&mut c, pids_then_wait()).await;
     let pids = pids(&fx.home("ann"));
+    let _left = Leftovers(pids.clone());
     fx.server.shutdown.trigger();
     let head = c.connection().read_head().await.unwrap().unwrap();
     match Reply::from_head(&head) {
@@ -308,7 +397,7 @@ async fn server_shutdown_kills_running_commands_and_says_so() {
         }
         other => panic!("expected the command's end, got {other:?}"),
     }
-    wait_gone(pids).await;
+    wait_gone(&pids).await;
 }
 
 #[tokio::test]

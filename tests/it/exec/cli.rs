@@ -1,6 +1,7 @@
 //! `sockit exec` and `sockit shell`'s `exec` as a user runs them, against a real
 //! `sockit serve --allow-exec` process: statuses, signals, stdin, encodings, refusals, Ctrl-C,
-//! and the server's memory while 200 MB stream through it.
+//! the server's memory while 200 MB stream through it, and its CPU while a client says
+//! nothing past the idle timeout.
 
 use std::io::{BufRead, BufReader, Write};
 use std::pin::Pin;
@@ -13,7 +14,7 @@ use sockit::client::exec::Sinks;
 use sockit::runner::Exit;
 use tempfile::TempDir;
 
-use super::{HANG_GUARD, PIDS_THEN_WAIT, add_users, gone, pids};
+use super::{HANG_GUARD, Leftovers, add_users, gone, pids, pids_then_wait, run};
 use crate::common::{ServerProcess, sockit_bin};
 
 /// A `sockit serve --allow-exec` process with users ann and bob, and its data folder.
@@ -99,7 +100,7 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
     let (server, data) = serve(&["--allow-exec"]);
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
-        .arg(PIDS_THEN_WAIT)
+        .arg(pids_then_wait())
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -112,6 +113,7 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
         .unwrap();
     assert_eq!(line, "ready\n");
     let pids = pids(&data.path().join("homes/ann"));
+    let _left = Leftovers(pids.clone());
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(!child.wait().unwrap().success());
@@ -236,4 +238,41 @@ async fn streaming_200_mb_of_output_keeps_the_server_small() {
         "server RSS {} bytes",
         meter.max_rss
     );
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/PID/stat` (in clock ticks of
+/// 1/100 s, the `USER_HZ` Linux reports them in).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command name: state is field 3, utime 14 and stime 15.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test]
+async fn a_quiet_client_past_the_idle_timeout_costs_the_server_no_cpu() {
+    let (server, _data) = serve(&["--allow-exec", "--idle-timeout", "1"]);
+    let endpoint = server.addr("native").parse().unwrap();
+    let mut c = Client::connect(&endpoint).await.unwrap();
+    c.login("ann", "pw-ann").await.unwrap();
+    let pid = server.child.id();
+    let (cpu, started) = (cpu_time(pid), Instant::now());
+    // The client sends nothing while the command runs four idle timeouts long.
+    let got = run(&mut c, "sleep 4; echo done").await.unwrap();
+    let (used, wall) = (cpu_time(pid) - cpu, started.elapsed());
+    eprintln!("the server used {used:?} of CPU over the command's {wall:?}");
+    assert_eq!(got, ("done\n".into(), String::new(), Exit::Code(0)));
+    // A bound on work, not on speed: a server that spins uses most of the wall time.
+    assert!(
+        used * 10 < wall * 3,
+        "the server used {used:?} of CPU over {wall:?}"
+    );
+    // The connection goes on.
+    assert_eq!(&c.echo(b"after").await.unwrap()[..], b"after");
 }
