@@ -56,6 +56,9 @@ pub enum Error {
     /// Someone else holds the resource (another upload of the same file, say).
     #[error("{0}")]
     Busy(String),
+    /// The server's storage is full (no space left, or the server account's disk quota).
+    #[error("{0}")]
+    StorageFull(String),
     /// Wrong user name or password, or this address is cooling down after failures.
     #[error("{0}")]
     AuthFailed(String),
@@ -108,6 +111,7 @@ impl Error {
             Error::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             Error::DigestMismatch(_) => ErrorCode::DigestMismatch,
             Error::Busy(_) => ErrorCode::Busy,
+            Error::StorageFull(_) => ErrorCode::StorageFull,
             Error::AuthFailed(_) => ErrorCode::AuthFailed,
             Error::AuthRequired => ErrorCode::AuthRequired,
             Error::ExecDisabled => ErrorCode::ExecDisabled,

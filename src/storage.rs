@@ -3,12 +3,17 @@
 //!
 //! Wire paths are normalised by pure rules ([`WirePath`]); every open then goes through a
 //! cap-std [`Dir`], so a symlink out of the home is refused by the OS-level sandbox, not by
-//! string checks. Errors name the wire path, never the server's own path. No async, no
+//! string checks. Only regular files are read or written (`regular`); trees are walked
+//! through handles, never path strings, one plain name down at a time without following
+//! symlinks (`walk`). Errors name the wire path, never the server's own path. No async, no
 //! sockets: the service calls these from `spawn_blocking`.
 
+mod errors;
 mod partial;
+mod regular;
 #[cfg(test)]
 mod tests;
+pub(crate) mod walk;
 mod wire_path;
 
 use std::fs::File;
@@ -17,22 +22,21 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, Metadata};
+use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 pub use crate::quota::Usage;
+pub(crate) use errors::fs_error;
 pub use partial::{PartProbe, PartialFile};
-pub use wire_path::{MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
+use regular::{NO_WAIT, blocking_io, regular_file};
+pub use wire_path::{MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
 
 use crate::{Error, Result};
 
 /// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
 /// listings and refused in wire paths.
 pub const PART_SUFFIX: &str = ".sockit-part";
-
-/// Deepest folder nesting a walk of the home follows.
-pub const MAX_WALK_DEPTH: usize = 1024;
 
 /// Bytes read per step when hashing a file.
 pub const HASH_CHUNK: usize = 64 * 1024;
@@ -211,7 +215,34 @@ impl Root {
         if !recursive {
             return Err(Error::BadRequest(format!("{path} is a folder, use -r")));
         }
-        self.dir.remove_dir_all(&rel).map_err(err)
+        // Through handles, a few at a time: the tree may be deeper than any path can say.
+        let (parent, name) = self.parent_of(path)?;
+        let folder = walk::open_dir_nofollow(&parent, name.as_ref()).map_err(err)?;
+        walk::remove_below(&folder).map_err(err)?;
+        drop(folder);
+        parent.remove_dir(name).map_err(err)
+    }
+
+    /// Removes everything in the home (the home folder itself stays), through handles.
+    ///
+    /// # Errors
+    /// File system errors other than entries vanishing meanwhile.
+    pub fn remove_all(&self) -> Result<()> {
+        walk::remove_below(&self.dir).map_err(|e| fs_error(&WirePath::root(), e))
+    }
+
+    /// The open folder holding `path`, and `path`'s name in it.
+    fn parent_of<'p>(&self, path: &'p WirePath) -> Result<(Dir, &'p str)> {
+        let (Some(parent), Some(name)) = (path.parent(), path.name()) else {
+            return Err(Error::PermissionDenied(
+                "not on your home folder itself".into(),
+            ));
+        };
+        let dir = self
+            .dir
+            .open_dir(parent.to_relative())
+            .map_err(|e| fs_error(&parent, e))?;
+        Ok((dir, name))
     }
 
     /// Renames or moves `from` to `to`, both inside the home. An existing file at `to` is
@@ -219,7 +250,8 @@ impl Root {
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] for the home; [`Error::AlreadyExists`] when `to` is a
-    /// folder; [`Error::BadRequest`] for a folder moved into itself; file system errors.
+    /// folder; [`Error::BadRequest`] for a folder moved into itself, or one that would put
+    /// something past [`MAX_PATH_LEN`] or [`MAX_DEPTH`] at `to`; file system errors.
     pub fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
         if from.is_root() || to.is_root() {
             return Err(Error::PermissionDenied(
@@ -235,7 +267,8 @@ impl Root {
             )));
         }
         let (from_rel, to_rel) = (from.to_relative(), to.to_relative());
-        self.dir
+        let moved = self
+            .dir
             .symlink_metadata(&from_rel)
             .map_err(|e| fs_error(from, e))?;
         match self.dir.symlink_metadata(&to_rel) {
@@ -248,24 +281,52 @@ impl Root {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(fs_error(to, e)),
         }
+        if moved.is_dir() {
+            self.check_room(from, to)?;
+        }
         self.dir
             .rename(&from_rel, &self.dir, &to_rel)
             .map_err(|e| fs_error(to, e))
     }
 
-    /// Opens a file for download; returns it with its length.
+    /// Refuses to move the folder `from` to `to` when something in it would end up past the
+    /// path limits there. The walk stops at the first entry too deep, so it costs at most
+    /// what the limits allow in depth (breadth is another matter, as for [`Root::usage`]).
+    fn check_room(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+        // An entry `a/b` below the folder lands at `to/a/b`.
+        let depth = MAX_DEPTH.saturating_sub(to.depth());
+        let len = MAX_PATH_LEN.saturating_sub(to.display_len() + 1);
+        let (parent, name) = self.parent_of(from)?;
+        let err = |e| fs_error(from, e);
+        let folder = walk::open_dir_nofollow(&parent, name.as_ref()).map_err(err)?;
+        if walk::fits_within(&folder, depth, len).map_err(err)? {
+            return Ok(());
+        }
+        Err(Error::BadRequest(format!(
+            "moving {from} to {to} would nest what it holds too deep: paths may have at most \
+             {MAX_PATH_LEN} bytes and {MAX_DEPTH} levels"
+        )))
+    }
+
+    /// Opens a file for download; returns it with its length. Only regular files: a FIFO,
+    /// socket or device is refused, and opening one never waits.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] for a folder; [`Error::NotFound`], [`Error::PermissionDenied`]
-    /// and other file system errors.
+    /// [`Error::BadRequest`] for a folder or anything else but a regular file;
+    /// [`Error::NotFound`], [`Error::PermissionDenied`] and other file system errors.
     pub fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
         let err = |e| fs_error(path, e);
-        let file = self.dir.open(path.to_relative()).map_err(err)?;
+        let mut options = OpenOptions::new();
+        options.read(true).custom_flags(NO_WAIT);
+        let file = self
+            .dir
+            .open_with(path.to_relative(), &options)
+            .map_err(err)?;
         let meta = file.metadata().map_err(err)?;
-        if meta.is_dir() {
-            return Err(Error::BadRequest(format!("{path} is a folder")));
-        }
-        Ok((file.into_std(), meta.len()))
+        regular_file(path, &meta)?;
+        let file = file.into_std();
+        blocking_io(&file).map_err(err)?;
+        Ok((file, meta.len()))
     }
 
     /// Starts or resumes the upload of `path`: the partial file next to it, locked for this
@@ -301,13 +362,13 @@ impl Root {
 
     /// What `path` holds: the bytes of its regular files (partial uploads included) and
     /// its entries, itself included (the home itself is not an entry). Symlinks are not
-    /// followed: each counts as one entry. The walk holds one folder handle per level
-    /// (never a path string, which a deep tree would take past `PATH_MAX`).
+    /// followed: each counts as one entry. The walk goes by handles (see [`walk`]), never
+    /// by path strings, which a deep tree would take past `PATH_MAX`.
     ///
     /// # Errors
     /// [`Error::Busy`] when an upload is writing inside `path` (its bytes are being
-    /// counted by the upload itself); [`Error::BadRequest`] for a tree nested deeper than
-    /// [`MAX_WALK_DEPTH`]; file system errors other than entries vanishing during the walk.
+    /// counted by the upload itself); file system errors other than entries vanishing
+    /// during the walk.
     pub fn usage_at(&self, path: &WirePath) -> Result<Usage> {
         self.walk(path, true)
     }
@@ -322,53 +383,26 @@ impl Root {
         if !meta.is_dir() {
             return Ok(usage);
         }
-        let top = self.dir.open_dir(path.to_relative()).map_err(err)?;
-        // Each level: its folder handle and the names of the subfolders still to visit.
-        let mut stack: Vec<(Dir, Vec<std::ffi::OsString>)> = Vec::new();
-        let mut current = Some(top);
-        while let Some(dir) = current.take() {
-            if refuse_busy && partial::has_writer_in(&dir) {
-                return Err(Error::Busy(format!(
-                    "busy: an upload is in progress inside {path}"
-                )));
-            }
-            let mut folders = Vec::new();
-            for entry in dir.entries().map_err(err)? {
-                let entry = entry.map_err(err)?;
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(err(e)),
-                };
+        let busy = |meta: &Metadata| refuse_busy && partial::has_writer_in(meta);
+        let mut found_busy = busy(&meta);
+        if !found_busy {
+            let top = self.dir.open_dir(path.to_relative()).map_err(err)?;
+            walk::walk(&top, |found| {
                 usage.entries += 1;
-                if meta.is_dir() {
-                    folders.push(entry.file_name());
-                } else if meta.is_file() {
-                    usage.bytes = usage.bytes.saturating_add(meta.len());
+                if found.meta.is_file() {
+                    usage.bytes = usage.bytes.saturating_add(found.meta.len());
+                } else if found.meta.is_dir() && busy(found.meta) {
+                    found_busy = true;
+                    return Ok(walk::Step::Stop);
                 }
-            }
-            stack.push((dir, folders));
-            if stack.len() > MAX_WALK_DEPTH {
-                return Err(Error::BadRequest(format!(
-                    "{path} is nested deeper than {MAX_WALK_DEPTH} levels"
-                )));
-            }
-            // Down into the next folder left at the deepest level; up when a level is done.
-            while let Some((parent, left)) = stack.last_mut() {
-                match left.pop() {
-                    Some(name) => match parent.open_dir(&name) {
-                        Ok(child) => {
-                            current = Some(child);
-                            break;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(err(e)),
-                    },
-                    None => {
-                        stack.pop();
-                    }
-                }
-            }
+                Ok(walk::Step::Descend)
+            })
+            .map_err(err)?;
+        }
+        if found_busy {
+            return Err(Error::Busy(format!(
+                "busy: an upload is in progress inside {path}"
+            )));
         }
         Ok(usage)
     }
@@ -398,26 +432,4 @@ pub(crate) fn md5_counted(mut reader: impl Read) -> io::Result<(String, u64)> {
         len += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), len))
-}
-
-/// Maps a file system error on `path` to what the peer is told, naming the wire path.
-pub(crate) fn fs_error(path: &WirePath, e: io::Error) -> Error {
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::NotFound => Error::NotFound(format!("{path}: no such file or folder")),
-        K::AlreadyExists => Error::AlreadyExists(format!("{path} already exists")),
-        // cap-std reports an escape as a PermissionDenied error of its own (the OS's have no
-        // inner error): a symlink or path that leads out of the home.
-        K::PermissionDenied if e.get_ref().is_some() => {
-            Error::PermissionDenied(format!("{path} leads outside your home"))
-        }
-        K::PermissionDenied => Error::PermissionDenied(format!("{path}: permission denied")),
-        K::IsADirectory => Error::BadRequest(format!("{path} is a folder")),
-        K::NotADirectory => Error::BadRequest(format!("{path}: a part of it is not a folder")),
-        K::DirectoryNotEmpty => Error::BadRequest(format!("{path}: the folder is not empty")),
-        _ => Error::Fs {
-            path: path.to_string(),
-            source: e,
-        },
-    }
 }

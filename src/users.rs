@@ -250,7 +250,14 @@ impl Users {
             return Err(unknown(name));
         }
         if remove_home {
-            match std::fs::remove_dir_all(self.home(name)?) {
+            // Through handles, like `rm -r`: a home may be deeper than any path can say.
+            let removed =
+                crate::storage::Root::open(&self.home(name)?).and_then(|home| home.remove_all());
+            match removed {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match std::fs::remove_dir(self.home(name)?) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::Fs {
                         path: format!("home of `{name}`"),

@@ -207,6 +207,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The upload would take the user over their storage quota.
     QuotaExceeded,
+    /// The server's storage is full (its disk, not the user's quota).
+    StorageFull,
     /// An upload's size or md5 does not match what the client announced; nothing was kept.
     DigestMismatch,
     /// Wrong user name or password, or too many failed logins from this address.

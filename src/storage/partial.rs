@@ -9,9 +9,9 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::sync::{Mutex, PoisonError};
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
-use super::{PART_SUFFIX, WirePath, fs_error, md5_counted};
+use super::{NO_WAIT, PART_SUFFIX, WirePath, blocking_io, fs_error, md5_counted};
 use crate::{Error, Result};
 
 /// The partial file's name for a target `name`: hidden, and deterministic, so an upload
@@ -59,11 +59,11 @@ impl Drop for UploadLock {
     }
 }
 
-/// Whether an upload is writing into the folder `dir` right now.
-pub(crate) fn has_writer_in(dir: &Dir) -> bool {
-    let Ok((dev, ino, _)) = lock_key(dir, "") else {
-        return false;
-    };
+/// Whether an upload is writing into the folder described by `meta` right now.
+#[cfg(unix)]
+pub(crate) fn has_writer_in(meta: &cap_std::fs::Metadata) -> bool {
+    use cap_std::fs::MetadataExt;
+    let (dev, ino) = (meta.dev(), meta.ino());
     let active = ACTIVE.lock().unwrap_or_else(PoisonError::into_inner);
     active
         .range((dev, ino, String::new())..)
@@ -135,13 +135,15 @@ impl PartialFile {
         &self.target
     }
 
-    /// Bytes already received: where a resumed upload continues. 0 when nothing was.
+    /// Bytes already received: where a resumed upload continues. 0 when nothing was (or
+    /// when something other than a file is in the partial file's place).
     ///
     /// # Errors
     /// [`Error::Fs`] when the partial file cannot be examined.
     pub fn len(&self) -> Result<u64> {
         match self.dir.symlink_metadata(&self.part) {
-            Ok(meta) => Ok(meta.len()),
+            Ok(meta) if meta.is_file() => Ok(meta.len()),
+            Ok(_) => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(fs_error(&self.target, e)),
         }
@@ -180,13 +182,7 @@ impl PartialFile {
     /// friends when the file cannot be opened, cut or positioned.
     pub fn open_at(&mut self, offset: u64) -> Result<File> {
         let err = |e| fs_error(&self.target, e);
-        let file = self
-            .dir
-            .open_with(
-                &self.part,
-                OpenOptions::new().read(true).write(true).create(true),
-            )
-            .map_err(err)?;
+        let mut file = self.open_part()?;
         let len = file.metadata().map_err(err)?.len();
         if offset > len {
             return Err(Error::BadRequest(format!(
@@ -197,7 +193,6 @@ impl PartialFile {
         if offset < len {
             file.set_len(offset).map_err(err)?;
         }
-        let mut file = file.into_std();
         file.seek(SeekFrom::Start(offset)).map_err(err)?;
         Ok(file)
     }
@@ -240,17 +235,42 @@ impl PartialFile {
         self.publish(file, len, expected_len)
     }
 
-    /// Opens the partial file for the commit; `create`, so that an empty upload, which
-    /// never opened it, commits too.
+    /// Opens the partial file for reading and writing, creating it (so that an empty
+    /// upload, which never opened it, commits too). Only a regular file is ever written:
+    /// anything else in its place (a FIFO, where writes would block for good; a device; a
+    /// symlink) is no upload of ours and is removed first, and the open never waits.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] for a folder in its place; file system errors.
     fn open_part(&self) -> Result<File> {
-        Ok(self
-            .dir
-            .open_with(
-                &self.part,
-                OpenOptions::new().read(true).write(true).create(true),
-            )
-            .map_err(|e| fs_error(&self.target, e))?
-            .into_std())
+        let err = |e| fs_error(&self.target, e);
+        match self.dir.symlink_metadata(&self.part) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::AlreadyExists(format!(
+                    "{}: a folder is in the place of its partial file `{}`",
+                    self.target, self.part
+                )));
+            }
+            Ok(meta) if !meta.is_file() => self.dir.remove_file(&self.part).map_err(err)?,
+            _ => {}
+        }
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .write(true)
+            .create(true)
+            .custom_flags(NO_WAIT | rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let file = self.dir.open_with(&self.part, &options).map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            // Swapped in between the look and the open.
+            return Err(Error::BadRequest(format!(
+                "{}: its partial file `{}` is not a regular file",
+                self.target, self.part
+            )));
+        }
+        let file = file.into_std();
+        blocking_io(&file).map_err(err)?;
+        Ok(file)
     }
 
     /// Removes the partial file after a failed check of its content, described by

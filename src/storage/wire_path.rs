@@ -10,11 +10,17 @@ use crate::{Error, Result};
 
 use super::PART_SUFFIX;
 
-/// Longest accepted wire path, in bytes (Linux's `PATH_MAX`).
+/// Longest accepted path, in bytes (Linux's `PATH_MAX`): both the path as sent and its
+/// normalised form (`/a/b`), so a path relative to the home always fits in one system call.
 pub const MAX_PATH_LEN: usize = 4096;
 
-/// Longest accepted name of one file or folder, in bytes.
-pub const MAX_NAME_LEN: usize = 255;
+/// Most folders a path may go down (`/a/b` is 2): deep trees cost walks time and memory, and
+/// tools that hold a handle per level (`std::fs::remove_dir_all`, say) a descriptor each.
+pub const MAX_DEPTH: usize = 256;
+
+/// Longest accepted name of one file or folder, in bytes: the file system's 255 less what
+/// an upload's partial file adds (`.NAME.sockit-part`), so every name can be uploaded.
+pub const MAX_NAME_LEN: usize = 255 - 1 - PART_SUFFIX.len();
 
 /// A normalised path inside a user's home, as the user sees it: `/` is the home itself.
 ///
@@ -37,8 +43,9 @@ impl WirePath {
     ///
     /// # Errors
     /// [`Error::PermissionDenied`] when `..` would climb above the home root;
-    /// [`Error::BadRequest`] for a NUL byte, a path or name over its length limit, or a name
-    /// ending in `.sockit-part` (reserved for uploads in progress).
+    /// [`Error::BadRequest`] for a NUL byte, a path over [`MAX_PATH_LEN`] or [`MAX_DEPTH`], a
+    /// name over [`MAX_NAME_LEN`], or a name ending in `.sockit-part` (reserved for uploads
+    /// in progress).
     pub fn resolve(&self, wire: &str) -> Result<WirePath> {
         if wire.contains('\0') {
             return Err(Error::BadRequest(
@@ -72,7 +79,38 @@ impl WirePath {
                 }
             }
         }
-        Ok(WirePath { parts })
+        WirePath { parts }.checked()
+    }
+
+    /// `self`, if its normalised form is within [`MAX_PATH_LEN`] and [`MAX_DEPTH`].
+    fn checked(self) -> Result<WirePath> {
+        if self.depth() > MAX_DEPTH {
+            return Err(Error::BadRequest(format!(
+                "{} levels of folders are over the limit of {MAX_DEPTH}",
+                self.depth()
+            )));
+        }
+        if self.display_len() > MAX_PATH_LEN {
+            return Err(Error::BadRequest(format!(
+                "path of {} bytes is over the limit of {MAX_PATH_LEN}",
+                self.display_len()
+            )));
+        }
+        Ok(self)
+    }
+
+    /// How many names the path has: 0 for the home, 2 for `/a/b`.
+    pub fn depth(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Bytes of the path as displayed (`/a/b`): what [`MAX_PATH_LEN`] limits.
+    pub fn display_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| 1 + part.len())
+            .sum::<usize>()
+            .max(1)
     }
 
     /// Whether this is the home root.
@@ -104,7 +142,7 @@ impl WirePath {
         check_name(name)?;
         let mut joined = self.clone();
         joined.parts.push(name.to_owned());
-        Ok(joined)
+        joined.checked()
     }
 
     /// Whether `other` is this path or a folder above it.
@@ -196,6 +234,35 @@ mod tests {
         assert!(at("/", &"n".repeat(MAX_NAME_LEN + 1)).is_err());
         assert!(at("/", &"a/".repeat(MAX_PATH_LEN)).is_err());
         assert!(at("/", &"n".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
+    fn every_name_leaves_room_for_its_partial_file() {
+        let longest = "n".repeat(MAX_NAME_LEN);
+        assert_eq!(super::super::partial::part_name(&longest).len(), 255);
+        let err = at("/", &format!("{longest}n")).unwrap_err();
+        assert!(err.to_string().contains("over the limit of 242"), "{err}");
+        assert!(WirePath::root().join(&format!("{longest}n")).is_err());
+    }
+
+    #[test]
+    fn the_normalised_path_is_held_to_the_length_and_depth_limits() {
+        let limit = |n: usize| "/x".repeat(n);
+        assert_eq!(at("/", &limit(MAX_DEPTH)).unwrap().len(), 2 * MAX_DEPTH);
+        let err = at("/", &limit(MAX_DEPTH + 1)).unwrap_err();
+        assert!(err.to_string().contains("over the limit of 256"), "{err}");
+        // Relative to a current folder, the sent path is short but the result is not.
+        let name = "n".repeat(200);
+        let cwd = WirePath::root()
+            .resolve(&format!("/{name}").repeat(20))
+            .unwrap();
+        assert_eq!(cwd.display_len(), 4020);
+        assert!(cwd.resolve(&"m".repeat(75)).is_ok());
+        let err = cwd.resolve(&"m".repeat(76)).unwrap_err();
+        assert!(err.to_string().contains("4097 bytes"), "{err}");
+        assert!(cwd.join(&"m".repeat(76)).is_err());
+        assert_eq!(WirePath::root().display_len(), 1);
+        assert_eq!(WirePath::root().depth(), 0);
     }
 
     #[test]

@@ -64,14 +64,16 @@ impl Fixture {
     }
 }
 
-fn code(result: Result<impl std::fmt::Debug, Error>) -> ErrorCode {
+/// The code of an error reply; panics on anything else.
+pub(crate) fn code(result: Result<impl std::fmt::Debug, Error>) -> ErrorCode {
     match result {
         Err(Error::Remote { code, .. }) => code,
         other => panic!("expected an error reply, got {other:?}"),
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+/// `len` bytes of a pattern that differs by `seed`.
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()

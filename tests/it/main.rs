@@ -12,4 +12,5 @@ mod ftp;
 mod hostile;
 mod native;
 mod seeds;
+mod storage_rules;
 mod udp;
