@@ -7,6 +7,7 @@ pub mod demo;
 pub mod files;
 pub mod remote_exec;
 pub mod shell;
+pub mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub enum Command {
     /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
     Serve(Box<ServeOptions>),
     /// Manage the users of a data folder (on the server's machine).
-    User(crate::cli::files::UserArgs),
+    User(crate::cli::user::UserArgs),
     /// Upload LOCAL as REMOTE (verified by md5; --resume continues).
     Put(PutArgs),
     /// Download REMOTE to LOCAL (verified by md5; --resume continues).
@@ -176,7 +177,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::User(args) => crate::cli::files::user(args),
+        Command::User(args) => crate::cli::user::user(args),
         Command::Get(args) => crate::cli::files::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;

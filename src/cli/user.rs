@@ -1,0 +1,147 @@
+//! `sockit user …`: the users of a data folder, managed on the server's machine.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use sockit::config::parse_size;
+use sockit::users::{Password, Users};
+
+/// `sockit user …`: manage the users of a data folder (run on the server's machine).
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+    /// The server's data folder.
+    #[arg(long, global = true, default_value = "./sockit-data")]
+    pub data: PathBuf,
+}
+
+/// The `user` actions.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user (and their home folder).
+    Add {
+        /// The login name: 1-32 of A-Z a-z 0-9 _ . - (not starting with a dot).
+        name: String,
+        /// Storage quota, e.g. 500MB or 2GiB (default: unlimited).
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users.
+    List,
+    /// Remove a user (their files stay unless --purge).
+    Del {
+        /// The login name.
+        name: String,
+        /// Also delete their home folder and everything in it.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The login name.
+        name: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's quota (`none` for unlimited).
+    Quota {
+        /// The login name.
+        name: String,
+        /// The new quota, e.g. 1GiB, or `none`.
+        quota: String,
+    },
+}
+
+/// Runs a `user` action.
+///
+/// # Errors
+/// Bad names, duplicates, unknown users, database errors.
+pub fn user(args: UserArgs) -> Result<()> {
+    let users = Users::open(&args.data)
+        .with_context(|| format!("opening the users of {}", args.data.display()))?;
+    match args.action {
+        UserAction::Add {
+            name,
+            quota,
+            password_stdin,
+        } => {
+            let password = new_password(&name, password_stdin)?;
+            users.add(&name, &password, quota)?;
+            out!("added {name} ({})", quota_text(quota));
+        }
+        UserAction::List => {
+            for u in users.list()? {
+                let created = chrono::DateTime::from_timestamp(u.created, 0)
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                out!(
+                    "{:<32} {:>14}  added {created}",
+                    u.name,
+                    quota_text(u.quota)
+                );
+            }
+        }
+        UserAction::Del { name, purge } => {
+            users.remove(&name, purge)?;
+            out!(
+                "removed {name}{}",
+                if purge { " and their files" } else { "" }
+            );
+        }
+        UserAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            users.get(&name)?;
+            let password = new_password(&name, password_stdin)?;
+            users.set_password(&name, &password)?;
+            out!("password of {name} changed");
+        }
+        UserAction::Quota { name, quota } => {
+            let quota = match quota.as_str() {
+                "none" | "unlimited" => None,
+                q => Some(parse_size(q).map_err(anyhow::Error::msg)?),
+            };
+            users.set_quota(&name, quota)?;
+            out!("quota of {name}: {}", quota_text(quota));
+        }
+    }
+    Ok(())
+}
+
+fn quota_text(quota: Option<u64>) -> String {
+    quota.map_or("unlimited".into(), |q| {
+        format!("quota {}", sockit::quota::format_size(q))
+    })
+}
+
+/// A new password: the first stdin line, or typed twice at a hidden prompt.
+fn new_password(name: &str, from_stdin: bool) -> Result<Password> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(Password::new(line));
+    }
+    let first = rpassword::prompt_password(format!("new password for {name}: "))?;
+    let again = rpassword::prompt_password("again: ")?;
+    if first != again {
+        bail!("the passwords differ");
+    }
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    Ok(Password::new(first))
+}
