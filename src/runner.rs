@@ -62,33 +62,8 @@ pub struct Spec<'a> {
     pub stdin: bool,
 }
 
-/// Which output pipe a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl Stream {
-    /// The wire name: `"stdout"` or `"stderr"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
-/// How a command's shell ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// It exited with this code.
-    Code(i32),
-    /// A signal ended it.
-    Signal(i32),
-}
+/// Which output pipe a chunk came from, and how a command ended: wire types.
+pub use crate::protocol::ops::{Exit, OutputStream as Stream};
 
 impl Exit {
     fn from_status(status: ExitStatus) -> Exit {

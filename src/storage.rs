@@ -24,8 +24,8 @@ use std::time::UNIX_EPOCH;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use md5::{Digest, Md5};
-use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::ops::{Entry, EntryKind};
 pub use crate::quota::Usage;
 pub(crate) use errors::fs_error;
 pub use partial::{PartProbe, PartialFile};
@@ -41,34 +41,12 @@ pub const PART_SUFFIX: &str = ".sockit-part";
 /// Bytes read per step when hashing a file.
 pub const HASH_CHUNK: usize = 64 * 1024;
 
-/// What a folder entry is. Symlinks are reported as such, not followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    /// A regular file.
-    File,
-    /// A folder.
-    Dir,
-    /// A symbolic link (only ever followed inside the home).
-    Symlink,
-    /// A device, socket or pipe.
-    Other,
+/// An [`Entry`] from what the file system says.
+trait FromMetadata {
+    fn from_metadata(name: String, meta: &Metadata) -> Entry;
 }
 
-/// One file or folder, as `ls` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The name within its folder (`/` for the home itself); non-UTF-8 bytes are replaced.
-    pub name: String,
-    /// What it is.
-    pub kind: EntryKind,
-    /// Size in bytes (of the link itself for a symlink).
-    pub size: u64,
-    /// Last modification, in seconds since the Unix epoch.
-    pub modified: i64,
-}
-
-impl Entry {
+impl FromMetadata for Entry {
     fn from_metadata(name: String, meta: &Metadata) -> Entry {
         let kind = if meta.is_symlink() {
             EntryKind::Symlink

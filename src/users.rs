@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused, ThrottleConfig};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
-pub use crate::protocol::header::Password;
+pub use crate::protocol::Password;
 
 use crate::{Error, Result};
 

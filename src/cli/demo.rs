@@ -120,7 +120,7 @@ async fn sticky_packets(out: &mut impl Write, client: &mut Client) -> Result<()>
     let words = ["one", "two", "three"];
     let mut wire = BytesMut::new();
     for w in words {
-        encode_head(&json!({"op": "echo"}), w.len() as u64, &mut wire)?;
+        encode_head(&sockit::protocol::Request::Echo, w.len() as u64, &mut wire)?;
         wire.extend_from_slice(w.as_bytes());
     }
     let conn = client.connection();

@@ -7,15 +7,14 @@
 
 use bytes::BytesMut;
 use encoding_rs::{Decoder, Encoding};
-use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
-use super::Client;
+use super::{Client, typed};
 use crate::connection::{CHUNK, Connection};
 use crate::net::Stream;
-use crate::protocol::Reply;
-use crate::runner::Exit;
+use crate::protocol::ops::{self, Exit, OutputStream, Started};
+use crate::protocol::{Reply, Request};
 use crate::{Error, Result};
 
 /// Where a command's output goes, and how it is shown.
@@ -113,15 +112,15 @@ impl Client {
 
     /// Sends the `exec` request and reads its go-ahead.
     async fn start_exec(&mut self, command: &str, stdin: bool) -> Result<()> {
-        let request = json!({"op": "exec", "command": command, "stdin": stdin});
+        let request = Request::Exec {
+            command: command.to_owned(),
+            stdin,
+        };
         let (fields, _) = self.call(&request, b"").await?;
-        if fields.get("started") != Some(&Value::Bool(true)) {
-            return Err(Error::BadReply(format!(
-                "expected the exec's go-ahead, got {}",
-                Value::Object(fields)
-            )));
+        match typed::<Started>(fields) {
+            Ok(Started { started: true }) => Ok(()),
+            _ => Err(Error::BadReply("expected the exec's go-ahead".into())),
         }
-        Ok(())
     }
 }
 
@@ -147,15 +146,17 @@ where
         };
         match n {
             Ok(0) => break,
-            Ok(n) => conn.write_frame(&json!({"op": "stdin"}), &buf[..n]).await?,
+            Ok(n) => {
+                conn.write_frame(&Request::Stdin { eof: false }, &buf[..n])
+                    .await?
+            }
             Err(e) => {
                 failed = Some(e);
                 break;
             }
         }
     }
-    conn.write_frame(&json!({"op": "stdin", "eof": true}), b"")
-        .await?;
+    conn.write_frame(&Request::Stdin { eof: true }, b"").await?;
     match failed {
         Some(e) => Err(Error::Io(e)),
         None => Ok(()),
@@ -211,22 +212,12 @@ impl<'a, O: AsyncWrite + Unpin, E: AsyncWrite + Unpin> Output<'a, O, E> {
         let mut buf = vec![0u8; CHUNK];
         loop {
             let head = conn.read_head().await?.ok_or_else(closed)?;
-            let fields: Map<String, Value> = Reply::from_head(&head)?;
-            let number = |key: &str| fields.get(key).and_then(Value::as_i64);
-            let stderr = match fields.get("stream").and_then(Value::as_str) {
-                Some("stdout") => false,
-                Some("stderr") => true,
-                Some(other) => {
-                    return Err(Error::BadReply(format!("unknown output stream `{other}`")));
-                }
-                None if head.body_len > 0 => {
-                    return Err(Error::BadReply("output without a stream".into()));
-                }
-                None => match (number("exit"), number("signal")) {
-                    (Some(code), _) => return Ok(Exit::Code(code as i32)),
-                    (None, Some(signal)) => return Ok(Exit::Signal(signal as i32)),
-                    _ => return Err(Error::BadReply("an exec frame with no exit".into())),
-                },
+            let fields = Reply::from_head(&head)?;
+            let stderr = if head.body_len > 0 || fields.contains_key("stream") {
+                let output: ops::Output = typed(fields)?;
+                output.stream == OutputStream::Stderr
+            } else {
+                return typed::<Exit>(fields);
             };
             let mut body = conn.body();
             loop {

@@ -10,13 +10,14 @@ pub mod udp;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::connection::Connection;
 use crate::filecopy::{Digests, Progress, receive_body, send_file};
 use crate::net::{Endpoint, Stream, connect};
-use crate::protocol::{Limits, MAX_INLINE_BODY, Reply};
+use crate::protocol::ops::{GetReady, PutReady, Stat, Trailer};
+use crate::protocol::{DigestKind, Limits, MAX_INLINE_BODY, Password, Reply, Request};
 use crate::storage::Entry;
 use crate::{Error, Result};
 
@@ -43,7 +44,7 @@ impl Client {
     /// # Errors
     /// I/O errors, and [`Error::Remote`] when the server refuses.
     pub async fn echo(&mut self, body: &[u8]) -> Result<Bytes> {
-        let (_, reply) = self.call(&json!({"op": "echo"}), body).await?;
+        let (_, reply) = self.call(&Request::Echo, body).await?;
         Ok(reply)
     }
 
@@ -86,72 +87,7 @@ impl Client {
     }
 }
 
-/// What `login` tells about the user.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Welcome {
-    /// The user name.
-    pub user: String,
-    /// Quota in bytes; `None` is unlimited.
-    #[serde(default)]
-    pub quota: Option<u64>,
-    /// Bytes stored now.
-    pub used: u64,
-}
-
-/// Size and digests of a verified transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Verified {
-    /// Size of the whole file.
-    pub size: u64,
-    /// md5 of the whole file, lowercase hex, when it was checked (a server that knows no
-    /// BLAKE3) or known to the server without hashing.
-    #[serde(default)]
-    pub md5: Option<String>,
-    /// BLAKE3 of the whole file, lowercase hex: what sockit peers check.
-    #[serde(default)]
-    pub blake3: Option<String>,
-    /// Bytes that were already there and not sent again (a resume).
-    #[serde(default)]
-    pub resumed_from: u64,
-}
-
-impl Verified {
-    /// The digest the transfer was checked by, named: `("BLAKE3", hex)` between sockit
-    /// peers, `("md5", hex)` otherwise.
-    pub fn digest(&self) -> (&'static str, &str) {
-        match (&self.blake3, &self.md5) {
-            (Some(b3), _) => ("BLAKE3", b3),
-            (None, md5) => ("md5", md5.as_deref().unwrap_or_default()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct Offset {
-    offset: u64,
-}
-
-#[derive(Deserialize)]
-struct GetReady {
-    size: u64,
-    offset: u64,
-    /// The server's trailer will carry the BLAKE3 as well as the md5.
-    #[serde(default)]
-    blake3: bool,
-}
-
-#[derive(Deserialize)]
-struct Trailer {
-    #[serde(default)]
-    md5: Option<String>,
-    #[serde(default)]
-    blake3: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StatReply {
-    entry: Entry,
-}
+pub use crate::protocol::ops::{Verified, Welcome};
 
 /// The suffix of a client-side partial download, next to its final name.
 pub const LOCAL_PART_SUFFIX: &str = ".sockit-part";
@@ -173,7 +109,10 @@ impl Client {
     pub async fn login(&mut self, user: &str, password: &str) -> Result<Welcome> {
         let (fields, _) = self
             .call(
-                &json!({"op": "login", "user": user, "password": password}),
+                &Request::Login {
+                    user: user.to_owned(),
+                    password: Password::new(password),
+                },
                 b"",
             )
             .await?;
@@ -185,7 +124,7 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] for a missing path or one outside the home.
     pub async fn ls(&mut self, path: &str) -> Result<Vec<Entry>> {
-        let (_, body) = self.call(&json!({"op": "ls", "path": path}), b"").await?;
+        let (_, body) = self.call(&Request::Ls { path: path.into() }, b"").await?;
         serde_json::from_slice(&body).map_err(|e| Error::BadReply(e.to_string()))
     }
 
@@ -194,8 +133,8 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] for a missing path or one outside the home.
     pub async fn stat(&mut self, path: &str) -> Result<Entry> {
-        let (fields, _) = self.call(&json!({"op": "stat", "path": path}), b"").await?;
-        Ok(typed::<StatReply>(fields)?.entry)
+        let (fields, _) = self.call(&Request::Stat { path: path.into() }, b"").await?;
+        Ok(typed::<Stat>(fields)?.entry)
     }
 
     /// Creates a folder (with `parents`, missing parents too).
@@ -204,7 +143,10 @@ impl Client {
     /// [`Error::Remote`] when it exists or cannot be created.
     pub async fn mkdir(&mut self, path: &str, parents: bool) -> Result<()> {
         self.call(
-            &json!({"op": "mkdir", "path": path, "parents": parents}),
+            &Request::Mkdir {
+                path: path.into(),
+                parents,
+            },
             b"",
         )
         .await
@@ -217,7 +159,10 @@ impl Client {
     /// [`Error::Remote`] for a missing path, or a folder without `recursive`.
     pub async fn rm(&mut self, path: &str, recursive: bool) -> Result<()> {
         self.call(
-            &json!({"op": "rm", "path": path, "recursive": recursive}),
+            &Request::Rm {
+                path: path.into(),
+                recursive,
+            },
             b"",
         )
         .await
@@ -229,9 +174,11 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] for a missing source or a refused target.
     pub async fn mv(&mut self, from: &str, to: &str) -> Result<()> {
-        self.call(&json!({"op": "mv", "from": from, "to": to}), b"")
-            .await
-            .map(drop)
+        let request = Request::Mv {
+            from: from.into(),
+            to: to.into(),
+        };
+        self.call(&request, b"").await.map(drop)
     }
 
     /// Uploads `local` to `remote`; with `resume`, continues the server's partial file.
@@ -251,11 +198,15 @@ impl Client {
         let size = file.metadata().map_err(|e| local_error(local, e))?.len();
         let (fields, _) = self
             .call(
-                &json!({"op": "put", "path": remote, "size": size, "resume": resume}),
+                &Request::Put {
+                    path: remote.into(),
+                    size,
+                    resume,
+                },
                 b"",
             )
             .await?;
-        let offset = typed::<Offset>(fields)?.offset;
+        let offset = typed::<PutReady>(fields)?.offset;
         if offset > size {
             return Err(Error::BadReply(format!(
                 "the server resumes at byte {offset} of a {size}-byte file"
@@ -263,8 +214,12 @@ impl Client {
         }
         progress.start(size, offset);
         // BLAKE3, not the seeds' md5: several times cheaper on both ends, and stronger.
-        self.conn
-            .queue_head(&json!({"op": "data", "digest": "blake3"}), size - offset)?;
+        self.conn.queue_head(
+            &Request::Data {
+                digest: DigestKind::Blake3,
+            },
+            size - offset,
+        )?;
         let blake3 = Some(Digests::Blake3);
         let sums = send_file(
             &mut self.conn,
@@ -276,7 +231,10 @@ impl Client {
         )
         .await?;
         progress.finish();
-        let done = json!({"op": "done", "blake3": sums.blake3});
+        let done = Request::Done {
+            md5: None,
+            blake3: sums.blake3,
+        };
         let (fields, _) = self.call(&done, b"").await?;
         let mut verified: Verified = typed(fields)?;
         verified.resumed_from = offset;
@@ -304,7 +262,11 @@ impl Client {
         };
         self.conn
             .write_frame(
-                &json!({"op": "get", "path": remote, "offset": have, "digest": "blake3"}),
+                &Request::Get {
+                    path: remote.into(),
+                    offset: have,
+                    digest: DigestKind::Blake3,
+                },
                 b"",
             )
             .await?;
@@ -367,7 +329,7 @@ impl Client {
 }
 
 /// Reads a reply's fields into the op's typed reply.
-fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
     serde_json::from_value(Value::Object(fields)).map_err(|e| Error::BadReply(e.to_string()))
 }
 

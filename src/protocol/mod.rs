@@ -16,9 +16,12 @@
 
 pub mod frame;
 pub mod header;
+pub mod ops;
+pub mod request;
 
 pub use frame::{Head, Limits, encode_head};
-pub use header::{DigestKind, ErrorBody, ErrorCode, Reply, Request};
+pub use header::{ErrorBody, ErrorCode, Reply};
+pub use request::{DigestKind, Password, Request};
 
 /// Bytes in the fixed length prefix.
 pub const PREFIX_LEN: usize = 4;

@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::{Buf, Bytes};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +25,7 @@ use tracing::info;
 
 use super::session::LoggedIn;
 use crate::connection::Connection;
+use crate::protocol::ops::{Output, Started};
 use crate::protocol::{ErrorCode, Head, Reply, Request};
 use crate::runner::{self, End, ExecLimits, Exit, OUTPUT_CHUNK, Spec};
 use crate::{Error, Result};
@@ -87,23 +87,6 @@ impl Drop for Slot<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct Started {
-    started: bool,
-}
-
-#[derive(Serialize)]
-struct Chunk {
-    stream: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Ended {
-    Exit(i32),
-    Signal(i32),
-}
-
 /// What woke the loop up.
 enum Event {
     Output(Option<(runner::Stream, usize)>),
@@ -156,11 +139,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     let (code, message) = match last {
         Ok(End::Exit(exit)) => {
             info!(user = %user.name, ?exit, "exec ended");
-            let ended = match exit {
-                Exit::Code(code) => Ended::Exit(code),
-                Exit::Signal(signal) => Ended::Signal(signal),
-            };
-            conn.queue(&Reply::ok(ended), b"")?;
+            conn.queue(&Reply::ok(exit), b"")?;
             return run.finish(conn).await;
         }
         Ok(End::Timeout) => (
@@ -228,9 +207,7 @@ impl Run {
             };
             match event {
                 Event::Output(Some((stream, n))) => {
-                    let header = Reply::ok(Chunk {
-                        stream: stream.name(),
-                    });
+                    let header = Reply::ok(Output { stream });
                     conn.write_frame(&header, &buf[..n]).await?;
                 }
                 Event::Output(None) => open = false,

@@ -5,7 +5,6 @@
 //! Replies: `ls` sends its entries as a JSON array in the body (a listing can outgrow the
 //! 64 KiB header limit); the others answer in the header.
 
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Result;
@@ -14,21 +13,8 @@ use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::protocol::Reply;
 use crate::protocol::header::Empty;
-use crate::storage::{Entry, WirePath};
-
-/// `ls` reply header: how many entries the body's JSON array holds.
-#[derive(Debug, Serialize)]
-pub struct Listing {
-    /// Entries in the body.
-    pub count: usize,
-}
-
-/// `stat` reply header.
-#[derive(Debug, Serialize)]
-pub struct Stat {
-    /// The entry.
-    pub entry: Entry,
-}
+use crate::protocol::ops::{Listing, Stat};
+use crate::storage::WirePath;
 
 /// A file op on the user's home.
 #[derive(Debug)]

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -19,6 +18,7 @@ use crate::connection::Connection;
 use crate::filecopy::blocking;
 use crate::net::Peer;
 use crate::protocol::Reply;
+use crate::protocol::ops::Welcome;
 use crate::quota::QuotaLedger;
 use crate::storage::Root;
 use crate::users::{AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, Users};
@@ -117,19 +117,6 @@ impl Session {
         }
         self.user.as_ref().ok_or(Error::AuthRequired)
     }
-}
-
-/// `login` reply.
-#[derive(Debug, Serialize)]
-pub struct Welcome {
-    /// The user now logged in.
-    pub user: String,
-    /// Their quota in bytes; absent when unlimited.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota: Option<u64>,
-    /// What their home costs against the quota now: bytes plus
-    /// [`crate::quota::ENTRY_COST`] per entry.
-    pub used: u64,
 }
 
 /// Handles `login`: on success the session holds the user; on failure the client waits

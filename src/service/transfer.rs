@@ -20,7 +20,6 @@
 //! and never compute md5 at all. A get that asks for md5 of a file stored that way hashes it
 //! while sending, on a thread of its own.
 
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
@@ -31,52 +30,9 @@ use crate::filecopy::{
     Digests, Quiet, Sums, blocking, receive_body, remember_sums, remembered_sums, send_file,
 };
 use crate::home::{Home, Upload};
+use crate::protocol::ops::{GetReady, PutReady, Trailer, Verified};
 use crate::protocol::{DigestKind, Reply, Request};
 use crate::{Error, Result};
-
-/// Go-ahead of a `put`: send the bytes from `offset` on.
-#[derive(Debug, Serialize)]
-pub struct PutReady {
-    /// Bytes the server already has (0 unless resuming).
-    pub offset: u64,
-}
-
-/// End of an upload: what is stored, and the digest it was checked by.
-#[derive(Debug, Serialize)]
-pub struct Verified {
-    /// Size of the whole file.
-    pub size: u64,
-    /// md5 of the whole file, lowercase hex, when the upload was checked by it (or the
-    /// client sent it along with BLAKE3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub md5: Option<String>,
-    /// BLAKE3 of the whole file, lowercase hex, when the upload was checked by it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blake3: Option<String>,
-}
-
-/// First reply of a `get`: the file's size and where the body starts.
-#[derive(Debug, Serialize)]
-pub struct GetReady {
-    /// Size of the whole file.
-    pub size: u64,
-    /// Offset of the first body byte.
-    pub offset: u64,
-    /// The trailer will carry the BLAKE3 too (so a client may hash that instead of md5).
-    pub blake3: bool,
-}
-
-/// Trailer of a `get`.
-#[derive(Debug, Serialize)]
-pub struct Digest {
-    /// md5 of the whole file, lowercase hex: always for a client that checks md5; for one
-    /// that checks BLAKE3, only when the server knew it without hashing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub md5: Option<String>,
-    /// BLAKE3 of the whole file, lowercase hex (sockit clients check this one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blake3: Option<String>,
-}
 
 /// Runs an upload whose `put` head was just read.
 ///
@@ -185,6 +141,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         size,
         md5: stored.md5,
         blake3: stored.blake3,
+        resumed_from: offset,
     };
     (conn.queue(&Reply::ok(reply), b""), Some(upload))
 }
@@ -272,7 +229,7 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let sent = send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?;
     info!(user = %user.name, %path, size, offset, "sent");
-    let digest = Digest {
+    let digest = Trailer {
         md5: known.md5.or(sent.md5),
         blake3: known.blake3.or(sent.blake3),
     };
