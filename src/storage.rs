@@ -14,7 +14,6 @@ mod regular;
 #[cfg(test)]
 mod tests;
 pub(crate) mod walk;
-mod wire_path;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,18 +24,17 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
 use md5::{Digest, Md5};
 
+pub use crate::protocol::PART_SUFFIX;
 pub use crate::protocol::ops::{Entry, EntryKind};
+pub use crate::protocol::wire_path::{MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
 pub use crate::quota::Usage;
 pub(crate) use errors::fs_error;
+#[cfg(test)]
+pub(crate) use partial::part_name;
 pub use partial::{PartProbe, PartialFile};
 use regular::{NO_WAIT, blocking_io, regular_file};
-pub use wire_path::{MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
 
 use crate::{Error, Result};
-
-/// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
-/// listings and refused in wire paths.
-pub const PART_SUFFIX: &str = ".sockit-part";
 
 /// Bytes read per step when hashing a file.
 pub const HASH_CHUNK: usize = 64 * 1024;

@@ -90,7 +90,7 @@ impl Client {
 pub use crate::protocol::ops::{Verified, Welcome};
 
 /// The suffix of a client-side partial download, next to its final name.
-pub const LOCAL_PART_SUFFIX: &str = ".sockit-part";
+pub const LOCAL_PART_SUFFIX: &str = crate::protocol::PART_SUFFIX;
 
 /// The partial file a download of `local` writes to before it is verified.
 pub fn local_partial(local: &Path) -> PathBuf {

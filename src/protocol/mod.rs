@@ -18,10 +18,16 @@ pub mod frame;
 pub mod header;
 pub mod ops;
 pub mod request;
+pub mod wire_path;
 
 pub use frame::{Head, Limits, encode_head};
 pub use header::{ErrorBody, ErrorCode, Reply};
 pub use request::{DigestKind, Password, Request};
+pub use wire_path::WirePath;
+
+/// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
+/// listings and refused in wire paths.
+pub const PART_SUFFIX: &str = ".sockit-part";
 
 /// Bytes in the fixed length prefix.
 pub const PREFIX_LEN: usize = 4;

@@ -1,7 +1,7 @@
 //! `WirePath`: a path from the network, normalised by pure string rules, no file system.
 //!
 //! It only guarantees that the path has no `..`, no root or prefix and no NUL once resolved;
-//! symlinks are the sandbox's job ([`super::Root`] opens everything through cap-std).
+//! symlinks are the sandbox's job ([`crate::storage::Root`] opens everything through cap-std).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn every_name_leaves_room_for_its_partial_file() {
         let longest = "n".repeat(MAX_NAME_LEN);
-        assert_eq!(super::super::partial::part_name(&longest).len(), 255);
+        assert_eq!(crate::storage::part_name(&longest).len(), 255);
         let err = at("/", &format!("{longest}n")).unwrap_err();
         assert!(err.to_string().contains("over the limit of 242"), "{err}");
         assert!(WirePath::root().join(&format!("{longest}n")).is_err());
