@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Deserializer};
 
 use crate::net::Endpoint;
 use crate::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
 use crate::seed::exec::ExecLimits;
-use crate::server::ServerConfig;
+use crate::server::{DEFAULT_MAX_CONNECTIONS_PER_IP, ServerConfig};
 use crate::service::chat::ChatLimits;
 use crate::service::time::Time;
 
@@ -46,9 +46,16 @@ pub struct ServeOptions {
     /// Connections served at once per listener; more wait in the backlog [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connections one address (IPv4, or IPv6 /64) holds at once per listener; more are
+    /// refused. Below --max-connections [default: 128, or half of --max-connections if less].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// Seconds a connection may stay silent (or not read) before it is closed [default: 300].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Seconds a request head may take from its first byte to its last [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub head_timeout: Option<u64>,
     /// Seconds shutdown waits for requests in flight [default: 10].
     #[arg(long, value_name = "SECS")]
     pub grace: Option<u64>,
@@ -177,8 +184,8 @@ impl ServeOptions {
 
     /// These options, with `file`'s filling every one not given here.
     pub fn or(self, file: ServeOptions) -> ServeOptions {
-        merge!(self, file; listen, data, max_connections, idle_timeout, grace, max_header,
-            max_body, max_inline_body, seed_echo, seed_exec, seed_upload, udp_echo, udp_time,
+        merge!(self, file; listen, data, max_connections, max_connections_per_ip, idle_timeout,
+            head_timeout, grace, max_header, max_body, max_inline_body, seed_echo, seed_exec, seed_upload, udp_echo, udp_time,
             udp_chat, exec_timeout, exec_max_output, exec_max_per_user, chat_max_members,
             chat_expiry, chat_max_message, time_max_format)
     }
@@ -208,6 +215,11 @@ impl ServeOptions {
             .filter(|n| *n <= i32::MAX as u32 && *n > 0)
             .context("max-header must be between 1 byte and 2GiB")?;
         let defaults = ServerConfig::default();
+        let max_connections = self
+            .max_connections
+            .unwrap_or(defaults.max_connections)
+            .max(1);
+        let max_connections_per_ip = per_ip_cap(self.max_connections_per_ip, max_connections)?;
         let listen = match self.listen {
             Some(l) => l,
             None => DEFAULT_LISTEN.parse().map_err(anyhow::Error::msg)?,
@@ -217,11 +229,10 @@ impl ServeOptions {
             data: self.data.unwrap_or_else(|| PathBuf::from("./sockit-data")),
             allow_exec: self.allow_exec,
             server: ServerConfig {
-                max_connections: self
-                    .max_connections
-                    .unwrap_or(defaults.max_connections)
-                    .max(1),
+                max_connections,
+                max_connections_per_ip,
                 idle_timeout: Duration::from_secs(self.idle_timeout.unwrap_or(300).max(1)),
+                head_timeout: Duration::from_secs(self.head_timeout.unwrap_or(10).max(1)),
                 grace: Duration::from_secs(self.grace.unwrap_or(10)),
                 limits: Limits {
                     max_header_len,
@@ -250,6 +261,25 @@ impl ServeOptions {
                 max_format: self.time_max_format.unwrap_or(256),
             },
         })
+    }
+}
+
+/// The per-address cap: the one asked for, or the default; either way below the global cap
+/// (unless that is 1), so that one address cannot take every connection.
+///
+/// # Errors
+/// A cap of 0, or one asked for that is not below `max_connections`.
+fn per_ip_cap(asked: Option<usize>, max_connections: usize) -> Result<usize> {
+    match asked {
+        Some(0) => bail!("max-connections-per-ip must be at least 1"),
+        Some(n) if n >= max_connections && max_connections > 1 => bail!(
+            "max-connections-per-ip ({n}) must be below max-connections ({max_connections}), \
+             or one address could take every connection"
+        ),
+        Some(n) => Ok(n),
+        None => Ok(DEFAULT_MAX_CONNECTIONS_PER_IP
+            .min(max_connections / 2)
+            .max(1)),
     }
 }
 
@@ -343,6 +373,29 @@ mod tests {
         assert_eq!(s.listen, Endpoint::Tcp("127.0.0.1:7000".into()));
         assert_eq!(s.udp_time.as_deref(), Some("127.0.0.1:0"));
         assert!(s.allow_exec);
+    }
+
+    #[test]
+    fn the_per_address_cap_stays_below_the_global_cap() {
+        let resolve = |toml: &str| ServeOptions::from_toml(toml).unwrap().resolve();
+        let s = resolve("").unwrap().server;
+        assert_eq!((s.max_connections_per_ip, s.max_connections), (128, 10_000));
+        assert_eq!(s.head_timeout, Duration::from_secs(10));
+        let s = resolve("max-connections-per-ip = 20\nhead_timeout = 3").unwrap();
+        assert_eq!(s.server.max_connections_per_ip, 20);
+        assert_eq!(s.server.head_timeout, Duration::from_secs(3));
+        // A smaller global cap halves the default; an asked-for cap must stay below it.
+        let s = resolve("max-connections = 64").unwrap().server;
+        assert_eq!(s.max_connections_per_ip, 32);
+        assert!(resolve("max-connections = 64\nmax-connections-per-ip = 64").is_err());
+        assert!(resolve("max-connections-per-ip = 0").is_err());
+        assert_eq!(
+            resolve("max-connections = 1")
+                .unwrap()
+                .server
+                .max_connections_per_ip,
+            1
+        );
     }
 
     #[test]

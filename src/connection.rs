@@ -3,11 +3,13 @@
 //! It owns the read buffer, so services never see a raw stream: they get a [`Head`], then the
 //! body through [`Connection::body`] (buffered bytes first, then the socket, never past
 //! `body_len`). Replies queue in a write buffer and go out with one write per flush, so a
-//! reply is one segment, and pipelined requests get their replies batched.
+//! reply is one segment, and pipelined requests get their replies batched (the caller bounds
+//! the batch, see [`Connection::queued`]). Either buffer gives its memory back once drained if
+//! a burst grew it; a server gives each head a deadline ([`Connection::with_head_timeout`]).
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
@@ -15,7 +17,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::protocol::frame::FrameError;
 use crate::protocol::{Head, Limits, encode_head};
+use crate::server::idle::Deadline;
 use crate::{Error, Result};
+
+mod body;
+
+pub use body::Body;
 
 /// Bytes requested from the socket per read, and the size of streamed body chunks.
 pub const CHUNK: usize = 64 * 1024;
@@ -26,6 +33,11 @@ const IDLE_READ: usize = 4 * 1024;
 /// Heap read buffer taken when bytes arrive, and grown by when it runs low.
 const READ_RESERVE: usize = 8 * 1024;
 
+/// Capacity a drained buffer may keep; a buffer that grew past it (a large head, an inline
+/// body, a burst of replies) is given back once it is empty, so one burst does not cost a
+/// connection memory for the rest of its life.
+const KEEP_CAPACITY: usize = 4 * CHUNK;
+
 /// A framed, buffered connection.
 #[derive(Debug)]
 pub struct Connection<S> {
@@ -35,6 +47,12 @@ pub struct Connection<S> {
     limits: Limits,
     /// Body bytes of the last head that nobody has read yet; skipped before the next head.
     unread_body: u64,
+    /// The longest a head may take from its first byte to its last (none: no limit).
+    head_timeout: Option<std::time::Duration>,
+    /// When the head being read began, once its first bytes are buffered.
+    head_since: Option<tokio::time::Instant>,
+    /// The timer of `head_timeout`.
+    head_timer: Deadline,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -46,6 +64,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: BytesMut::new(),
             limits,
             unread_body: 0,
+            head_timeout: None,
+            head_since: None,
+            head_timer: Deadline::default(),
+        }
+    }
+
+    /// This connection with a deadline on every head it reads: from the head's first byte
+    /// until its last, however slowly the bytes trickle in (the idle timeout only bounds
+    /// each wait).
+    pub fn with_head_timeout(self, timeout: std::time::Duration) -> Self {
+        Connection {
+            head_timeout: Some(timeout),
+            ..self
         }
     }
 
@@ -60,23 +91,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// # Errors
     /// [`Error::Protocol`] for a broken frame, an `UnexpectedEof` I/O error when the stream
-    /// ends inside a frame, and any I/O error of the stream.
+    /// ends inside a frame, [`Error::Timeout`] when a head takes longer than its timeout
+    /// (see [`Self::with_head_timeout`]), and any I/O error of the stream.
     ///
     /// # Cancel safety
-    /// Cancel-safe: it only awaits `read_buf`, and all progress lives in `self`.
+    /// Cancel-safe: it only awaits `read_buf`, and all progress (the head's start time
+    /// included) lives in `self`.
     pub async fn read_head(&mut self) -> Result<Option<Head>> {
         self.discard_body().await?;
         loop {
             match Head::parse(&self.rbuf, &self.limits) {
                 Ok((head, used)) => {
                     self.rbuf.advance(used);
+                    release_if_large(&mut self.rbuf);
                     self.unread_body = head.body_len;
+                    self.head_since = None;
                     return Ok(Some(head));
                 }
                 Err(FrameError::Incomplete) => {}
                 Err(e) => return Err(e.into()),
             }
-            if self.fill().await? == 0 {
+            if std::future::poll_fn(|cx| self.poll_fill_head(cx)).await? == 0 {
                 if self.rbuf.is_empty() {
                     return Ok(None);
                 }
@@ -88,6 +123,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Whether a whole next head is already buffered, i.e. the peer pipelined another request.
     pub fn has_buffered_head(&self) -> bool {
         self.unread_body == 0 && Head::check(&self.rbuf, &self.limits).is_ok()
+    }
+
+    /// Bytes queued for the peer and not written yet.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
     }
 
     /// The unread body of the last head, as a reader that ends at its last byte.
@@ -121,7 +161,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         self.unread_body = 0;
-        Ok(self.rbuf.split_to(len).freeze())
+        let body = self.rbuf.split_to(len).freeze();
+        release_if_large(&mut self.rbuf);
+        Ok(body)
     }
 
     /// Skips the unread body of the last head.
@@ -165,7 +207,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    /// Writes everything queued in one write and flushes the stream.
+    /// Writes everything queued in one write and flushes the stream; a queue that grew large
+    /// gives its memory back once written.
     ///
     /// # Errors
     /// I/O errors of the stream.
@@ -173,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            release_if_large(&mut self.wbuf);
         }
         self.stream.flush().await?;
         Ok(())
@@ -337,6 +381,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
+    /// One read into the read buffer for the head being read: once the head has begun, the
+    /// read fails with [`Error::Timeout`] when the head's deadline passes.
+    fn poll_fill_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize>> {
+        if let Some(timeout) = self.head_timeout
+            && !self.rbuf.is_empty()
+        {
+            let since = *self
+                .head_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            if self.head_timer.poll_reached(since + timeout, cx).is_ready() {
+                return Poll::Ready(Err(Error::Timeout(format!(
+                    "a request head took longer than {timeout:?} (the head timeout)"
+                ))));
+            }
+        }
+        self.poll_fill(cx).map_err(Error::from)
+    }
+
     /// One read into the read buffer.
     ///
     /// An idle connection holds no read buffer: with nothing buffered, the read goes to a
@@ -377,54 +439,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// The body of the last frame head, as an [`AsyncRead`] that ends where the body ends.
-///
-/// Dropping it early is fine: the rest is skipped before the next head is read.
-#[derive(Debug)]
-pub struct Body<'a, S> {
-    conn: &'a mut Connection<S>,
-}
-
-impl<S> Body<'_, S> {
-    /// Body bytes not read yet.
-    pub fn remaining(&self) -> u64 {
-        self.conn.unread_body
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Body<'_, S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let conn = &mut *self.get_mut().conn;
-        let want = clamp(conn.unread_body).min(buf.remaining());
-        if want == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        // Bytes that arrived with the head come first.
-        if !conn.rbuf.is_empty() {
-            let n = want.min(conn.rbuf.len());
-            buf.put_slice(&conn.rbuf[..n]);
-            conn.rbuf.advance(n);
-            conn.unread_body -= n as u64;
-            return Poll::Ready(Ok(()));
-        }
-        // `take` limits the read to this body without zeroing `buf`'s unfilled part (large
-        // transfers read into uninitialised chunks; zeroing each cost as much as the copy).
-        let filled = buf.filled().len();
-        let mut limited = (&mut conn.stream).take(want as u64);
-        ready!(Pin::new(&mut limited).poll_read(cx, buf))?;
-        let n = buf.filled().len() - filled;
-        if n == 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the peer closed the connection inside a frame body",
-            )));
-        }
-        conn.unread_body -= n as u64;
-        Poll::Ready(Ok(()))
+/// Drops the allocation of an empty buffer that grew past [`KEEP_CAPACITY`].
+fn release_if_large(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+        *buf = BytesMut::new();
     }
 }
 
@@ -441,143 +459,4 @@ fn eof(what: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use tokio::io::AsyncReadExt;
-
-    fn frame(op: &str, body: &[u8]) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        encode_head(&json!({ "op": op }), body.len() as u64, &mut buf).unwrap();
-        buf.extend_from_slice(body);
-        buf.to_vec()
-    }
-
-    #[tokio::test]
-    async fn several_messages_in_one_read_come_apart() {
-        // The seeds' first 粘包 case: three small sends arrive as one chunk.
-        let mut wire = frame("a", b"hello");
-        wire.extend(frame("b", b"world"));
-        wire.extend(frame("c", b""));
-        let mut conn = Connection::new(tokio_test_stream(vec![wire]), Limits::default());
-        for (op, body) in [("a", &b"hello"[..]), ("b", b"world"), ("c", b"")] {
-            let head = conn.read_head().await.unwrap().unwrap();
-            assert_eq!(head.header["op"], op);
-            assert_eq!(&conn.read_body(1024).await.unwrap()[..], body);
-        }
-        assert!(conn.read_head().await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn one_message_split_into_single_bytes_comes_together() {
-        // The seeds' second 粘包 case, taken to the extreme: one byte per read.
-        let body = vec![7u8; 3000];
-        let wire = frame("big", &body);
-        let chunks = wire.iter().map(|b| vec![*b]).collect();
-        let mut conn = Connection::new(tokio_test_stream(chunks), Limits::default());
-        let head = conn.read_head().await.unwrap().unwrap();
-        assert_eq!(head.body_len, 3000);
-        let mut got = Vec::new();
-        conn.body().read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, body);
-        assert!(conn.read_head().await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn an_unread_body_is_skipped_before_the_next_head() {
-        let mut wire = frame("skip-me", &[1u8; 100_000]);
-        wire.extend(frame("next", b"x"));
-        let mut conn = Connection::new(tokio_test_stream(vec![wire]), Limits::default());
-        conn.read_head().await.unwrap().unwrap();
-        let head = conn.read_head().await.unwrap().unwrap();
-        assert_eq!(head.header["op"], "next");
-    }
-
-    #[tokio::test]
-    async fn eof_inside_a_frame_is_an_error_not_a_clean_close() {
-        let wire = frame("cut", b"0123456789");
-        let mut conn = Connection::new(
-            tokio_test_stream(vec![wire[..wire.len() - 3].to_vec()]),
-            Limits::default(),
-        );
-        conn.read_head().await.unwrap().unwrap();
-        let err = conn.read_body(100).await.unwrap_err();
-        assert!(err.is_disconnect(), "{err:?}");
-
-        let mut conn = Connection::new(
-            tokio_test_stream(vec![wire[..6].to_vec()]),
-            Limits::default(),
-        );
-        assert!(conn.read_head().await.unwrap_err().is_disconnect());
-    }
-
-    #[tokio::test]
-    async fn read_body_refuses_bodies_over_its_limit() {
-        let mut conn = Connection::new(
-            tokio_test_stream(vec![frame("x", &[0; 64])]),
-            Limits::default(),
-        );
-        conn.read_head().await.unwrap().unwrap();
-        assert!(matches!(conn.read_body(63).await, Err(Error::TooLarge(_))));
-    }
-
-    #[tokio::test]
-    async fn queued_replies_leave_in_one_write() {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let mut conn = Connection::new(server, Limits::default());
-        conn.queue(&json!({"n": 1}), b"one").unwrap();
-        conn.queue(&json!({"n": 2}), b"two").unwrap();
-        conn.flush().await.unwrap();
-        drop(conn);
-        let mut peer = Connection::new(client, Limits::default());
-        for n in 1..=2 {
-            let head = peer.read_head().await.unwrap().unwrap();
-            assert_eq!(head.header["n"], n);
-            peer.discard_body().await.unwrap();
-        }
-    }
-
-    /// A stream that yields the given chunks, one per read, then EOF; writes are discarded.
-    fn tokio_test_stream(chunks: Vec<Vec<u8>>) -> ChunkStream {
-        ChunkStream {
-            chunks: chunks.into(),
-        }
-    }
-
-    struct ChunkStream {
-        chunks: std::collections::VecDeque<Vec<u8>>,
-    }
-
-    impl AsyncRead for ChunkStream {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if let Some(mut chunk) = self.chunks.pop_front() {
-                let n = chunk.len().min(buf.remaining());
-                buf.put_slice(&chunk[..n]);
-                if n < chunk.len() {
-                    self.chunks.push_front(chunk.split_off(n));
-                }
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for ChunkStream {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-}
+mod tests;

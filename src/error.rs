@@ -77,6 +77,9 @@ pub enum Error {
     /// The user database failed.
     #[error("user database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The peer's address already holds as many connections as one address may.
+    #[error("{0}")]
+    TooManyConnections(String),
     /// Remote commands are off on this server.
     #[error("remote commands are off on this server (it runs without --allow-exec)")]
     ExecDisabled,
@@ -115,13 +118,17 @@ impl Error {
             Error::AuthFailed(_) => ErrorCode::AuthFailed,
             Error::AuthRequired => ErrorCode::AuthRequired,
             Error::ExecDisabled => ErrorCode::ExecDisabled,
+            Error::TooManyConnections(_) => ErrorCode::TooManyConnections,
         }
     }
 
     /// Whether the connection must close after this error is reported: true when the stream
     /// is out of sync (a broken frame) or the transport itself failed.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Error::Protocol(_) | Error::Io(_) | Error::Timeout(_))
+        matches!(
+            self,
+            Error::Protocol(_) | Error::Io(_) | Error::Timeout(_) | Error::TooManyConnections(_)
+        )
     }
 
     /// Whether this error means the peer went away cleanly or abruptly (reset, broken pipe,

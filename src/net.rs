@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
@@ -203,8 +203,43 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
     }
 }
 
+/// Connects to the TCP address `addr` from the local address `source` (port chosen by the
+/// kernel), with TCP_NODELAY.
+///
+/// # Errors
+/// Bind errors (`source` is not an address of this machine) and connect errors, with the
+/// addresses in the message.
+pub async fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<Stream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .map_err(|e| with_context(e, format!("binding {source}")))?;
+    let s = socket
+        .connect(addr)
+        .await
+        .map_err(|e| with_context(e, format!("connecting to {addr} from {source}")))?;
+    s.set_nodelay(true)?;
+    Ok(Stream::Tcp(s))
+}
+
 fn with_context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// The unit that per-address limits count: an IPv4 address, or an IPv6 /64 (what one host
+/// usually gets, so that rotating through its addresses does not reset the count). An
+/// IPv4-mapped IPv6 address counts as its IPv4 address.
+pub(crate) fn ip_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 /// Who is on the other end of an accepted connection.
@@ -303,5 +338,18 @@ mod tests {
         for bad in ["9900", "host", ":80", "h:99999", "unix:"] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64_and_a_mapped_ipv4_is_itself() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(ip_bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            ip_bucket(ip("2001:db8:1:2:bbbb::9")),
+            ip_bucket(ip("2001:db8:1:2:aaaa::1"))
+        );
+        assert_ne!(ip_bucket(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(ip_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 }

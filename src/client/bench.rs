@@ -287,6 +287,33 @@ impl Tally {
     }
 }
 
+/// Connections a run opens from one source address before it moves to the next.
+///
+/// A server lets one address hold only so many connections (`serve --max-connections-per-ip`,
+/// 128 by default), so against an IPv4 loopback server the connections are spread over
+/// 127.0.0.0/8, all of which Linux routes to `lo`: connection `i` comes from 127.0.0.1 +
+/// `i / PER_SOURCE`. Against any other server they all come from one address (run the server
+/// with a per-address cap above the connections); so they do where a source cannot be bound.
+const PER_SOURCE: usize = 64;
+
+/// Opens connection number `i` of a run to `server` (see [`PER_SOURCE`]).
+async fn connect(server: &Endpoint, i: usize) -> Result<Client> {
+    if let Endpoint::Tcp(addr) = server {
+        let target = crate::net::resolve(addr).await?;
+        if let std::net::IpAddr::V4(ip) = target.ip()
+            && ip.is_loopback()
+        {
+            let step = u32::try_from(i / PER_SOURCE).unwrap_or(u32::MAX);
+            let source = u32::from(std::net::Ipv4Addr::LOCALHOST).saturating_add(step);
+            let source = std::net::Ipv4Addr::from(source.min(0x7FFF_FFFE));
+            if let Ok(stream) = crate::net::connect_from(target, source.into()).await {
+                return Ok(Client::from_stream(stream));
+            }
+        }
+    }
+    Client::connect(server).await
+}
+
 /// The encoded echo request: head and body, sent as is for every request.
 fn echo_frame(body_len: u64) -> Result<Vec<u8>> {
     let mut buf = BytesMut::new();
@@ -306,8 +333,8 @@ async fn echo(server: &Endpoint, load: &EchoLoad, probe: Option<Probe>) -> Resul
     let depth = load.pipeline.max(1);
     // Connect everyone and do one warm-up round trip first, so the measured part is steady.
     let mut conns = Vec::with_capacity(load.connections);
-    for _ in 0..load.connections {
-        let mut client = Client::connect(server).await?;
+    for i in 0..load.connections {
+        let mut client = connect(server, i).await?;
         let conn = client.connection();
         conn.queue_raw(&frame);
         conn.flush().await?;
@@ -566,13 +593,13 @@ async fn idle(server: &Endpoint, load: &IdleLoad, probe: Option<Probe>) -> Resul
     let mut tasks = tokio::task::JoinSet::new();
     // Connect in waves, so the listen backlog is never the bottleneck.
     let wave = Arc::new(tokio::sync::Semaphore::new(256));
-    for _ in 0..load.connections {
+    for i in 0..load.connections {
         let (server, frame, go, ready) =
             (server.clone(), frame.clone(), go.clone(), ready_tx.clone());
         let wave = wave.clone();
         tasks.spawn(async move {
             let permit = wave.acquire_owned().await;
-            let mut client = match Client::connect(&server).await {
+            let mut client = match connect(&server, i).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = ready.send(false).await;

@@ -39,6 +39,13 @@ impl Client {
         })
     }
 
+    /// A client on an already connected stream.
+    pub fn from_stream(stream: Stream) -> Client {
+        Client {
+            conn: Connection::new(stream, Limits::default()),
+        }
+    }
+
     /// Sends `body` with the `echo` op and returns what came back.
     ///
     /// # Errors

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     AuthRequired,
     /// Remote commands are off on this server (`serve --allow-exec` turns them on).
     ExecDisabled,
+    /// The client's address holds as many connections as one address may
+    /// (`serve --max-connections-per-ip`); the server closes this one.
+    TooManyConnections,
     /// A code this client does not know (from a newer server).
     #[serde(other)]
     Other,

@@ -11,7 +11,8 @@
 //! each direction keeps one timer that is moved only when it fires: a wait notes when it
 //! began, and a timer that fires before that wait's deadline is set to the deadline and
 //! goes on. So a busy connection re-arms its timer about once per timeout period, not
-//! once per request.
+//! once per request. That timer is `Deadline`; the head deadline of a connection
+//! ([`crate::connection::Connection::with_head_timeout`]) uses one too.
 
 use std::io;
 use std::pin::Pin;
@@ -56,11 +57,11 @@ impl<S> IdleStream<S> {
     }
 }
 
-/// One direction's wait: when it began, and its timer (made on the first wait).
+/// One direction's wait: when it began, and its timer.
 #[derive(Debug, Default)]
 struct Wait {
     since: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Deadline,
 }
 
 impl Wait {
@@ -79,6 +80,30 @@ impl Wait {
             return polled;
         }
         let due = *self.since.get_or_insert_with(Instant::now) + timeout;
+        match self.timer.poll_reached(due, cx) {
+            Poll::Ready(()) => {
+                self.since = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no progress for {timeout:?} (the idle timeout)"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A timer polled with deadlines that never move back (each wait's is later than the last
+/// one's), made on first use and moved only when it fires: it re-arms about once per
+/// period, not once per wait.
+#[derive(Debug, Default)]
+pub(crate) struct Deadline {
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// Ready once `due` has passed; otherwise the task is woken by then.
+    pub(crate) fn poll_reached(&mut self, due: Instant, cx: &mut Context<'_>) -> Poll<()> {
         // A timer left from an earlier wait is due no later than this one: it fires early
         // at worst, and is then moved to this wait's deadline.
         let timer = self
@@ -86,11 +111,7 @@ impl Wait {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         while timer.as_mut().poll(cx).is_ready() {
             if timer.deadline() >= due {
-                self.since = None;
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no progress for {timeout:?} (the idle timeout)"),
-                )));
+                return Poll::Ready(());
             }
             timer.as_mut().reset(due);
         }

@@ -1,12 +1,13 @@
 //! The server framework: what Python's socketserver gives the seeds, for tokio.
 //!
 //! You write a [`TcpService`] (socketserver's `handle()`); [`serve_tcp`] gives it the link
-//! loop, a task per connection, a connection limit, idle timeouts, accept back-off, a log span
-//! per peer, and graceful shutdown through [`Shutdown`]. A [`UdpService`] gets one call per
+//! loop, a task per connection, a connection limit (and one per address), idle timeouts,
+//! accept back-off, a log span per peer, and graceful shutdown through [`Shutdown`]. A [`UdpService`] gets one call per
 //! datagram from [`serve_udp`].
 //! Servers take an already bound listener or socket, so tests bind port 0.
 
 pub mod idle;
+mod per_ip;
 mod shutdown;
 mod tcp;
 pub mod udp;
@@ -19,13 +20,23 @@ use std::time::Duration;
 
 use crate::protocol::Limits;
 
+/// The default of [`ServerConfig::max_connections_per_ip`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
+
 /// Limits and timeouts of a server; each is a `sockit serve` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one address (IPv4, or IPv6 /64) holds at once; one more is refused and
+    /// closed at once, without waiting for (or taking) one of `max_connections`. Keep it
+    /// below `max_connections`, or one address can take them all (`sockit serve` does).
+    pub max_connections_per_ip: usize,
     /// A connection that sends nothing (or reads nothing) for this long is closed.
     pub idle_timeout: Duration,
+    /// The longest a request head of the native protocol may take, from its first byte to
+    /// the end of its JSON header, however the bytes trickle in.
+    pub head_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub grace: Duration,
     /// Frame limits (header length, body size).
@@ -38,7 +49,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_connections: 10_000,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             idle_timeout: Duration::from_secs(300),
+            head_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             limits: Limits::default(),
             max_inline_body: crate::protocol::MAX_INLINE_BODY,

@@ -2,8 +2,9 @@
 //!
 //! [`Native`] is the [`TcpService`] behind `sockit serve --listen`: it reads a head, turns it
 //! into a typed [`Request`], runs the op, and queues the reply. Replies to pipelined requests
-//! leave in one write; an error that leaves the stream in sync is answered and the loop goes
-//! on, one that does not is answered (if the peer still listens) and the connection closes.
+//! leave in one write, up to `MAX_QUEUED` bytes of them; an error that leaves the stream in
+//! sync is answered and the loop goes on, one that does not is answered (if the peer still
+//! listens) and the connection closes.
 
 pub mod chat;
 pub mod echo;
@@ -22,7 +23,7 @@ use tracing::debug;
 use crate::connection::Connection;
 use crate::home::Home;
 use crate::net::Peer;
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
 use crate::{Error, Result};
 
@@ -30,6 +31,11 @@ use crate::{Error, Result};
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 /// How long a closing connection drains at most.
 const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Replies queued past this many bytes are written before the next request is read, even
+/// when more pipelined requests wait: a client that pipelines and does not read then meets
+/// the socket's backpressure (and the idle timeout) instead of growing the queue.
+const MAX_QUEUED: usize = 64 * 1024;
 
 /// The native protocol service.
 #[derive(Debug, Default)]
@@ -151,7 +157,8 @@ struct Context {
 
 impl TcpService for Native {
     async fn handle(&self, conn: Conn) -> Result<()> {
-        let mut framed = Connection::new(conn.stream, conn.config.limits);
+        let mut framed = Connection::new(conn.stream, conn.config.limits)
+            .with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {
             peer: conn.peer,
             session: session::Session::default(),
@@ -170,6 +177,18 @@ impl TcpService for Native {
             }
         }
         result
+    }
+
+    /// One error frame.
+    fn refusal(&self, error: &Error) -> Option<Vec<u8>> {
+        let mut frame = bytes::BytesMut::new();
+        encode_head(
+            &Reply::error(error.code(), error.to_string()),
+            0,
+            &mut frame,
+        )
+        .ok()?;
+        Some(frame.to_vec())
     }
 }
 
@@ -203,7 +222,8 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
             debug!(error = %e, "request refused");
             conn.queue(&Reply::error(e.code(), e.to_string()), b"")?;
         }
-        if !conn.has_buffered_head() {
+        // Small replies to pipelined requests leave together, in one write, up to MAX_QUEUED.
+        if conn.queued() >= MAX_QUEUED || !conn.has_buffered_head() {
             conn.flush().await?;
         }
     }

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::net::ip_bucket;
+
 /// How long the service waits before answering a failed login, to slow down guessing.
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
@@ -140,7 +142,7 @@ impl AuthThrottle {
     /// The time left of its cool-down.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        match peers.get(&bucket(ip)).and_then(|p| p.until) {
+        match peers.get(&ip_bucket(ip)).and_then(|p| p.until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
@@ -156,7 +158,7 @@ impl AuthThrottle {
     pub fn begin(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
         self.check(ip, now).map_err(Refused::CoolingDown)?;
         let config = &self.config;
-        let key = bucket(ip);
+        let key = ip_bucket(ip);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
             evict(&mut peers, config, now);
@@ -188,7 +190,7 @@ impl AuthThrottle {
     /// An attempt of `ip` has its outcome.
     fn finish(&self, ip: IpAddr) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(peer) = peers.get_mut(&bucket(ip)) {
+        if let Some(peer) = peers.get_mut(&ip_bucket(ip)) {
             peer.in_flight = peer.in_flight.saturating_sub(1);
         }
     }
@@ -196,7 +198,7 @@ impl AuthThrottle {
     /// Records a failed login of `ip` at `now`; returns the cool-down it started, if any.
     pub fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let config = &self.config;
-        let key = bucket(ip);
+        let key = ip_bucket(ip);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
             evict(&mut peers, config, now);
@@ -241,7 +243,7 @@ impl AuthThrottle {
     /// attempts in flight still count until they finish).
     pub fn success(&self, ip: IpAddr) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = bucket(ip);
+        let key = ip_bucket(ip);
         match peers.get_mut(&key) {
             Some(peer) if peer.in_flight > 0 => {
                 peer.failures.clear();
@@ -260,18 +262,6 @@ impl AuthThrottle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
-    }
-}
-
-/// The unit that is throttled: an IPv4 address, or an IPv6 /64 (what one host usually
-/// gets, so that rotating through its addresses does not reset the count).
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
     }
 }
 

@@ -50,3 +50,19 @@ async fn idle_answers_one_request_on_each_held_connection() {
     assert_eq!((report.ok, report.errors), (20, 0), "{report}");
     assert_eq!(report.idle.map(|i| i.held), Some(20));
 }
+
+#[tokio::test]
+async fn idle_holds_more_connections_than_one_address_may_by_spreading_its_sources() {
+    // The default per-address cap is 128: the bench's 200 come from 127.0.0.1 .. 127.0.0.4.
+    let server = spawn_native().await;
+    let load = IdleLoad {
+        connections: 200,
+        hold: 0.0,
+        budget: 30.0,
+    };
+    let report = bench::run(&args(&server.endpoint, Mode::Idle(load)))
+        .await
+        .unwrap();
+    assert_eq!((report.ok, report.errors), (200, 0), "{report}");
+    assert_eq!(report.idle.map(|i| i.held), Some(200));
+}

@@ -21,7 +21,12 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_busy_clients_beside_fifty_idle_ones() {
-    let server = spawn_native().await;
+    // All 350 come from 127.0.0.1: above the default per-address cap (128).
+    let config = ServerConfig {
+        max_connections_per_ip: 1_000,
+        ..ServerConfig::default()
+    };
+    let server = spawn_tcp(Native::new(), config).await;
     let mut idle = Vec::new();
     for _ in 0..50 {
         idle.push(Client::connect(&server.endpoint).await.unwrap());

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod codec;
 mod common;
+mod conn_limits;
 mod exec;
 mod files;
 mod framework;
