@@ -10,9 +10,11 @@ It makes a temporary data folder, adds the user `bench` with `sockit user add --
 opens N TCP connections at once, then sends a login frame on every one of them at once and
 reads every reply. Meanwhile it samples the server's /proc/PID/status every few milliseconds.
 
-With --wrong every second connection guesses a wrong password. The server throttles failures
-per address (5 failures, then a 30 s cool-down), so the wrong guesses come from source addresses
-spread over 127.0.0.2..127.0.0.254, at most 4 from any one; the good logins come from 127.0.0.1.
+The connections come from source addresses spread over 127.0.0.2..127.0.0.254 (--addresses,
+round robin): the server holds at most --max-connections-per-ip (default 128) connections of
+one address. With --wrong every second connection guesses a wrong password; the server throttles
+failures per address (5 failures, then a 30 s cool-down), so no address makes more than 4 wrong
+guesses (the bench refuses a plan that would).
 
 One line per figure on stdout. Exits non-zero when a good login fails, a wrong one succeeds or
 is answered with anything but `auth_failed`, or the server had to be killed for going over
@@ -35,7 +37,7 @@ import time
 
 MiB = 1 << 20
 WRONG_PER_ADDRESS = 4  # the throttle refuses an address after its 5th failure
-WRONG_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 255)]
+MAX_ADDRESSES = 253  # 127.0.0.2 ..= 127.0.0.254
 SERVER = None  # the one process we start, stopped by PID at exit
 
 
@@ -127,15 +129,14 @@ def outcome(header):
 
 
 async def flood(addr, plan, timeout):
-    """plan: one (source address or None, password, good?) a connection. Connects them all at
+    """plan: one (source address, password, good?) a connection. Connects them all at
     once, then logs them all in at once; returns (connect seconds, login seconds, per-connection
     (outcome, latency), the open writers)."""
     host, port = addr.rsplit(":", 1)
     port = int(port)
 
     async def connect(source):
-        local = (source, 0) if source else None
-        return await asyncio.open_connection(host, port, local_addr=local)
+        return await asyncio.open_connection(host, port, local_addr=(source, 0))
 
     t0 = time.monotonic()
     pairs = await asyncio.gather(*(connect(src) for src, _, _ in plan), return_exceptions=True)
@@ -167,19 +168,21 @@ async def flood(addr, plan, timeout):
     return connect_s, login_s, results, writers
 
 
-def make_plan(n, wrong, password):
+def make_plan(n, wrong, password, addresses):
+    """One (source address, password, good?) a connection: sources round robin over
+    127.0.0.2.., every second one wrong with --wrong."""
     plan = []
-    wrong_made = 0
+    wrong_from = {}
     for i in range(n):
+        source = f"127.0.0.{2 + i % addresses}"
         if wrong and i % 2 == 1:
-            source = WRONG_ADDRESSES[wrong_made % len(WRONG_ADDRESSES)]
             plan.append((source, "not-" + password, False))
-            wrong_made += 1
+            wrong_from[source] = wrong_from.get(source, 0) + 1
         else:
-            plan.append((None, password, True))
-    if wrong_made > WRONG_PER_ADDRESS * len(WRONG_ADDRESSES):
-        sys.exit(f"--wrong: at most {2 * WRONG_PER_ADDRESS * len(WRONG_ADDRESSES)} connections "
-                 "(4 wrong guesses an address over 127.0.0.2..254)")
+            plan.append((source, password, True))
+    if wrong_from and max(wrong_from.values()) > WRONG_PER_ADDRESS:
+        sys.exit(f"--wrong: {max(wrong_from.values())} wrong guesses from one address would "
+                 f"be throttled; use more --addresses or fewer --connections")
     return plan
 
 
@@ -206,7 +209,9 @@ def main():
     ap.add_argument("--sockit", required=True, help="a built sockit binary")
     ap.add_argument("--connections", type=int, default=500, help="logins at once [500]")
     ap.add_argument("--wrong", action="store_true",
-                    help="every second login guesses wrong (from 127.0.0.2..254, <= 4 each)")
+                    help="every second login guesses a wrong password (<= 4 an address)")
+    ap.add_argument("--addresses", type=int, default=MAX_ADDRESSES,
+                    help=f"source addresses, from 127.0.0.2 on [{MAX_ADDRESSES}]")
     ap.add_argument("--settle", type=float, default=3.0,
                     help="seconds to wait before each settled sample [3]")
     ap.add_argument("--timeout", type=float, default=900.0,
@@ -217,9 +222,11 @@ def main():
     args = ap.parse_args()
     if args.connections < 1:
         ap.error("--connections must be at least 1")
+    if not 1 <= args.addresses <= MAX_ADDRESSES:
+        ap.error(f"--addresses must be 1..{MAX_ADDRESSES}")
     sockit = os.path.abspath(args.sockit)
     password = "bench-" + secrets.token_hex(8)
-    plan = make_plan(args.connections, args.wrong, password)
+    plan = make_plan(args.connections, args.wrong, password, args.addresses)
 
     with tempfile.TemporaryDirectory(prefix="sockit-logins-") as tmp:
         data = os.path.join(tmp, "data")
@@ -263,9 +270,12 @@ def mib(n):
 def report(args, plan, before, sampler, connect_s, login_s, results, connected):
     good = sum(1 for _, _, g in plan if g)
     wrong = len(plan) - good
-    sources = len({s for s, _, g in plan if not g}) + (1 if good else 0)
+    per_source = {}
+    for source, _, _ in plan:
+        per_source[source] = per_source.get(source, 0) + 1
     print(f"sockit: {args.sockit}")
-    print(f"connections: {len(plan)} (good {good}, wrong {wrong}, source addresses {sources})")
+    print(f"connections: {len(plan)} (good {good}, wrong {wrong}; {len(per_source)} source "
+          f"addresses, at most {max(per_source.values())} connections each)")
     print(f"connected: {connected}/{len(plan)} in {connect_s:.2f} s")
     if results is None:
         print(f"logins: no answer to all within {args.timeout:.0f} s")
