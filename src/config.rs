@@ -1,16 +1,17 @@
-//! `sockit serve`'s settings and the listeners they open.
+//! A server's settings, and the listeners they open; no command line here (that is the
+//! binary's `sockit serve`, whose flags are the keys of [`Options`]).
 //!
-//! [`ServeOptions`] is both the command line (clap) and the `--config` TOML file (serde): one
-//! struct, so every flag is a file key of the same name (`max-connections` or
-//! `max_connections`). Flags override the file; [`ServeOptions::resolve`] fills in defaults,
-//! and [`start`] binds every listener asked for and serves it until [`Running::stop`].
+//! [`Options`] holds every setting, each optional, as a TOML settings file gives them
+//! ([`Options::from_file`]); [`Options::resolve`] fills in the defaults and checks ranges,
+//! giving [`Settings`]; [`start`] binds every listener asked for and serves it until
+//! [`Running::stop`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Deserializer};
 
+use crate::error::{Error, Result};
 use crate::net::Endpoint;
 use crate::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
 use crate::seed::exec::ExecLimits;
@@ -18,102 +19,79 @@ use crate::server::{DEFAULT_MAX_CONNECTIONS_PER_IP, ServerConfig};
 use crate::service::chat::ChatLimits;
 use crate::service::time::Time;
 
+mod size;
 mod start;
+#[cfg(test)]
+mod tests;
 
+pub use size::parse_size;
 pub use start::{Running, start};
 
 /// The default listen address of the native protocol.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9900";
 
-/// Every setting of `sockit serve`, each optional so that flags and file can be merged.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
+/// Every setting of a server, each optional (left out: the default). The keys of a settings
+/// file are the field names, kebab-case or snake_case; they are also `sockit serve`'s flags.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServeOptions {
-    /// Read settings from this TOML file (keys as the flags); flags given here override it.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
+pub struct Options {
     /// Address of the native protocol: HOST:PORT or unix:PATH [default: 127.0.0.1:9900].
-    #[arg(long, value_name = "ADDR")]
     #[serde(deserialize_with = "de_parsed")]
     pub listen: Option<Endpoint>,
     /// Data folder (users, homes, seed uploads) [default: ./sockit-data].
-    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Allow remote command execution (off by default).
-    #[arg(long)]
     pub allow_exec: bool,
     /// Connections served at once per listener; more wait in the backlog [default: 10000].
-    #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Connections one address (IPv4, or IPv6 /64) holds at once per listener; more are
-    /// refused. Below --max-connections [default: 128, or half of --max-connections if less].
-    #[arg(long, value_name = "N")]
+    /// refused. Below `max_connections` [default: 128, or half of `max_connections` if less].
     pub max_connections_per_ip: Option<usize>,
     /// Seconds a connection may stay silent (or not read) before it is closed [default: 300].
-    #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
     /// Seconds a request head may take from its first byte to its last [default: 10].
-    #[arg(long, value_name = "SECS")]
     pub head_timeout: Option<u64>,
     /// Seconds shutdown waits for requests in flight [default: 10].
-    #[arg(long, value_name = "SECS")]
     pub grace: Option<u64>,
-    /// Largest JSON header accepted [default: 64KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Largest JSON header accepted, in bytes [default: 64KiB].
     #[serde(deserialize_with = "de_size")]
     pub max_header: Option<u64>,
     /// Largest body accepted, streamed or not [default: 1TiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
     pub max_body: Option<u64>,
     /// Largest body read into memory [default: 16MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
     pub max_inline_body: Option<u64>,
-    /// Seed echo server (TCP, raw bytes in, upper-cased out) on ADDR.
-    #[arg(long, value_name = "ADDR")]
+    /// Seed echo server (TCP, raw bytes in, upper-cased out) on this address.
     #[serde(deserialize_with = "de_parsed")]
     pub seed_echo: Option<Endpoint>,
-    /// Seed command server "终极版" on ADDR (TCP, loopback only, needs --allow-exec).
-    #[arg(long, value_name = "ADDR")]
+    /// Seed command server "终极版" (TCP, loopback only, needs `allow_exec`).
     #[serde(deserialize_with = "de_parsed")]
     pub seed_exec: Option<Endpoint>,
-    /// Seed upload server (FTP 简单版) on ADDR (TCP); files land in DATA/uploads.
-    #[arg(long, value_name = "ADDR")]
+    /// Seed upload server (FTP 简单版, TCP); files land in DATA/uploads.
     #[serde(deserialize_with = "de_parsed")]
     pub seed_upload: Option<Endpoint>,
     /// UDP echo server on HOST:PORT.
-    #[arg(long, value_name = "ADDR")]
     pub udp_echo: Option<String>,
     /// UDP time ("NTP") server on HOST:PORT.
-    #[arg(long, value_name = "ADDR")]
     pub udp_time: Option<String>,
     /// UDP chat room on HOST:PORT.
-    #[arg(long, value_name = "ADDR")]
     pub udp_chat: Option<String>,
     /// Seconds a command may run before it is killed [default: 30].
-    #[arg(long, value_name = "SECS")]
     pub exec_timeout: Option<u64>,
     /// Output a command may produce before it is killed [default: 16MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
     pub exec_max_output: Option<u64>,
     /// Commands one user may run at once over the native protocol [default: 4].
-    #[arg(long, value_name = "N")]
     pub exec_max_per_user: Option<usize>,
     /// Members the chat room holds at once [default: 256].
-    #[arg(long, value_name = "N")]
     pub chat_max_members: Option<usize>,
     /// Seconds a silent chat member stays in the room [default: 60].
-    #[arg(long, value_name = "SECS")]
     pub chat_expiry: Option<u64>,
     /// Largest chat datagram accepted [default: 1024].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(deserialize_with = "de_size")]
     pub chat_max_message: Option<u64>,
-    /// Longest strftime format the time server accepts [default: 256].
-    #[arg(long, value_name = "BYTES")]
+    /// Longest strftime format the time server accepts, in bytes [default: 256].
     pub time_max_format: Option<usize>,
 }
 
@@ -130,15 +108,15 @@ pub struct Settings {
     pub server: ServerConfig,
     /// The seed listeners asked for.
     pub seed_echo: Option<Endpoint>,
-    /// See [`ServeOptions::seed_exec`].
+    /// See [`Options::seed_exec`].
     pub seed_exec: Option<Endpoint>,
-    /// See [`ServeOptions::seed_upload`].
+    /// See [`Options::seed_upload`].
     pub seed_upload: Option<Endpoint>,
     /// The UDP listeners asked for.
     pub udp_echo: Option<String>,
-    /// See [`ServeOptions::udp_time`].
+    /// See [`Options::udp_time`].
     pub udp_time: Option<String>,
-    /// See [`ServeOptions::udp_chat`].
+    /// See [`Options::udp_chat`].
     pub udp_chat: Option<String>,
     /// Limits of remote commands (native exec and seed-exec).
     pub exec: ExecLimits,
@@ -148,72 +126,36 @@ pub struct Settings {
     pub time: Time,
 }
 
-macro_rules! merge {
-    ($a:ident, $b:ident; $($field:ident),*) => {
-        ServeOptions {
-            config: $a.config.or($b.config),
-            allow_exec: $a.allow_exec || $b.allow_exec,
-            $($field: $a.$field.or($b.$field),)*
-        }
-    };
-}
-
-impl ServeOptions {
-    /// Reads a TOML settings file; keys are the flag names, kebab-case or snake_case.
+impl Options {
+    /// Reads a TOML settings file; keys are the field names, kebab-case or snake_case.
     ///
     /// # Errors
-    /// An unreadable file, bad TOML, an unknown key, or a value of the wrong type.
-    pub fn from_file(path: &Path) -> Result<ServeOptions> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    /// [`Error::Config`] naming the file: unreadable, bad TOML, an unknown key, or a value of
+    /// the wrong type.
+    pub fn from_file(path: &Path) -> Result<Options> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| failed(format!("reading {}", path.display()), e))?;
+        parse(&text).map_err(|e| failed(format!("in {}", path.display()), e))
     }
 
-    /// Parses TOML settings text (see [`ServeOptions::from_file`]).
+    /// Parses TOML settings text (see [`Options::from_file`]).
     ///
     /// # Errors
-    /// As [`ServeOptions::from_file`].
-    pub fn from_toml(text: &str) -> Result<ServeOptions> {
-        let table: toml::Table = toml::from_str(text)?;
-        let table: toml::Table = table
-            .into_iter()
-            .map(|(k, v)| (k.replace('_', "-"), v))
-            .collect();
-        Ok(toml::Value::Table(table).try_into()?)
-    }
-
-    /// These options, with `file`'s filling every one not given here.
-    pub fn or(self, file: ServeOptions) -> ServeOptions {
-        merge!(self, file; listen, data, max_connections, max_connections_per_ip, idle_timeout,
-            head_timeout, grace, max_header, max_body, max_inline_body, seed_echo, seed_exec, seed_upload, udp_echo, udp_time,
-            udp_chat, exec_timeout, exec_max_output, exec_max_per_user, chat_max_members,
-            chat_expiry, chat_max_message, time_max_format)
-    }
-
-    /// Reads the `--config` file, if one is named, under these options.
-    ///
-    /// # Errors
-    /// As [`ServeOptions::from_file`].
-    pub fn with_file(self) -> Result<ServeOptions> {
-        match &self.config {
-            Some(path) => {
-                let file = ServeOptions::from_file(path)?;
-                Ok(self.or(file))
-            }
-            None => Ok(self),
-        }
+    /// As [`Options::from_file`], naming no file.
+    pub fn from_toml(text: &str) -> Result<Options> {
+        parse(text).map_err(|e| refused(e.to_string()))
     }
 
     /// Fills in defaults and checks ranges.
     ///
     /// # Errors
-    /// A value out of its range.
+    /// [`Error::Config`]: a value out of its range.
     pub fn resolve(self) -> Result<Settings> {
         let max_header = self.max_header.unwrap_or(u64::from(MAX_HEADER_LEN));
         let max_header_len = u32::try_from(max_header)
             .ok()
             .filter(|n| *n <= i32::MAX as u32 && *n > 0)
-            .context("max-header must be between 1 byte and 2GiB")?;
+            .ok_or_else(|| refused("max-header must be between 1 byte and 2GiB"))?;
         let defaults = ServerConfig::default();
         let max_connections = self
             .max_connections
@@ -222,7 +164,7 @@ impl ServeOptions {
         let max_connections_per_ip = per_ip_cap(self.max_connections_per_ip, max_connections)?;
         let listen = match self.listen {
             Some(l) => l,
-            None => DEFAULT_LISTEN.parse().map_err(anyhow::Error::msg)?,
+            None => DEFAULT_LISTEN.parse().map_err(refused)?,
         };
         Ok(Settings {
             listen,
@@ -255,13 +197,23 @@ impl ServeOptions {
                 max_members: self.chat_max_members.unwrap_or(256).max(1),
                 expiry: Duration::from_secs(self.chat_expiry.unwrap_or(60).max(1)),
                 max_message: usize::try_from(self.chat_max_message.unwrap_or(1024))
-                    .context("chat-max-message is too large")?,
+                    .map_err(|e| failed("chat-max-message is too large", e))?,
             },
             time: Time {
                 max_format: self.time_max_format.unwrap_or(256),
             },
         })
     }
+}
+
+/// TOML text as [`Options`], with `snake_case` keys taken as their kebab-case names.
+fn parse(text: &str) -> std::result::Result<Options, toml::de::Error> {
+    let table: toml::Table = toml::from_str(text)?;
+    let table: toml::Table = table
+        .into_iter()
+        .map(|(k, v)| (k.replace('_', "-"), v))
+        .collect();
+    toml::Value::Table(table).try_into()
 }
 
 /// The per-address cap: the one asked for, or the default; either way below the global cap
@@ -271,11 +223,11 @@ impl ServeOptions {
 /// A cap of 0, or one asked for that is not below `max_connections`.
 fn per_ip_cap(asked: Option<usize>, max_connections: usize) -> Result<usize> {
     match asked {
-        Some(0) => bail!("max-connections-per-ip must be at least 1"),
-        Some(n) if n >= max_connections && max_connections > 1 => bail!(
+        Some(0) => Err(refused("max-connections-per-ip must be at least 1")),
+        Some(n) if n >= max_connections && max_connections > 1 => Err(refused(format!(
             "max-connections-per-ip ({n}) must be below max-connections ({max_connections}), \
              or one address could take every connection"
-        ),
+        ))),
         Some(n) => Ok(n),
         None => Ok(DEFAULT_MAX_CONNECTIONS_PER_IP
             .min(max_connections / 2)
@@ -283,40 +235,27 @@ fn per_ip_cap(asked: Option<usize>, max_connections: usize) -> Result<usize> {
     }
 }
 
-/// Parses a size: plain bytes, or a number with B, KB/MB/GB/TB (powers of 1000) or
-/// KiB/MiB/GiB/TiB (powers of 1024), case-insensitive, spaces allowed.
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (like 4096, 10MB or 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "`{s}`: unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+/// [`Error::Config`] for a setting refused as it stands.
+fn refused(message: impl Into<String>) -> Error {
+    Error::Config {
+        message: message.into(),
+        source: None,
+    }
+}
+
+/// [`Error::Config`] for a step that failed underneath: `message` says which, `source` why.
+fn failed(
+    message: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Config {
+        message: message.into(),
+        source: Some(Box::new(source)),
+    }
 }
 
 /// A size in a file: a number of bytes, or a string such as `"10MB"`.
-fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -330,79 +269,11 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 /// A value in a file that parses from a string (addresses).
-fn de_parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+fn de_parsed<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: std::str::FromStr<Err = String>,
 {
     let s = String::deserialize(d)?;
     s.parse().map(Some).map_err(serde::de::Error::custom)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("64 kib"), Ok(65536));
-        for bad in ["", "1.5GB", "10XB", "99999999999TiB"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn file_keys_are_flag_names_in_either_case_and_flags_win() {
-        let file = ServeOptions::from_toml(
-            "listen = \"127.0.0.1:7000\"\nmax_connections = 5\nidle-timeout = 9\n\
-             exec-max-output = \"1MiB\"\nudp_time = \"127.0.0.1:0\"\nallow_exec = true\n",
-        )
-        .unwrap();
-        assert_eq!(file.max_connections, Some(5));
-        assert_eq!(file.exec_max_output, Some(1 << 20));
-        let flags = ServeOptions {
-            max_connections: Some(7),
-            ..ServeOptions::default()
-        };
-        let s = flags.or(file).resolve().unwrap();
-        assert_eq!(s.server.max_connections, 7);
-        assert_eq!(s.server.idle_timeout, Duration::from_secs(9));
-        assert_eq!(s.listen, Endpoint::Tcp("127.0.0.1:7000".into()));
-        assert_eq!(s.udp_time.as_deref(), Some("127.0.0.1:0"));
-        assert!(s.allow_exec);
-    }
-
-    #[test]
-    fn the_per_address_cap_stays_below_the_global_cap() {
-        let resolve = |toml: &str| ServeOptions::from_toml(toml).unwrap().resolve();
-        let s = resolve("").unwrap().server;
-        assert_eq!((s.max_connections_per_ip, s.max_connections), (128, 10_000));
-        assert_eq!(s.head_timeout, Duration::from_secs(10));
-        let s = resolve("max-connections-per-ip = 20\nhead_timeout = 3").unwrap();
-        assert_eq!(s.server.max_connections_per_ip, 20);
-        assert_eq!(s.server.head_timeout, Duration::from_secs(3));
-        // A smaller global cap halves the default; an asked-for cap must stay below it.
-        let s = resolve("max-connections = 64").unwrap().server;
-        assert_eq!(s.max_connections_per_ip, 32);
-        assert!(resolve("max-connections = 64\nmax-connections-per-ip = 64").is_err());
-        assert!(resolve("max-connections-per-ip = 0").is_err());
-        assert_eq!(
-            resolve("max-connections = 1")
-                .unwrap()
-                .server
-                .max_connections_per_ip,
-            1
-        );
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_errors() {
-        assert!(ServeOptions::from_toml("max-conections = 5").is_err());
-        assert!(ServeOptions::from_toml("listen = \"nowhere\"").is_err());
-        assert!(ServeOptions::from_toml("max-body = \"lots\"").is_err());
-        assert!(ServeOptions::from_toml("config = \"x.toml\"").is_err());
-    }
 }

@@ -86,6 +86,16 @@ pub enum Error {
     /// Something else failed on the server's side; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A server setting refused, or a settings file or data folder that cannot be used. Raised
+    /// before anything listens, so never sent to a peer.
+    #[error("{message}")]
+    Config {
+        /// Which setting, file or folder, and what is wrong with it.
+        message: String,
+        /// The failure underneath (reading the file, creating the folder), if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -105,9 +115,11 @@ impl Error {
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::Remote { code, .. } => *code,
             Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => ErrorCode::Timeout,
-            Error::Io(_) | Error::Fs { .. } | Error::Database(_) | Error::Internal(_) => {
-                ErrorCode::Internal
-            }
+            Error::Io(_)
+            | Error::Fs { .. }
+            | Error::Database(_)
+            | Error::Internal(_)
+            | Error::Config { .. } => ErrorCode::Internal,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,

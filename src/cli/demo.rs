@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use sockit::client::Client;
 use sockit::client::chat::{self, Incoming};
-use sockit::config::ServeOptions;
+use sockit::config::Options;
 use sockit::filecopy::Quiet;
 use sockit::net::Endpoint;
 use sockit::protocol::encode_head;
@@ -33,7 +33,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
     // Data goes to a temporary folder: the demo leaves nothing where it ran.
     let data = tempfile::tempdir().context("creating a temporary data folder")?;
     let any = || Some("127.0.0.1:0".to_string());
-    let options = ServeOptions {
+    let options = Options {
         listen: Some("127.0.0.1:0".parse().map_err(anyhow::Error::msg)?),
         data: Some(data.path().to_path_buf()),
         seed_echo: Some("127.0.0.1:0".parse().map_err(anyhow::Error::msg)?),
@@ -42,7 +42,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         udp_chat: any(),
         grace: Some(5),
         allow_exec: true,
-        ..ServeOptions::default()
+        ..Options::default()
     };
     let running = sockit::config::start(options.resolve()?).await?;
     for (what, addr) in &running.listeners {

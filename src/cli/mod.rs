@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod files;
 pub mod remote_exec;
+pub mod serve;
 pub mod shell;
 pub mod user;
 
@@ -15,11 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
-use tracing::info;
 
 use sockit::client::Client;
 use sockit::client::chat::{self, Incoming};
-use sockit::config::ServeOptions;
 use sockit::net::Endpoint;
 
 /// The default server address, for `serve --listen` and every client's `--server`.
@@ -44,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (and, when asked, the seeds' TCP and UDP listeners).
-    Serve(Box<ServeOptions>),
+    Serve(Box<crate::cli::serve::ServeOptions>),
     /// Manage the users of a data folder (on the server's machine).
     User(crate::cli::user::UserArgs),
     /// Upload LOCAL as REMOTE (verified by md5; --resume continues).
@@ -154,7 +153,7 @@ pub struct ChatArgs {
 /// Whatever failed, with context for the one-line message `main` prints.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(options) => serve(*options).await,
+        Command::Serve(options) => crate::cli::serve::run(*options).await,
         Command::Echo(args) => echo(args).await,
         Command::Exec(args) => crate::cli::remote_exec::run(args).await,
         Command::Put(args) if args.seed => {
@@ -255,34 +254,6 @@ fn udp_addr(server: &Endpoint) -> Result<&str> {
         Endpoint::Tcp(addr) => Ok(addr),
         Endpoint::Unix(_) => bail!("{server}: UDP services need HOST:PORT"),
     }
-}
-
-async fn serve(options: ServeOptions) -> Result<()> {
-    let settings = options.with_file()?.resolve()?;
-    let (data, grace) = (settings.data.clone(), settings.server.grace);
-    let running = sockit::config::start(settings).await?;
-    // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
-    // real port (logs go to stderr).
-    for (what, addr) in &running.listeners {
-        out!("sockit: {what} on {addr}");
-    }
-    info!(data = %data.display(), "sockit serving");
-    wait_for_signal().await?;
-    info!(?grace, "shutting down");
-    if !running.stop().await? {
-        info!("grace period over; closing the remaining connections");
-    }
-    Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
 
 /// `sockit chat`: stdin lines out, room messages in, until `/quit` or the end of stdin.

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use tokio::task::JoinHandle;
 
-use super::Settings;
+use super::{Settings, failed, refused};
+use crate::error::{Error, Result};
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
 use crate::seed;
 use crate::server::{ServerConfig, Shutdown, TcpService, UdpService, serve_tcp, serve_udp};
@@ -37,11 +37,12 @@ impl Running {
     /// whether all ended in time.
     ///
     /// # Errors
-    /// A listener task that failed or panicked.
+    /// A listener task that failed ([`Error::Io`]) or panicked ([`Error::Internal`]).
     pub async fn stop(mut self) -> Result<bool> {
         let clean = self.shutdown.drain(self.grace).await;
         for task in std::mem::take(&mut self.tasks) {
-            task.await.context("listener task")??;
+            task.await
+                .map_err(|e| Error::Internal(format!("listener task: {e}")))??;
         }
         Ok(clean)
     }
@@ -57,27 +58,32 @@ impl Drop for Running {
 /// Checks `settings`, then binds and serves every listener they name.
 ///
 /// # Errors
-/// A refused setting (seed-exec without `--allow-exec` or off loopback), a data folder that
-/// cannot be created, and bind errors. Nothing is left listening on error (dropping the
-/// partly built [`Running`] stops what had started).
+/// [`Error::Config`]: a refused setting (seed-exec without `--allow-exec` or off loopback), a
+/// data folder that cannot be created or whose users cannot be opened; [`Error::Io`]: bind
+/// errors. Nothing is left listening on error (dropping the partly built [`Running`] stops
+/// what had started).
 pub async fn start(settings: Settings) -> Result<Running> {
     if let Some(exec) = &settings.seed_exec {
         if !settings.allow_exec {
-            bail!(
-                "--seed-exec runs commands for anyone who connects: add --allow-exec to allow it"
-            );
+            return Err(refused(
+                "--seed-exec runs commands for anyone who connects: add --allow-exec to allow it",
+            ));
         }
         if let Endpoint::Tcp(addr) = exec {
             let ip = resolve(addr).await?.ip();
             if !ip.is_loopback() {
-                bail!(
+                return Err(refused(format!(
                     "--seed-exec {addr}: refusing to bind a non-loopback address ({ip}); the seed protocol has no login"
-                );
+                )));
             }
         }
     }
-    std::fs::create_dir_all(&settings.data)
-        .with_context(|| format!("creating the data folder {}", settings.data.display()))?;
+    std::fs::create_dir_all(&settings.data).map_err(|e| {
+        failed(
+            format!("creating the data folder {}", settings.data.display()),
+            e,
+        )
+    })?;
     let config = Arc::new(settings.server.clone());
     let mut running = Running {
         listeners: Vec::new(),
@@ -85,8 +91,12 @@ pub async fn start(settings: Settings) -> Result<Running> {
         grace: config.grace,
         tasks: Vec::new(),
     };
-    let files = FileService::open(&settings.data)
-        .with_context(|| format!("opening the users and homes in {}", settings.data.display()))?;
+    let files = FileService::open(&settings.data).map_err(|e| {
+        failed(
+            format!("opening the users and homes in {}", settings.data.display()),
+            e,
+        )
+    })?;
     let mut native = Native::with_files(Arc::new(files));
     if settings.allow_exec {
         native = native.with_exec(settings.exec);

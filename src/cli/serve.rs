@@ -1,0 +1,282 @@
+//! `sockit serve`: its flags, the `--config` file under them, and the running server.
+//!
+//! The flags are a contract (docs: DESIGN.md): each is also a key of the settings file, which
+//! the library reads ([`Options::from_file`]) and resolves; this file only lays the flags
+//! given over the file's values and prints one line per listener.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tracing::info;
+
+use sockit::config::{Options, Settings, parse_size};
+use sockit::net::Endpoint;
+
+/// `sockit serve`: every setting, each optional so that flags and file can be merged.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct ServeOptions {
+    /// Read settings from this TOML file (keys as the flags); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the native protocol: HOST:PORT or unix:PATH [default: 127.0.0.1:9900].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<Endpoint>,
+    /// Data folder (users, homes, seed uploads) [default: ./sockit-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Allow remote command execution (off by default).
+    #[arg(long)]
+    pub allow_exec: bool,
+    /// Connections served at once per listener; more wait in the backlog [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections one address (IPv4, or IPv6 /64) holds at once per listener; more are
+    /// refused. Below --max-connections [default: 128, or half of --max-connections if less].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a connection may stay silent (or not read) before it is closed [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a request head may take from its first byte to its last [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub head_timeout: Option<u64>,
+    /// Seconds shutdown waits for requests in flight [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<u64>,
+    /// Largest JSON header accepted [default: 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_header: Option<u64>,
+    /// Largest body accepted, streamed or not [default: 1TiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: Option<u64>,
+    /// Largest body read into memory [default: 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_inline_body: Option<u64>,
+    /// Seed echo server (TCP, raw bytes in, upper-cased out) on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub seed_echo: Option<Endpoint>,
+    /// Seed command server "终极版" on ADDR (TCP, loopback only, needs --allow-exec).
+    #[arg(long, value_name = "ADDR")]
+    pub seed_exec: Option<Endpoint>,
+    /// Seed upload server (FTP 简单版) on ADDR (TCP); files land in DATA/uploads.
+    #[arg(long, value_name = "ADDR")]
+    pub seed_upload: Option<Endpoint>,
+    /// UDP echo server on HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub udp_echo: Option<String>,
+    /// UDP time ("NTP") server on HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub udp_time: Option<String>,
+    /// UDP chat room on HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub udp_chat: Option<String>,
+    /// Seconds a command may run before it is killed [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub exec_timeout: Option<u64>,
+    /// Output a command may produce before it is killed [default: 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exec_max_output: Option<u64>,
+    /// Commands one user may run at once over the native protocol [default: 4].
+    #[arg(long, value_name = "N")]
+    pub exec_max_per_user: Option<usize>,
+    /// Members the chat room holds at once [default: 256].
+    #[arg(long, value_name = "N")]
+    pub chat_max_members: Option<usize>,
+    /// Seconds a silent chat member stays in the room [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub chat_expiry: Option<u64>,
+    /// Largest chat datagram accepted [default: 1024].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chat_max_message: Option<u64>,
+    /// Longest strftime format the time server accepts [default: 256].
+    #[arg(long, value_name = "BYTES")]
+    pub time_max_format: Option<usize>,
+}
+
+impl ServeOptions {
+    /// These flags over the `--config` file's settings, if one is named, with defaults filled.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or a value is out of its range.
+    pub fn settings(self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => Options::from_file(path)?,
+            None => Options::default(),
+        };
+        Ok(self.over(file).resolve()?)
+    }
+
+    /// These flags over `file`: each flag given wins; each left out takes the file's value.
+    /// (Destructured without `..`, so a flag added here must be merged here too.)
+    pub fn over(self, file: Options) -> Options {
+        let ServeOptions {
+            config: _,
+            listen,
+            data,
+            allow_exec,
+            max_connections,
+            max_connections_per_ip,
+            idle_timeout,
+            head_timeout,
+            grace,
+            max_header,
+            max_body,
+            max_inline_body,
+            seed_echo,
+            seed_exec,
+            seed_upload,
+            udp_echo,
+            udp_time,
+            udp_chat,
+            exec_timeout,
+            exec_max_output,
+            exec_max_per_user,
+            chat_max_members,
+            chat_expiry,
+            chat_max_message,
+            time_max_format,
+        } = self;
+        Options {
+            listen: listen.or(file.listen),
+            data: data.or(file.data),
+            // A switch can only be turned on: either place may allow exec.
+            allow_exec: allow_exec || file.allow_exec,
+            max_connections: max_connections.or(file.max_connections),
+            max_connections_per_ip: max_connections_per_ip.or(file.max_connections_per_ip),
+            idle_timeout: idle_timeout.or(file.idle_timeout),
+            head_timeout: head_timeout.or(file.head_timeout),
+            grace: grace.or(file.grace),
+            max_header: max_header.or(file.max_header),
+            max_body: max_body.or(file.max_body),
+            max_inline_body: max_inline_body.or(file.max_inline_body),
+            seed_echo: seed_echo.or(file.seed_echo),
+            seed_exec: seed_exec.or(file.seed_exec),
+            seed_upload: seed_upload.or(file.seed_upload),
+            udp_echo: udp_echo.or(file.udp_echo),
+            udp_time: udp_time.or(file.udp_time),
+            udp_chat: udp_chat.or(file.udp_chat),
+            exec_timeout: exec_timeout.or(file.exec_timeout),
+            exec_max_output: exec_max_output.or(file.exec_max_output),
+            exec_max_per_user: exec_max_per_user.or(file.exec_max_per_user),
+            chat_max_members: chat_max_members.or(file.chat_max_members),
+            chat_expiry: chat_expiry.or(file.chat_expiry),
+            chat_max_message: chat_max_message.or(file.chat_max_message),
+            time_max_format: time_max_format.or(file.time_max_format),
+        }
+    }
+}
+
+/// Runs `sockit serve` until Ctrl-C or SIGTERM, then drains for the grace period.
+///
+/// # Errors
+/// A bad setting or settings file, a listener that cannot be bound, or a failed shutdown.
+pub async fn run(options: ServeOptions) -> Result<()> {
+    let settings = options.settings()?;
+    let (data, grace) = (settings.data.clone(), settings.server.grace);
+    let running = sockit::config::start(settings).await?;
+    // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
+    // real port (logs go to stderr).
+    for (what, addr) in &running.listeners {
+        out!("sockit: {what} on {addr}");
+    }
+    info!(data = %data.display(), "sockit serving");
+    wait_for_signal().await?;
+    info!(?grace, "shutting down");
+    if !running.stop().await? {
+        info!("grace period over; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// `sockit serve` alone, to parse flags in tests.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        options: ServeOptions,
+    }
+
+    fn flags(args: &[&str]) -> ServeOptions {
+        Serve::parse_from(std::iter::once("serve").chain(args.iter().copied())).options
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_fill_nothing_they_were_not_given() {
+        let file = Options::from_toml(
+            "listen = \"127.0.0.1:7000\"\nmax_connections = 5\nidle-timeout = 9\n\
+             exec-max-output = \"1MiB\"\nudp_time = \"127.0.0.1:0\"\nallow_exec = true\n",
+        )
+        .unwrap();
+        let s = flags(&["--max-connections", "7", "--max-body", "1KB"])
+            .over(file)
+            .resolve()
+            .unwrap();
+        assert_eq!(s.server.max_connections, 7);
+        assert_eq!(s.server.limits.max_body, 1000);
+        assert_eq!(s.server.idle_timeout, Duration::from_secs(9));
+        assert_eq!(s.exec.max_output, 1 << 20);
+        assert_eq!(s.listen, Endpoint::Tcp("127.0.0.1:7000".into()));
+        assert_eq!(s.udp_time.as_deref(), Some("127.0.0.1:0"));
+        assert!(
+            s.allow_exec,
+            "the file allows exec; no flag can take that back"
+        );
+    }
+
+    #[test]
+    fn every_flag_is_a_key_of_the_settings_file() {
+        // Each flag's long name, with a value of the right type, must parse as a file key,
+        // so that the two never drift apart.
+        let command = Serve::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "config" | "help" | "version") {
+                continue;
+            }
+            let name = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| v.as_str());
+            let value = match name {
+                _ if !arg.get_action().takes_values() => "true",
+                Some("N" | "SECS" | "BYTES") => "1",
+                Some("SIZE") => "\"1KiB\"",
+                Some("DIR") => "\"d\"",
+                _ => "\"127.0.0.1:0\"",
+            };
+            let toml = format!("{long} = {value}");
+            assert!(Options::from_toml(&toml).is_ok(), "{toml}");
+            checked += 1;
+        }
+        assert_eq!(checked, 24, "every flag but --config");
+    }
+
+    #[test]
+    fn no_flags_and_no_file_are_the_defaults() {
+        let s = flags(&[]).settings().unwrap();
+        assert_eq!(
+            s.listen,
+            Endpoint::Tcp(sockit::config::DEFAULT_LISTEN.into())
+        );
+        assert_eq!(s.server.max_connections_per_ip, 128);
+    }
+}
