@@ -394,7 +394,7 @@ class Suite:
     def idle(self):
         a = self.a
         # The server keeps its default per-address cap (128): `sockit bench` spreads its
-        # connections over 127.0.0.0/8, 64 per source address (src/client/bench.rs PER_SOURCE).
+        # connections over 127.0.0.0/8, 64 per source address (src/client/bench/mod.rs PER_SOURCE).
         p, port = self.sockit_server(os.path.join(self.work, "idle-data"),
                                      ("--max-connections", str(a.idle + 1000)))
         r = self.bench("idle", "-s", f"127.0.0.1:{port}", "-k", str(a.idle), "--hold", "5",

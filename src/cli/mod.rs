@@ -3,6 +3,7 @@
 //! Everything a peer can observe lives in the library; this module only parses arguments,
 //! builds configurations, and prints results for a person.
 
+pub mod bench;
 pub mod demo;
 pub mod files;
 pub mod remote_exec;
@@ -75,7 +76,7 @@ pub enum Command {
     /// Run the whole system once on free loopback ports and show each part.
     Demo,
     /// Generate load against a sockit server and measure it (echo, put, get, idle).
-    Bench(Box<sockit::client::bench::BenchArgs>),
+    Bench(Box<crate::cli::bench::BenchArgs>),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -212,15 +213,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(args) => chat_session(args).await,
         Command::Demo => crate::cli::demo::run(&mut std::io::stdout()).await,
-        Command::Bench(args) => {
-            let report = sockit::client::bench::run(&args).await?;
-            if args.json {
-                out!("{}", serde_json::to_string(&report)?);
-            } else {
-                out!("{}", report.to_string().trim_end());
-            }
-            Ok(())
-        }
+        Command::Bench(args) => crate::cli::bench::run(*args).await,
         Command::Completions { shell } => {
             // Into a buffer first: `generate` panics when it cannot write (a closed pipe).
             let mut script = Vec::new();

@@ -1,0 +1,194 @@
+//! The load generator behind `sockit bench`, to run against any sockit server (native protocol).
+//!
+//! Modes: `echo` (C connections, pipelined or not, for a count or a duration), `put` / `get`
+//! (N parallel verified transfers of a generated file) and `idle` (hold K idle connections,
+//! then one echo on each). One tokio task per connection; request frames are encoded once.
+//! [`run`] takes a plain [`Config`] and returns a [`Report`]: it parses no arguments, knows no
+//! server-side type and prints nothing (the binary's `cli::bench` does those).
+
+mod echo;
+mod idle;
+mod probe;
+mod report;
+mod transfer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::net::Endpoint;
+use crate::{Error, Result};
+
+pub use report::{IdleFigures, Latency, Mode, Report, ServerFigures};
+
+/// One run of the load generator: what load, against which server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What load to generate.
+    pub load: Load,
+    /// The server to drive.
+    pub server: Endpoint,
+    /// PID of a local server whose RSS and CPU time to report (read from /proc).
+    pub server_pid: Option<u32>,
+    /// Threads of the load generator's own runtime (1 or less: a current-thread runtime).
+    pub threads: usize,
+}
+
+/// The load of one run.
+#[derive(Debug, Clone)]
+pub enum Load {
+    /// Echo requests: C connections, each with up to P requests in flight.
+    Echo(EchoLoad),
+    /// N parallel verified uploads of a generated (or given) file.
+    Put(TransferLoad),
+    /// N parallel verified downloads of a file uploaded first (or already on the server).
+    Get(TransferLoad),
+    /// Hold K idle connections, then send one echo on each at once.
+    Idle(IdleLoad),
+}
+
+/// The load of an `echo` run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoLoad {
+    /// Connections.
+    pub connections: usize,
+    /// When each connection stops sending.
+    pub until: Until,
+    /// Body bytes of each request.
+    pub body: u64,
+    /// Requests in flight per connection (pipelining depth; 0 counts as 1).
+    pub pipeline: usize,
+}
+
+/// How long an `echo` run sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    /// This many requests per connection.
+    Count(u64),
+    /// This long after the measured part starts.
+    Elapsed(Duration),
+}
+
+/// The load of a `put` or `get` run.
+#[derive(Debug, Clone)]
+pub struct TransferLoad {
+    /// Transfers run in parallel, each on its own connection.
+    pub parallel: usize,
+    /// Size of the generated file, bytes.
+    pub size: u64,
+    /// User name to log in with.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// Folder for the generated and downloaded files (`None`: a new temporary folder).
+    pub dir: Option<PathBuf>,
+    /// Send this file instead of a generated one (put; get uploads it first).
+    pub file: Option<PathBuf>,
+    /// get: download this file, already on the server, instead of uploading one first.
+    pub remote: Option<String>,
+}
+
+/// The load of an `idle` run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleLoad {
+    /// Idle connections to hold.
+    pub connections: usize,
+    /// How long to hold them idle before the burst.
+    pub hold: Duration,
+    /// How long the burst may take; requests not answered by then count as unanswered.
+    pub budget: Duration,
+}
+
+/// Runs the load `config` describes and measures it.
+///
+/// The load runs on a runtime of its own (sized by [`Config::threads`]) on a thread of its
+/// own; the caller's runtime only waits for it.
+///
+/// # Errors
+/// Setup failures (no connection at all, login refused, a local file error); failures of
+/// single requests are counted in the report instead.
+pub async fn run(config: &Config) -> Result<Report> {
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name("sockit-bench".into())
+        .spawn(move || {
+            let mut builder = if config.threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(config.threads);
+                b
+            };
+            let runtime = builder.enable_all().build()?;
+            runtime.block_on(run_here(&config))
+        })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Wait without blocking the caller's runtime.
+    std::thread::spawn(move || {
+        let _ = tx.send(thread.join());
+    });
+    rx.await
+        .map_err(|_| Error::Io(std::io::Error::other("the load generator vanished")))?
+        .map_err(|_| Error::Io(std::io::Error::other("the load generator panicked")))?
+}
+
+/// [`run`] on the current runtime.
+async fn run_here(config: &Config) -> Result<Report> {
+    let probe = config.server_pid.map(probe::Probe::new);
+    let server = &config.server;
+    match &config.load {
+        Load::Echo(load) => echo::run(server, load, probe).await,
+        Load::Put(load) => transfer::run(server, load, Mode::Put, probe).await,
+        Load::Get(load) => transfer::run(server, load, Mode::Get, probe).await,
+        Load::Idle(load) => idle::run(server, load, probe).await,
+    }
+}
+
+/// Connections a run opens from one source address before it moves to the next.
+///
+/// A server lets one address hold only so many connections (`serve --max-connections-per-ip`,
+/// 128 by default), so against an IPv4 loopback server the connections are spread over
+/// 127.0.0.0/8, all of which Linux routes to `lo`: connection `i` comes from 127.0.0.1 +
+/// `i / PER_SOURCE`. Against any other server they all come from one address (run the server
+/// with a per-address cap above the connections); so they do where a source cannot be bound.
+const PER_SOURCE: usize = 64;
+
+/// Opens connection number `i` of a run to `server` (see [`PER_SOURCE`]).
+async fn connect(server: &Endpoint, i: usize) -> Result<Client> {
+    if let Endpoint::Tcp(addr) = server {
+        let target = crate::net::resolve(addr).await?;
+        if let std::net::IpAddr::V4(ip) = target.ip()
+            && ip.is_loopback()
+        {
+            let source = source_for(i);
+            if let Ok(stream) = crate::net::connect_from(target, source.into()).await {
+                return Ok(Client::from_stream(stream));
+            }
+        }
+    }
+    Client::connect(server).await
+}
+
+/// The loopback source address of connection number `i` (see [`PER_SOURCE`]).
+fn source_for(i: usize) -> std::net::Ipv4Addr {
+    let step = u32::try_from(i / PER_SOURCE).unwrap_or(u32::MAX);
+    let source = u32::from(std::net::Ipv4Addr::LOCALHOST).saturating_add(step);
+    // Never past 127.255.255.254: the last address of 127.0.0.0/8 is its broadcast address.
+    std::net::Ipv4Addr::from(source.min(0x7FFF_FFFE))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn sources_move_on_every_per_source_connections_and_stay_in_loopback() {
+        assert_eq!(source_for(0), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(source_for(PER_SOURCE - 1), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(source_for(PER_SOURCE), Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(source_for(3 * PER_SOURCE + 5), Ipv4Addr::new(127, 0, 0, 4));
+        assert_eq!(source_for(usize::MAX), Ipv4Addr::new(127, 255, 255, 254));
+    }
+}
