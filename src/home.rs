@@ -1,91 +1,97 @@
-//! `Home`: what a logged-in user may do to their home, priced against their quota.
+//! `Home`: what a logged-in user may do to their home, priced against their quota: the
+//! file-service core that every door calls.
 //!
-//! It joins the jailed folder ([`Root`]) with the quota ledger: each change that adds or
-//! removes entries or bytes is measured and charged or credited under the user's names lock,
-//! so no request walks the whole home and no two changes can be priced on the same state.
-//! It knows nothing of frames or doors; everything here blocks (callers use the blocking
-//! pool).
+//! It joins a home's [`Storage`] with the quota ledger: each change that adds or removes
+//! entries or bytes is measured and charged or credited under the user's names lock, so no
+//! request walks the whole home and no two changes are priced on the same state. It knows
+//! nothing of frames, HTTP or FTP; the rules here hold whichever door a request came through.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::quota::{ENTRY_COST, QuotaLedger, Reservation, Usage};
-use crate::storage::{Entry, PartProbe, PartialFile, Root, WirePath};
+use crate::storage::backend::{Local, Storage, Upload};
+use crate::storage::{Entry, WirePath};
 use crate::{Error, Result};
 
 /// One user's home, with their quota; cheap to make per request.
 #[derive(Debug, Clone)]
-pub struct Home {
+pub struct Home<S = Local> {
     user: String,
     quota: Option<u64>,
-    root: Arc<Root>,
+    storage: S,
     ledger: QuotaLedger,
     names: Arc<Mutex<()>>,
 }
 
-/// An upload that has its go-ahead: the partial file, its quota reservation, and what it
-/// cost before, so that [`Home::settle`] can book what it really changed.
+/// An upload that has its go-ahead: the storage's upload, its quota reservation, and what
+/// it cost before, so that [`Home::settle`] can book what it really changed.
 #[derive(Debug)]
-pub struct Upload {
-    /// The partial file, locked for this upload; `None` once committed or discarded.
-    pub partial: Option<PartialFile>,
+pub struct Pending<U> {
+    /// The storage's upload (the partial file, for a local home).
+    pub upload: U,
     /// Where the upload goes on: bytes already there.
     pub offset: u64,
-    probe: PartProbe,
     reservation: Reservation,
-    /// The partial file's cost before this upload touched it.
+    /// The upload's cost before it began.
     before: u64,
     /// The cost of the file this upload replaces, credited in the reservation.
     old: u64,
-    /// Booked at the commit: the replaced file's cost, net of the shortfall charged.
+    /// Booked at the commit: the new file, less what it replaced and the shortfall charged.
     committed: Option<i64>,
 }
 
-impl Home {
-    /// `user`'s home at `root`, with `quota`, priced in `ledger`.
-    pub fn new(user: &str, quota: Option<u64>, root: Arc<Root>, ledger: &QuotaLedger) -> Home {
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl<S: Storage> Home<S> {
+    /// `user`'s home in `storage`, with `quota`, priced in `ledger`.
+    pub fn new(user: &str, quota: Option<u64>, storage: S, ledger: &QuotaLedger) -> Home<S> {
         Home {
             user: user.to_owned(),
             quota,
-            root,
+            storage,
             names: ledger.names(user),
             ledger: ledger.clone(),
         }
     }
 
-    fn names(&self) -> MutexGuard<'_, ()> {
-        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn names(&self) -> MutexGuard<'_, ()> {
+        self.names.lock().await
     }
 
-    /// Lists a folder (see [`Root::list`]).
+    /// Lists a folder.
     ///
     /// # Errors
-    /// As [`Root::list`].
-    pub fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
-        self.root.list(path)
+    /// As [`Storage::list`].
+    pub async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+        self.storage.list(path).await
     }
 
-    /// Describes one path (see [`Root::stat`]).
+    /// Describes one path.
     ///
     /// # Errors
-    /// As [`Root::stat`].
-    pub fn stat(&self, path: &WirePath) -> Result<Entry> {
-        self.root.stat(path)
+    /// As [`Storage::stat`].
+    pub async fn stat(&self, path: &WirePath) -> Result<Entry> {
+        self.storage.stat(path).await
     }
 
     /// Creates a folder (with `parents`, the missing ones above it too), each charged
     /// [`ENTRY_COST`] before it is made.
     ///
     /// # Errors
-    /// [`Error::QuotaExceeded`] when the folders do not fit; as [`Root::mkdir`].
-    pub fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
-        let _names = self.names();
-        let missing = self.root.missing(path)?;
+    /// [`Error::QuotaExceeded`] when the folders do not fit; as [`Storage::mkdir`].
+    pub async fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+        let _names = self.names().await;
+        let missing = self.storage.missing(path).await?;
         let charged = if parents { missing } else { missing.min(1) };
         self.ledger
             .charge(&self.user, self.quota, charged * ENTRY_COST)?;
-        let made = self.root.mkdir(path, parents);
+        let made = self.storage.mkdir(path, parents).await;
         if made.is_err() {
-            let left = self.root.missing(path).unwrap_or(missing);
+            let left = self.storage.missing(path).await.unwrap_or(missing);
             let created = missing.saturating_sub(left);
             self.ledger
                 .credit(&self.user, charged.saturating_sub(created) * ENTRY_COST);
@@ -96,14 +102,18 @@ impl Home {
     /// Removes a file, or with `recursive` a folder and all in it; credits what it held.
     ///
     /// # Errors
-    /// [`Error::Busy`] while an upload writes inside the folder; as [`Root::remove`].
-    pub fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
-        let _names = self.names();
-        let held = self.root.usage_at(path)?.cost();
-        let removed = self.root.remove(path, recursive);
+    /// [`Error::Busy`] while an upload writes inside the folder; as [`Storage::remove`].
+    pub async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+        let _names = self.names().await;
+        let held = self.storage.usage(path, true).await?.cost();
+        let removed = self.storage.remove(path, recursive).await;
         let left = match &removed {
             Ok(()) => 0,
-            Err(_) => self.root.usage_at(path).map_or(0, |u| u.cost()),
+            Err(_) => self
+                .storage
+                .usage(path, false)
+                .await
+                .map_or(0, |u| u.cost()),
         };
         self.ledger.credit(&self.user, held.saturating_sub(left));
         removed
@@ -112,29 +122,25 @@ impl Home {
     /// Renames `from` to `to`; a file replaced at `to` is credited.
     ///
     /// # Errors
-    /// As [`Root::rename`].
-    pub fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
-        let _names = self.names();
+    /// As [`Storage::rename`].
+    pub async fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+        let _names = self.names().await;
         let replaced = if from == to {
             0
         } else {
-            match self.root.usage_at(to) {
-                Ok(usage) => usage.cost(),
-                Err(Error::NotFound(_)) => 0,
-                Err(e) => return Err(e),
-            }
+            self.replaced_cost(to).await?
         };
-        self.root.rename(from, to)?;
+        self.storage.rename(from, to).await?;
         self.ledger.credit(&self.user, replaced);
         Ok(())
     }
 
-    /// Opens a regular file for reading (see [`Root::open_read`]).
+    /// Opens a regular file for reading: the reader and its length.
     ///
     /// # Errors
-    /// As [`Root::open_read`].
-    pub fn open_read(&self, path: &WirePath) -> Result<(std::fs::File, u64)> {
-        self.root.open_read(path)
+    /// As [`Storage::open_read`].
+    pub async fn open_read(&self, path: &WirePath) -> Result<(S::Reader, u64)> {
+        self.storage.open_read(path).await
     }
 
     /// Starts (or with `resume`, resumes) an upload of `size` bytes to `path`: takes the
@@ -142,25 +148,28 @@ impl Home {
     /// credited here and checked again at the commit.
     ///
     /// # Errors
-    /// [`Error::QuotaExceeded`], [`Error::Busy`], and as [`Root::partial`].
-    pub fn begin_upload(&self, path: &WirePath, size: u64, resume: bool) -> Result<Upload> {
-        let _names = self.names();
-        let partial = self.root.partial(path)?;
-        let probe = partial.probe()?;
-        let before = probe.cost();
-        let have = partial.len()?;
+    /// [`Error::QuotaExceeded`], [`Error::Busy`], and as [`Storage::begin_upload`].
+    pub async fn begin_upload(
+        &self,
+        path: &WirePath,
+        size: u64,
+        resume: bool,
+    ) -> Result<Pending<S::Upload>> {
+        let _names = self.names().await;
+        let upload = self.storage.begin_upload(path).await?;
+        let before = upload.cost().await;
+        let have = upload.received();
         let offset = if resume && have <= size { have } else { 0 };
-        let old = self.replaced_cost(path)?;
-        // The partial file keeps `offset` bytes (it exists if it did before).
+        let old = self.replaced_cost(path).await?;
+        // The partial bytes kept (it exists if it did before).
         let kept = if before > 0 { Usage::file(offset) } else { 0 };
         let growth = Usage::file(size).saturating_sub(kept);
         let reservation =
             self.ledger
                 .reserve(&self.user, self.quota, growth.saturating_sub(old))?;
-        Ok(Upload {
-            partial: Some(partial),
+        Ok(Pending {
+            upload,
             offset,
-            probe,
             reservation,
             before,
             old,
@@ -168,10 +177,10 @@ impl Home {
         })
     }
 
-    /// What a commit to `path` would replace: a file or link there (a folder is refused
-    /// by the commit itself).
-    fn replaced_cost(&self, path: &WirePath) -> Result<u64> {
-        match self.root.usage_at(path) {
+    /// What a commit to or a move onto `path` would replace: a file or link there (a
+    /// folder is refused by the commit or move itself).
+    async fn replaced_cost(&self, path: &WirePath) -> Result<u64> {
+        match self.storage.usage(path, true).await {
             Ok(usage) if usage.entries == 1 => Ok(usage.cost()),
             Ok(_) | Err(Error::NotFound(_) | Error::Busy(_) | Error::BadRequest(_)) => Ok(0),
             Err(e) => Err(e),
@@ -183,47 +192,41 @@ impl Home {
     /// the quota, or the upload is discarded.
     ///
     /// # Errors
-    /// [`Error::QuotaExceeded`] (the partial file is removed); as
-    /// [`PartialFile::commit_verified`].
-    pub fn commit(&self, upload: &mut Upload, size: u64) -> Result<()> {
-        let Some(partial) = upload.partial.take() else {
-            return Err(Error::Internal("the upload was already finished".into()));
-        };
-        let target = partial.target().clone();
-        let _names = self.names();
-        let replaced = self.replaced_cost(&target)?;
-        let shortfall = upload.old.saturating_sub(replaced);
+    /// [`Error::QuotaExceeded`] (the upload's bytes are thrown away); as
+    /// [`Storage::commit_upload`].
+    pub async fn commit(&self, pending: &mut Pending<S::Upload>, size: u64) -> Result<()> {
+        let _names = self.names().await;
+        let target = pending.upload.target().clone();
+        let replaced = self.replaced_cost(&target).await?;
+        let shortfall = pending.old.saturating_sub(replaced);
         if let Err(e) = self.ledger.charge(&self.user, self.quota, shortfall) {
-            drop(partial.discard());
+            drop(self.storage.discard_upload(&mut pending.upload).await);
             return Err(e.into());
         }
-        if let Err(e) = partial.commit_verified(size) {
+        if let Err(e) = self.storage.commit_upload(&mut pending.upload, size).await {
             self.ledger.credit(&self.user, shortfall);
             return Err(e);
         }
-        let new = i64::try_from(Usage::file(size)).unwrap_or(i64::MAX);
-        let replaced = i64::try_from(replaced).unwrap_or(i64::MAX);
-        upload.committed = Some(new - replaced - i64::try_from(shortfall).unwrap_or(0));
+        pending.committed = Some(signed(Usage::file(size)) - signed(replaced) - signed(shortfall));
         Ok(())
     }
 
     /// Ends an upload, whatever its outcome, booking what it changed in the home: the
-    /// partial file's growth (kept for a resume) or the committed file.
-    pub fn settle(&self, upload: Upload) {
-        let after = i64::try_from(upload.probe.cost()).unwrap_or(i64::MAX);
-        let before = i64::try_from(upload.before).unwrap_or(i64::MAX);
-        let grown = after - before + upload.committed.unwrap_or(0);
-        upload.reservation.settle(grown);
+    /// partial bytes kept for a resume, or the committed file.
+    pub async fn settle(&self, pending: Pending<S::Upload>) {
+        let after = signed(pending.upload.cost().await);
+        let grown = after - signed(pending.before) + pending.committed.unwrap_or(0);
+        pending.reservation.settle(grown);
     }
 
     /// Measures the home again, after something other than these methods changed it (a
     /// command run by exec).
     ///
     /// # Errors
-    /// As [`Root::usage`].
-    pub fn remeasure(&self) -> Result<()> {
-        let _names = self.names();
-        let usage = self.root.usage()?;
+    /// As [`Storage::usage`].
+    pub async fn remeasure(&self) -> Result<()> {
+        let _names = self.names().await;
+        let usage = self.storage.usage(&WirePath::root(), false).await?;
         self.ledger.remeasured(&self.user, usage.cost());
         Ok(())
     }

@@ -105,7 +105,7 @@ struct Account {
     reserved: u64,
     /// Taken by every change to the home's names whose cost it measures, so a measurement
     /// and the change it prices cannot be split by another session of the same user.
-    names: Arc<Mutex<()>>,
+    names: Arc<tokio::sync::Mutex<()>>,
 }
 
 type Book = Arc<Mutex<HashMap<String, Account>>>;
@@ -153,7 +153,7 @@ impl QuotaLedger {
 
     /// The lock on `user`'s names (see [`Account`]); hold it across a measurement and the
     /// change it prices.
-    pub fn names(&self, user: &str) -> Arc<Mutex<()>> {
+    pub fn names(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.book()
             .entry(user.to_owned())
             .or_default()

@@ -8,6 +8,7 @@
 //! symlinks (`walk`). Errors name the wire path, never the server's own path. No async, no
 //! sockets: the service calls these from `spawn_blocking`.
 
+pub mod backend;
 mod errors;
 mod partial;
 mod regular;
@@ -333,7 +334,7 @@ impl Root {
     /// # Errors
     /// As [`Root::usage_at`], but never [`Error::Busy`].
     pub fn usage(&self) -> Result<Usage> {
-        self.walk(&WirePath::root(), false)
+        self.measure(&WirePath::root(), false)
     }
 
     /// What `path` holds: the bytes of its regular files (partial uploads included) and
@@ -346,10 +347,14 @@ impl Root {
     /// counted by the upload itself); file system errors other than entries vanishing
     /// during the walk.
     pub fn usage_at(&self, path: &WirePath) -> Result<Usage> {
-        self.walk(path, true)
+        self.measure(path, true)
     }
 
-    fn walk(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
+    /// [`Root::usage_at`], refusing a folder an upload writes in only with `refuse_busy`.
+    ///
+    /// # Errors
+    /// As [`Root::usage_at`].
+    pub fn measure(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
         let err = |e| fs_error(path, e);
         let meta = self.dir.symlink_metadata(path.to_relative()).map_err(err)?;
         let mut usage = Usage {

@@ -9,7 +9,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Result;
 use crate::connection::Connection;
-use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::protocol::Reply;
 use crate::protocol::header::Empty;
@@ -44,7 +43,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     match op {
         FileOp::Ls(path) => {
             let path = resolve(&path)?;
-            let entries = blocking(move || home.list(&path)).await?;
+            let entries = home.list(&path).await?;
             let body = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
             conn.queue(
                 &Reply::ok(Listing {
@@ -55,22 +54,22 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
         FileOp::Stat(path) => {
             let path = resolve(&path)?;
-            let entry = blocking(move || home.stat(&path)).await?;
+            let entry = home.stat(&path).await?;
             conn.queue(&Reply::ok(Stat { entry }), b"")
         }
         FileOp::Mkdir(path, parents) => {
             let path = resolve(&path)?;
-            blocking(move || home.mkdir(&path, parents)).await?;
+            home.mkdir(&path, parents).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
         FileOp::Rm(path, recursive) => {
             let path = resolve(&path)?;
-            blocking(move || home.remove(&path, recursive)).await?;
+            home.remove(&path, recursive).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
         FileOp::Mv(from, to) => {
             let (from, to) = (resolve(&from)?, resolve(&to)?);
-            blocking(move || home.rename(&from, &to)).await?;
+            home.rename(&from, &to).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
     }

@@ -25,6 +25,7 @@ use crate::home::Home;
 use crate::net::Peer;
 use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
+use crate::storage::backend::Local;
 use crate::{Error, Result};
 
 /// Input a closing connection still drains so that its error reply is not lost to a reset.
@@ -100,8 +101,8 @@ impl Native {
                 offset,
                 digest,
             } => {
-                let user = cx.session.user(self.files()?)?;
-                return transfer::get(user, (path, offset, digest), conn).await;
+                let home = self.home(cx)?;
+                return transfer::get(home, (path, offset, digest), conn).await;
             }
             Request::Data { .. } | Request::Done { .. } => {
                 return Err(Error::BadRequest(format!(
@@ -116,7 +117,7 @@ impl Native {
                 let request = (command, stdin);
                 let ran = exec::handle(exec, (user, &dir), request, &cx.shutdown, conn).await;
                 // A command may have changed the home behind the ledger's back.
-                crate::filecopy::blocking(move || home.remeasure()).await?;
+                home.remeasure().await?;
                 return ran;
             }
             Request::Stdin { .. } => {
@@ -137,12 +138,8 @@ impl Native {
     fn home(&self, cx: &mut Context) -> Result<Home> {
         let files = self.files()?;
         let user = cx.session.user(files)?;
-        Ok(Home::new(
-            &user.name,
-            user.quota,
-            user.root.clone(),
-            &files.ledger,
-        ))
+        let storage = Local::new(user.root.clone());
+        Ok(Home::new(&user.name, user.quota, storage, &files.ledger))
     }
 }
 

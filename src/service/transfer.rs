@@ -24,14 +24,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use super::files::resolve;
-use super::session::LoggedIn;
 use crate::connection::Connection;
 use crate::filecopy::{
     Digests, Quiet, Sums, blocking, receive_body, remember_sums, remembered_sums, send_file,
 };
-use crate::home::{Home, Upload};
+use crate::home::{Home, Pending};
 use crate::protocol::ops::{GetReady, PutReady, Trailer, Verified};
 use crate::protocol::{DigestKind, Reply, Request};
+use crate::storage::backend::{LocalUpload, Upload};
 use crate::{Error, Result};
 
 /// Runs an upload whose `put` head was just read.
@@ -45,96 +45,77 @@ pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let target = resolve(&path)?;
-    let start = home.clone();
-    let upload = blocking(move || start.begin_upload(&target, size, resume)).await?;
+    let mut pending = home.begin_upload(&target, size, resume).await?;
     // Whatever happens next, what the upload changed in the home is booked.
-    let (result, upload) = receive(&home, upload, &path, size, conn).await;
-    if let Some(upload) = upload {
+    let result = receive(&home, &mut pending, &path, size, conn).await;
+    home.settle(pending).await;
+    result
+}
+
+/// The rest of an upload after its go-ahead was decided.
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    home: &Home,
+    pending: &mut Pending<LocalUpload>,
+    path: &str,
+    size: u64,
+    conn: &mut Connection<S>,
+) -> Result<()> {
+    let offset = pending.offset;
+    conn.queue(&Reply::ok(PutReady { offset }), b"")?;
+    conn.flush().await?;
+    let head = conn.read_head().await?.ok_or_else(disconnected)?;
+    let Request::Data { digest } = Request::from_head(&head)? else {
+        return Err(Error::BadRequest(
+            "expected a `data` frame after put's go-ahead".into(),
+        ));
+    };
+    if head.body_len != size - offset {
+        return Err(Error::BadRequest(format!(
+            "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
+            head.body_len,
+            size - offset
+        )));
+    }
+    let Some(mut partial) = pending.upload.partial.take() else {
+        return Err(Error::Internal("the upload has no partial file".into()));
+    };
+    let opened = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await;
+    let (file, partial) = opened?;
+    pending.upload.partial = Some(partial);
+    // Hashed while it streams in (a resumed upload re-reads the prefix it keeps first), by
+    // the one digest the client announced.
+    let which = match digest {
+        DigestKind::Md5 => Digests::Md5,
+        DigestKind::Blake3 => Digests::Blake3,
+    };
+    // Durable: the commit `fsync`s the file before it becomes visible.
+    let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
+    let head = conn.read_head().await?.ok_or_else(disconnected)?;
+    let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
+        return Err(Error::BadRequest(
+            "expected a `done` frame with the digest after the data".into(),
+        ));
+    };
+    let stored = match checked(digest, ours, Sums { md5, blake3 })? {
+        Ok(stored) => stored,
+        Err(problem) => {
+            let partial = pending.upload.partial.take();
+            return Err(match partial {
+                Some(partial) => blocking(move || Ok(partial.reject(&problem))).await?,
+                None => Error::Internal("the upload has no partial file".into()),
+            });
+        }
+    };
+    home.commit(pending, size).await?;
+    // Downloads of this file can then skip hashing it (see `get`).
+    if let Ok((file, _)) = home.open_read(pending.upload.target()).await {
+        let sums = stored.clone();
         blocking(move || {
-            home.settle(upload);
+            remember_sums(&file, &sums);
             Ok(())
         })
         .await?;
     }
-    result
-}
-
-/// The rest of an upload after its go-ahead was decided: returns the outcome, and the
-/// upload to settle.
-async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
-    home: &Home,
-    mut upload: Upload,
-    path: &str,
-    size: u64,
-    conn: &mut Connection<S>,
-) -> (Result<()>, Option<Upload>) {
-    let offset = upload.offset;
-    let Some(mut partial) = upload.partial.take() else {
-        return (Err(Error::Internal("no partial file".into())), Some(upload));
-    };
-    let result = async {
-        conn.queue(&Reply::ok(PutReady { offset }), b"")?;
-        conn.flush().await?;
-        let head = conn.read_head().await?.ok_or_else(disconnected)?;
-        let Request::Data { digest } = Request::from_head(&head)? else {
-            return Err(Error::BadRequest(
-                "expected a `data` frame after put's go-ahead".into(),
-            ));
-        };
-        if head.body_len != size - offset {
-            return Err(Error::BadRequest(format!(
-                "the data frame has {} bytes; {} were expected (size {size} from offset {offset})",
-                head.body_len,
-                size - offset
-            )));
-        }
-        let (file, back) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
-        partial = back;
-        // Hashed while it streams in (a resumed upload re-reads the prefix it keeps
-        // first), by the one digest the client announced.
-        let which = match digest {
-            DigestKind::Md5 => Digests::Md5,
-            DigestKind::Blake3 => Digests::Blake3,
-        };
-        // Durable: the commit `fsync`s the file before it becomes visible.
-        let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
-        let head = conn.read_head().await?.ok_or_else(disconnected)?;
-        let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
-            return Err(Error::BadRequest(
-                "expected a `done` frame with the digest after the data".into(),
-            ));
-        };
-        Ok((checked(digest, ours, Sums { md5, blake3 })?, partial))
-    }
-    .await;
-    let (verdict, partial) = match result {
-        Ok(pair) => pair,
-        Err(e) => return (Err(e), Some(upload)),
-    };
-    let (home, target) = (home.clone(), partial.target().clone());
-    let committed = tokio::task::spawn_blocking(move || {
-        let stored = match verdict {
-            Ok(stored) => stored,
-            Err(problem) => return (Err(partial.reject(&problem)), upload),
-        };
-        upload.partial = Some(partial);
-        if let Err(e) = home.commit(&mut upload, size) {
-            return (Err(e), upload);
-        }
-        // Downloads of this file can then skip hashing it (see `get`).
-        if let Ok((file, _)) = home.open_read(&target) {
-            remember_sums(&file, &stored);
-        }
-        (Ok(stored), upload)
-    });
-    let (stored, upload) = match committed.await {
-        Ok((Ok(stored), upload)) => (stored, upload),
-        Ok((Err(e), upload)) => return (Err(e), Some(upload)),
-        Err(e) => {
-            let e = Error::Internal(format!("the commit task failed: {e}"));
-            return (Err(e), None);
-        }
-    };
     let digest = stored.blake3.as_deref().or(stored.md5.as_deref());
     info!(%path, size, digest, "stored");
     let reply = Verified {
@@ -143,7 +124,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         blake3: stored.blake3,
         resumed_from: offset,
     };
-    (conn.queue(&Reply::ok(reply), b""), Some(upload))
+    conn.queue(&Reply::ok(reply), b"")
 }
 
 /// Checks the digest the upload announced (`digest`): the client's claim in `done`
@@ -195,16 +176,15 @@ fn checked(
 /// Storage errors before the first byte (the connection goes on); I/O errors after it (the
 /// frame is broken, so the connection closes).
 pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
-    user: &LoggedIn,
+    home: Home,
     (path, offset, digest): (String, u64, DigestKind),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let source = resolve(&path)?;
-    let root = user.root.clone();
-    let (file, size, known) = blocking(move || {
-        let (file, size) = root.open_read(&source)?;
+    let (file, size) = home.open_read(&source).await?;
+    let (file, known) = blocking(move || {
         let known = remembered_sums(&file).unwrap_or_default();
-        Ok((file, size, known))
+        Ok((file, known))
     })
     .await?;
     if offset > size {
@@ -228,7 +208,7 @@ pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         _ => None,
     };
     let sent = send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?;
-    info!(user = %user.name, %path, size, offset, "sent");
+    info!(%path, size, offset, "sent");
     let digest = Trailer {
         md5: known.md5.or(sent.md5),
         blake3: known.blake3.or(sent.blake3),

@@ -130,13 +130,21 @@ impl ServerProcess {
 
     /// Resident memory of the server process, in bytes (Linux /proc).
     pub fn rss(&self) -> u64 {
+        self.status_kb("VmRSS:") * 1024
+    }
+
+    /// The most resident memory the server process ever had, in bytes (Linux /proc).
+    pub fn rss_peak(&self) -> u64 {
+        self.status_kb("VmHWM:") * 1024
+    }
+
+    fn status_kb(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
+        status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kb * 1024
+            .unwrap()
     }
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit status.

@@ -1,0 +1,190 @@
+//! `Storage`: what the file-service core ([`crate::home::Home`]) asks of the place a home's
+//! files live, as async calls, and [`Local`], the local folder that answers them today.
+//!
+//! An object store answers the same calls next: every path is a checked [`WirePath`],
+//! reads start at an offset (ranges), an upload is a handle that resumes and is committed in
+//! one step only once verified. The rules (quota, names lock, one writer) stay in the core.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{Entry, PartProbe, PartialFile, Root, Usage, WirePath};
+use crate::Result;
+use crate::filecopy::blocking;
+
+/// The calls the core makes on a home's storage.
+pub trait Storage: Send + Sync + 'static {
+    /// A file opened for reading.
+    type Reader: Send + 'static;
+    /// An upload in progress: holds its one-writer lock until dropped.
+    type Upload: Upload;
+
+    /// Lists a folder, sorted by name (a file lists as itself).
+    fn list(&self, path: &WirePath) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+    /// Describes one path.
+    fn stat(&self, path: &WirePath) -> impl Future<Output = Result<Entry>> + Send;
+    /// Creates a folder (with `parents`, the missing ones above it too).
+    fn mkdir(&self, path: &WirePath, parents: bool) -> impl Future<Output = Result<()>> + Send;
+    /// How many of `path`'s folders, from its end, do not exist.
+    fn missing(&self, path: &WirePath) -> impl Future<Output = Result<u64>> + Send;
+    /// Removes a file, or with `recursive` a folder and everything in it.
+    fn remove(&self, path: &WirePath, recursive: bool) -> impl Future<Output = Result<()>> + Send;
+    /// Renames `from` to `to` (a file at `to` is replaced, a folder never).
+    fn rename(&self, from: &WirePath, to: &WirePath) -> impl Future<Output = Result<()>> + Send;
+    /// What `path` holds; with `refuse_busy`, `busy` while an upload writes inside it.
+    fn usage(
+        &self,
+        path: &WirePath,
+        refuse_busy: bool,
+    ) -> impl Future<Output = Result<Usage>> + Send;
+    /// Opens a regular file for reading: the reader and the file's length.
+    fn open_read(
+        &self,
+        path: &WirePath,
+    ) -> impl Future<Output = Result<(Self::Reader, u64)>> + Send;
+    /// Starts or resumes the upload of `path`, taking its one-writer lock.
+    fn begin_upload(&self, path: &WirePath) -> impl Future<Output = Result<Self::Upload>> + Send;
+    /// Makes a verified upload of `size` bytes visible under its name, in one step.
+    fn commit_upload(
+        &self,
+        upload: &mut Self::Upload,
+        size: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Throws an upload's bytes away.
+    fn discard_upload(&self, upload: &mut Self::Upload) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// An upload in progress, as the core sees it.
+pub trait Upload: Send + 'static {
+    /// Bytes already received: where a resume continues.
+    fn received(&self) -> u64;
+    /// What the upload's bytes cost against the quota now (0 once committed or discarded).
+    fn cost(&self) -> impl Future<Output = u64> + Send;
+    /// The path it is committed to.
+    fn target(&self) -> &WirePath;
+}
+
+/// A home in a local folder, through a confined handle ([`Root`]); the file system calls
+/// run on the blocking pool.
+#[derive(Debug, Clone)]
+pub struct Local {
+    root: Arc<Root>,
+}
+
+impl Local {
+    /// The home whose folder handle is `root`.
+    pub fn new(root: Arc<Root>) -> Local {
+        Local { root }
+    }
+
+    /// Runs `f` on the folder handle, on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Root) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let root = self.root.clone();
+        blocking(move || f(&root)).await
+    }
+}
+
+/// An upload into a local folder: the partial file beside the target.
+#[derive(Debug)]
+pub struct LocalUpload {
+    /// The partial file; `None` once committed or discarded.
+    pub partial: Option<PartialFile>,
+    probe: Arc<PartProbe>,
+    received: u64,
+    target: WirePath,
+}
+
+impl Upload for LocalUpload {
+    fn received(&self) -> u64 {
+        self.received
+    }
+
+    async fn cost(&self) -> u64 {
+        let probe = self.probe.clone();
+        blocking(move || Ok(probe.cost())).await.unwrap_or(0)
+    }
+
+    fn target(&self) -> &WirePath {
+        &self.target
+    }
+}
+
+impl Storage for Local {
+    type Reader = std::fs::File;
+    type Upload = LocalUpload;
+
+    async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+        let path = path.clone();
+        self.run(move |root| root.list(&path)).await
+    }
+
+    async fn stat(&self, path: &WirePath) -> Result<Entry> {
+        let path = path.clone();
+        self.run(move |root| root.stat(&path)).await
+    }
+
+    async fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+        let path = path.clone();
+        self.run(move |root| root.mkdir(&path, parents)).await
+    }
+
+    async fn missing(&self, path: &WirePath) -> Result<u64> {
+        let path = path.clone();
+        self.run(move |root| root.missing(&path)).await
+    }
+
+    async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+        let path = path.clone();
+        self.run(move |root| root.remove(&path, recursive)).await
+    }
+
+    async fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.run(move |root| root.rename(&from, &to)).await
+    }
+
+    async fn usage(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
+        let path = path.clone();
+        self.run(move |root| root.measure(&path, refuse_busy)).await
+    }
+
+    async fn open_read(&self, path: &WirePath) -> Result<(std::fs::File, u64)> {
+        let path = path.clone();
+        self.run(move |root| root.open_read(&path)).await
+    }
+
+    async fn begin_upload(&self, path: &WirePath) -> Result<LocalUpload> {
+        let path = path.clone();
+        self.run(move |root| {
+            let partial = root.partial(&path)?;
+            let probe = Arc::new(partial.probe()?);
+            let received = partial.len()?;
+            Ok(LocalUpload {
+                partial: Some(partial),
+                probe,
+                received,
+                target: path,
+            })
+        })
+        .await
+    }
+
+    async fn commit_upload(&self, upload: &mut LocalUpload, size: u64) -> Result<()> {
+        let Some(partial) = upload.partial.take() else {
+            return Err(crate::Error::Internal(
+                "the upload was already finished".into(),
+            ));
+        };
+        blocking(move || partial.commit_verified(size)).await
+    }
+
+    async fn discard_upload(&self, upload: &mut LocalUpload) -> Result<()> {
+        match upload.partial.take() {
+            Some(partial) => blocking(move || partial.discard()).await,
+            None => Ok(()),
+        }
+    }
+}
