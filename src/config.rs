@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 use crate::error::{Error, Result};
 use crate::net::Endpoint;
 use crate::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
-use crate::seed::exec::ExecLimits;
+use crate::seed::command::ExecLimits;
 use crate::server::{DEFAULT_MAX_CONNECTIONS_PER_IP, ServerConfig};
 use crate::service::chat::ChatLimits;
 use crate::service::time::Time;

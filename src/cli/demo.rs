@@ -307,7 +307,7 @@ async fn remote_command(out: &mut impl Write, server: &Endpoint) -> Result<()> {
     client.login("demo", "demo-password").await?;
     let command = "echo hi; echo oops >&2; exit 3";
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let sinks = sockit::client::exec::Sinks {
+    let sinks = sockit::client::command::Sinks {
         stdout: &mut stdout,
         stderr: &mut stderr,
         encoding: None,

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use sockit::client::exec::{SinkError, Sinks};
+use sockit::client::command::{SinkError, Sinks};
 
 /// `sockit exec`.
 #[derive(Debug, Args)]
@@ -47,7 +47,7 @@ pub async fn run(args: ExecArgs) -> Result<()> {
     let command = args.command.join(" ");
     let server = &args.login.client.server;
     if args.seed {
-        sockit::seed::exec::request(server, &command, &mut tokio::io::stdout()).await?;
+        sockit::seed::command::request(server, &command, &mut tokio::io::stdout()).await?;
         return Ok(());
     }
     let encoding = match &args.encoding {

@@ -159,7 +159,7 @@ impl Shell {
             }
             ShellCommand::Exec(command) => {
                 let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
-                let sinks = sockit::client::exec::Sinks {
+                let sinks = sockit::client::command::Sinks {
                     stdout: &mut stdout,
                     stderr: &mut stderr,
                     encoding: None,

@@ -3,7 +3,7 @@
 
 pub mod bench;
 pub mod chat;
-pub mod exec;
+pub mod command;
 pub mod shell;
 pub mod udp;
 

@@ -110,7 +110,7 @@ pub async fn start(settings: Settings) -> Result<Running> {
             .await?;
     }
     if let Some(endpoint) = &settings.seed_exec {
-        let exec = seed::exec::Exec {
+        let exec = seed::command::Exec {
             limits: settings.exec,
         };
         running.tcp("seed-exec", endpoint, exec, &config).await?;

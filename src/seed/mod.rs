@@ -5,8 +5,8 @@
 //! These protocols are the seeds' and keep their limits (one `recv(1024)` per command, no
 //! framing of requests); sockit's own protocol lives in [`crate::service`].
 
+pub mod command;
 pub mod echo;
-pub mod exec;
 pub mod upload;
 
 /// The seeds' receive size: `recv(1024)` / `recvfrom(1024)`.

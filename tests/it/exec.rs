@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sockit::Error;
 use sockit::client::Client;
-use sockit::client::exec::Sinks;
+use sockit::client::command::Sinks;
 use sockit::protocol::{ErrorCode, Reply};
 use sockit::runner::{ExecLimits, Exit, Sandbox, sandbox};
 use sockit::server::ServerConfig;

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use sockit::client::Client;
-use sockit::client::exec::Sinks;
+use sockit::client::command::Sinks;
 use sockit::runner::Exit;
 use tempfile::TempDir;
 
