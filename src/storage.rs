@@ -14,6 +14,7 @@ mod partial;
 mod regular;
 #[cfg(test)]
 mod tests;
+mod usage;
 pub(crate) mod walk;
 
 use std::fs::File;
@@ -327,65 +328,6 @@ impl Root {
             return Err(Error::AlreadyExists(format!("{path} is a folder")));
         }
         PartialFile::new(dir, path.clone(), name)
-    }
-
-    /// What the whole home holds (see [`Root::usage_at`]), uploads in progress included.
-    ///
-    /// # Errors
-    /// As [`Root::usage_at`], but never [`Error::Busy`].
-    pub fn usage(&self) -> Result<Usage> {
-        self.measure(&WirePath::root(), false)
-    }
-
-    /// What `path` holds: the bytes of its regular files (partial uploads included) and
-    /// its entries, itself included (the home itself is not an entry). Symlinks are not
-    /// followed: each counts as one entry. The walk goes by handles (see [`walk`]), never
-    /// by path strings, which a deep tree would take past `PATH_MAX`.
-    ///
-    /// # Errors
-    /// [`Error::Busy`] when an upload is writing inside `path` (its bytes are being
-    /// counted by the upload itself); file system errors other than entries vanishing
-    /// during the walk.
-    pub fn usage_at(&self, path: &WirePath) -> Result<Usage> {
-        self.measure(path, true)
-    }
-
-    /// [`Root::usage_at`], refusing a folder an upload writes in only with `refuse_busy`.
-    ///
-    /// # Errors
-    /// As [`Root::usage_at`].
-    pub fn measure(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
-        let err = |e| fs_error(path, e);
-        let meta = self.dir.symlink_metadata(path.to_relative()).map_err(err)?;
-        let mut usage = Usage {
-            bytes: if meta.is_file() { meta.len() } else { 0 },
-            entries: u64::from(!path.is_root()),
-        };
-        if !meta.is_dir() {
-            return Ok(usage);
-        }
-        let busy = |meta: &Metadata| refuse_busy && partial::has_writer_in(meta);
-        let mut found_busy = busy(&meta);
-        if !found_busy {
-            let top = self.dir.open_dir(path.to_relative()).map_err(err)?;
-            walk::walk(&top, |found| {
-                usage.entries += 1;
-                if found.meta.is_file() {
-                    usage.bytes = usage.bytes.saturating_add(found.meta.len());
-                } else if found.meta.is_dir() && busy(found.meta) {
-                    found_busy = true;
-                    return Ok(walk::Step::Stop);
-                }
-                Ok(walk::Step::Descend)
-            })
-            .map_err(err)?;
-        }
-        if found_busy {
-            return Err(Error::Busy(format!(
-                "busy: an upload is in progress inside {path}"
-            )));
-        }
-        Ok(usage)
     }
 }
 

@@ -6,6 +6,7 @@
 //! It does not enforce quotas (see [`crate::quota`]) or touch files inside homes.
 
 mod argon;
+mod schema;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -26,6 +27,7 @@ pub use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused, ThrottleC
 pub use crate::protocol::Password;
 
 use crate::{Error, Result};
+use schema::{quota_from_sql, quota_to_sql, set_up};
 
 /// Longest user name, in characters.
 pub const MAX_NAME_LEN: usize = 32;
@@ -35,39 +37,6 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// How long a writer waits for another connection's lock on the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS users (
-        name    TEXT PRIMARY KEY NOT NULL,
-        hash    TEXT NOT NULL,
-        quota   INTEGER CHECK (quota IS NULL OR quota >= 0),
-        created INTEGER NOT NULL
-    ) STRICT;
-    -- Names differing only in case would share a home on case-insensitive file systems.
-    CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
-";
-
-/// Switches the database to WAL and creates the schema. Two processes opening a new database
-/// at once can get SQLITE_BUSY from the journal-mode switch, which the busy timeout does not
-/// cover; that one case is retried for up to the busy timeout.
-fn set_up(conn: &Connection) -> Result<()> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    loop {
-        let attempt = conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
-            .and_then(|()| conn.execute_batch(SCHEMA));
-        match attempt {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
-    }
-}
 
 /// A user as `sockit user list` shows it; never the hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,18 +402,4 @@ pub fn check_name(name: &str) -> Result<()> {
 
 fn unknown(name: &str) -> Error {
     Error::NotFound(format!("no user `{name}`"))
-}
-
-fn quota_to_sql(quota: Option<u64>) -> Result<Option<i64>> {
-    quota
-        .map(|q| {
-            i64::try_from(q)
-                .map_err(|_| Error::BadRequest(format!("quota of {q} bytes is too large")))
-        })
-        .transpose()
-}
-
-fn quota_from_sql(quota: Option<i64>) -> Option<u64> {
-    // The CHECK constraint keeps it non-negative.
-    quota.map(|q| u64::try_from(q).unwrap_or(0))
 }
