@@ -107,23 +107,23 @@ pub struct Settings {
     /// Limits of every TCP listener.
     pub server: ServerConfig,
     /// The seed listeners asked for.
-    pub seed_echo: Option<Endpoint>,
+    seed_echo: Option<Endpoint>,
     /// See [`Options::seed_exec`].
-    pub seed_exec: Option<Endpoint>,
+    seed_exec: Option<Endpoint>,
     /// See [`Options::seed_upload`].
-    pub seed_upload: Option<Endpoint>,
+    seed_upload: Option<Endpoint>,
     /// The UDP listeners asked for.
-    pub udp_echo: Option<String>,
+    udp_echo: Option<String>,
     /// See [`Options::udp_time`].
     pub udp_time: Option<String>,
     /// See [`Options::udp_chat`].
-    pub udp_chat: Option<String>,
+    udp_chat: Option<String>,
     /// Limits of remote commands (native exec and seed-exec).
     pub exec: ExecLimits,
     /// Limits of the chat room.
-    pub chat: ChatLimits,
+    chat: ChatLimits,
     /// The time service.
-    pub time: Time,
+    time: Time,
 }
 
 impl Options {

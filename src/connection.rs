@@ -26,7 +26,7 @@ mod exchange;
 pub use body::Body;
 
 /// Bytes requested from the socket per read, and the size of streamed body chunks.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// The stack buffer of a read on an idle connection (one with nothing buffered).
 const IDLE_READ: usize = 4 * 1024;

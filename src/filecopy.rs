@@ -17,14 +17,14 @@ use tokio::sync::mpsc;
 
 mod digest;
 
-pub use digest::{Digests, Sums, remember_sums, remembered_sums};
+pub(crate) use digest::{Digests, Sums, remember_sums, remembered_sums};
 
 use crate::connection::Connection;
 use crate::{Error, Result};
 use digest::Summer;
 
 /// Bytes per chunk moved between the socket and the disk.
-pub const TRANSFER_CHUNK: usize = 256 * 1024;
+const TRANSFER_CHUNK: usize = 256 * 1024;
 
 /// Chunks in flight between the two sides.
 const DEPTH: usize = 4;
@@ -49,7 +49,7 @@ impl Progress for Quiet {}
 ///
 /// # Errors
 /// `f`'s error, or an internal error when the blocking task panicked or was cancelled.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -67,7 +67,7 @@ pub async fn blocking<T: Send + 'static>(
 /// # Errors
 /// I/O errors on either side; an `UnexpectedEof` when the peer closes inside the body.
 /// When the disk fails, the rest of the body is left unread (the connection skips it).
-pub async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     mut file: File,
     hash: Option<(u64, Digests)>,
@@ -163,7 +163,7 @@ pub async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
 /// # Errors
 /// I/O errors on either side; an `UnexpectedEof` when the file is shorter than announced
 /// (the frame is then incomplete, so the caller must close the connection).
-pub async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     mut file: File,
     offset: u64,

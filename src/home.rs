@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// One user's home, with their quota; cheap to make per request.
 #[derive(Debug, Clone)]
-pub struct Home<S = Local> {
+pub(crate) struct Home<S = Local> {
     user: String,
     quota: Option<u64>,
     storage: S,
@@ -28,11 +28,11 @@ pub struct Home<S = Local> {
 /// An upload that has its go-ahead: the storage's upload, its quota reservation, and what
 /// it cost before, so that [`Home::settle`] can book what it really changed.
 #[derive(Debug)]
-pub struct Pending<U> {
+pub(crate) struct Pending<U> {
     /// The storage's upload (the partial file, for a local home).
-    pub upload: U,
+    pub(crate) upload: U,
     /// Where the upload goes on: bytes already there.
-    pub offset: u64,
+    pub(crate) offset: u64,
     reservation: Reservation,
     /// The upload's cost before it began.
     before: u64,
@@ -48,7 +48,7 @@ fn signed(n: u64) -> i64 {
 
 impl<S: Storage> Home<S> {
     /// `user`'s home in `storage`, with `quota`, priced in `ledger`.
-    pub fn new(user: &str, quota: Option<u64>, storage: S, ledger: &QuotaLedger) -> Home<S> {
+    pub(crate) fn new(user: &str, quota: Option<u64>, storage: S, ledger: &QuotaLedger) -> Home<S> {
         Home {
             user: user.to_owned(),
             quota,
@@ -66,7 +66,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::list`].
-    pub async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+    pub(crate) async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
         self.storage.list(path).await
     }
 
@@ -74,7 +74,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::stat`].
-    pub async fn stat(&self, path: &WirePath) -> Result<Entry> {
+    pub(crate) async fn stat(&self, path: &WirePath) -> Result<Entry> {
         self.storage.stat(path).await
     }
 
@@ -83,7 +83,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// [`Error::QuotaExceeded`] when the folders do not fit; as [`Storage::mkdir`].
-    pub async fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+    pub(crate) async fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
         let _names = self.names().await;
         let missing = self.storage.missing(path).await?;
         let charged = if parents { missing } else { missing.min(1) };
@@ -103,7 +103,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// [`Error::Busy`] while an upload writes inside the folder; as [`Storage::remove`].
-    pub async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+    pub(crate) async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
         let _names = self.names().await;
         let held = self.storage.usage(path, true).await?.cost();
         let removed = self.storage.remove(path, recursive).await;
@@ -123,7 +123,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::rename`].
-    pub async fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+    pub(crate) async fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
         let _names = self.names().await;
         let replaced = if from == to {
             0
@@ -139,7 +139,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::open_read`].
-    pub async fn open_read(&self, path: &WirePath) -> Result<(S::Reader, u64)> {
+    pub(crate) async fn open_read(&self, path: &WirePath) -> Result<(S::Reader, u64)> {
         self.storage.open_read(path).await
     }
 
@@ -149,7 +149,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// [`Error::QuotaExceeded`], [`Error::Busy`], and as [`Storage::begin_upload`].
-    pub async fn begin_upload(
+    pub(crate) async fn begin_upload(
         &self,
         path: &WirePath,
         size: u64,
@@ -194,7 +194,7 @@ impl<S: Storage> Home<S> {
     /// # Errors
     /// [`Error::QuotaExceeded`] (the upload's bytes are thrown away); as
     /// [`Storage::commit_upload`].
-    pub async fn commit(&self, pending: &mut Pending<S::Upload>, size: u64) -> Result<()> {
+    pub(crate) async fn commit(&self, pending: &mut Pending<S::Upload>, size: u64) -> Result<()> {
         let _names = self.names().await;
         let target = pending.upload.target().clone();
         let replaced = self.replaced_cost(&target).await?;
@@ -213,7 +213,7 @@ impl<S: Storage> Home<S> {
 
     /// Ends an upload, whatever its outcome, booking what it changed in the home: the
     /// partial bytes kept for a resume, or the committed file.
-    pub async fn settle(&self, pending: Pending<S::Upload>) {
+    pub(crate) async fn settle(&self, pending: Pending<S::Upload>) {
         let after = signed(pending.upload.cost().await);
         let grown = after - signed(pending.before) + pending.committed.unwrap_or(0);
         pending.reservation.settle(grown);
@@ -224,7 +224,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::usage`].
-    pub async fn remeasure(&self) -> Result<()> {
+    pub(crate) async fn remeasure(&self) -> Result<()> {
         let _names = self.names().await;
         let usage = self.storage.usage(&WirePath::root(), false).await?;
         self.ledger.remeasured(&self.user, usage.cost());

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
 /// Pending connections the kernel may queue (it caps this at `net.core.somaxconn`).
-pub const BACKLOG: i32 = 1024;
+const BACKLOG: i32 = 1024;
 
 /// Where to listen or connect: `host:port` (TCP) or `unix:PATH` (Unix stream socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl fmt::Display for Endpoint {
 ///
 /// # Errors
 /// When the name does not resolve.
-pub async fn resolve(addr: &str) -> io::Result<SocketAddr> {
+pub(crate) async fn resolve(addr: &str) -> io::Result<SocketAddr> {
     tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -91,7 +91,7 @@ impl Drop for UnixPath {
 }
 
 impl Listener {
-    /// Binds `endpoint` with SO_REUSEADDR and a backlog of [`BACKLOG`].
+    /// Binds `endpoint` with SO_REUSEADDR and a backlog of `BACKLOG` (1024).
     ///
     /// A Unix socket file left by a crashed server (nobody accepts on it) is replaced; one that
     /// a live server still answers on is an `AddrInUse` error.
@@ -139,7 +139,7 @@ impl Listener {
 ///
 /// # Errors
 /// Socket and bind errors, with the address in the message.
-pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
@@ -209,7 +209,7 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
 /// # Errors
 /// Bind errors (`source` is not an address of this machine) and connect errors, with the
 /// addresses in the message.
-pub async fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<Stream> {
+pub(crate) async fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<Stream> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,

@@ -3,7 +3,7 @@
 //!
 //! It owns the arithmetic "used + reserved + asked <= quota" under one lock, so uploads and
 //! changes that each fit cannot overshoot together. It does not measure homes (see
-//! [`crate::storage::Root::usage`]) and does not write files.
+//! `storage::Root::usage`) and does not write files.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,18 +13,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct QuotaError {
     /// Bytes already stored in the user's home.
-    pub used: u64,
+    used: u64,
     /// Bytes reserved by the user's other uploads in flight.
-    pub reserved: u64,
+    reserved: u64,
     /// The user's quota.
-    pub quota: u64,
+    quota: u64,
     /// Bytes this upload asked for.
-    pub asked: u64,
+    asked: u64,
 }
 
 impl QuotaError {
     /// By how many bytes the quota would be exceeded.
-    pub fn excess(&self) -> u64 {
+    fn excess(&self) -> u64 {
         self.used
             .saturating_add(self.reserved)
             .saturating_add(self.asked)
@@ -76,22 +76,22 @@ pub const ENTRY_COST: u64 = 4096;
 
 /// What a tree of the home holds: the bytes of its regular files and its entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Bytes of regular files (partial uploads included).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Files, folders, links and others.
-    pub entries: u64,
+    pub(crate) entries: u64,
 }
 
 impl Usage {
     /// What this costs against a quota: its bytes plus [`ENTRY_COST`] per entry.
-    pub fn cost(&self) -> u64 {
+    pub(crate) fn cost(&self) -> u64 {
         self.bytes
             .saturating_add(self.entries.saturating_mul(ENTRY_COST))
     }
 
     /// The cost of one regular file of `len` bytes.
-    pub fn file(len: u64) -> u64 {
+    pub(crate) fn file(len: u64) -> u64 {
         len.saturating_add(ENTRY_COST)
     }
 }
@@ -115,13 +115,13 @@ type Book = Arc<Mutex<HashMap<String, Account>>>;
 /// A home is measured once (its first login after the server starts); from then on each
 /// change the server makes adds or takes away what it cost, so no request walks the home.
 #[derive(Debug, Clone, Default)]
-pub struct QuotaLedger {
+pub(crate) struct QuotaLedger {
     book: Book,
 }
 
 impl QuotaLedger {
     /// An empty ledger.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         QuotaLedger::default()
     }
 
@@ -130,13 +130,13 @@ impl QuotaLedger {
     }
 
     /// The cost of `user`'s home, if it was measured.
-    pub fn used(&self, user: &str) -> Option<u64> {
+    pub(crate) fn used(&self, user: &str) -> Option<u64> {
         self.book().get(user).map(|a| a.used)
     }
 
     /// Records `measured`, the cost of `user`'s home, unless a measurement is already kept
     /// (two first logins at once); returns the cost kept.
-    pub fn measured(&self, user: &str, measured: u64) -> u64 {
+    pub(crate) fn measured(&self, user: &str, measured: u64) -> u64 {
         let mut book = self.book();
         let account = book.entry(user.to_owned()).or_insert_with(|| Account {
             used: measured,
@@ -147,13 +147,13 @@ impl QuotaLedger {
 
     /// Replaces the kept cost with a fresh measurement (after something outside the
     /// server's own changes, such as a command, touched the home).
-    pub fn remeasured(&self, user: &str, measured: u64) {
+    pub(crate) fn remeasured(&self, user: &str, measured: u64) {
         self.book().entry(user.to_owned()).or_default().used = measured;
     }
 
     /// The lock on `user`'s names (see [`Account`]); hold it across a measurement and the
     /// change it prices.
-    pub fn names(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn names(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.book()
             .entry(user.to_owned())
             .or_default()
@@ -167,7 +167,7 @@ impl QuotaLedger {
     ///
     /// # Errors
     /// [`QuotaError`] when `used + reserved + bytes` would be over `quota`.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         user: &str,
         quota: Option<u64>,
@@ -188,7 +188,12 @@ impl QuotaLedger {
     ///
     /// # Errors
     /// [`QuotaError`] when it does not fit; nothing is charged then.
-    pub fn charge(&self, user: &str, quota: Option<u64>, cost: u64) -> Result<(), QuotaError> {
+    pub(crate) fn charge(
+        &self,
+        user: &str,
+        quota: Option<u64>,
+        cost: u64,
+    ) -> Result<(), QuotaError> {
         let mut book = self.book();
         let account = book.entry(user.to_owned()).or_default();
         check(account, quota, cost)?;
@@ -197,14 +202,15 @@ impl QuotaLedger {
     }
 
     /// Takes `cost` off `user`'s usage (something was removed or replaced).
-    pub fn credit(&self, user: &str, cost: u64) {
+    pub(crate) fn credit(&self, user: &str, cost: u64) {
         if let Some(account) = self.book().get_mut(user) {
             account.used = account.used.saturating_sub(cost);
         }
     }
 
     /// Bytes currently reserved for `user`.
-    pub fn reserved(&self, user: &str) -> u64 {
+    #[cfg(test)]
+    fn reserved(&self, user: &str) -> u64 {
         self.book().get(user).map_or(0, |a| a.reserved)
     }
 }
@@ -232,22 +238,17 @@ fn check(account: &Account, quota: Option<u64>, asked: u64) -> Result<(), QuotaE
 /// Bytes held for one upload; released when dropped (finished, failed or cancelled alike).
 #[derive(Debug)]
 #[must_use = "dropping a reservation releases it at once"]
-pub struct Reservation {
+pub(crate) struct Reservation {
     book: Book,
     user: String,
     bytes: u64,
 }
 
 impl Reservation {
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Ends the reservation with what the upload really changed: `grown` more (or, when
     /// negative, less) cost in the home, measured after the fact. Both happen under one
     /// lock, so no check sees the bytes twice or not at all.
-    pub fn settle(self, grown: i64) {
+    pub(crate) fn settle(self, grown: i64) {
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(account) = book.get_mut(&self.user) {
             account.used = account.used.saturating_add_signed(grown);
@@ -286,7 +287,6 @@ mod tests {
     fn reservation_under_quota_is_granted_and_released_on_drop() {
         let ledger = ledger("ann", 10);
         let r = ledger.reserve("ann", Some(100), 90).unwrap();
-        assert_eq!(r.bytes(), 90);
         assert_eq!(ledger.reserved("ann"), 90);
         drop(r);
         assert_eq!(ledger.reserved("ann"), 0);

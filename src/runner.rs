@@ -1,7 +1,7 @@
 //! Child processes for remote commands: `sh -c` in a process group and a PID namespace of its
 //! own ([`sandbox()`]), with a minimal environment, a wall-clock deadline and an output cap.
 //! Everything it started (detached jobs too) is killed when the deadline passes, when the
-//! output passes the cap, when the shell exits, and whenever the [`Process`] handle drops.
+//! output passes the cap, when the shell exits, and whenever the `Process` handle drops.
 //! No sockets here: the native `exec` op streams the pipes, the seed-exec listener buffers them.
 
 use std::io;
@@ -23,10 +23,10 @@ mod sandbox;
 pub use sandbox::{Sandbox, sandbox};
 
 /// The `PATH` every command gets; nothing else is inherited from the server.
-pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Bytes read from a pipe at a time (and so the largest output frame).
-pub const OUTPUT_CHUNK: usize = 64 * 1024;
+pub(crate) const OUTPUT_CHUNK: usize = 64 * 1024;
 
 /// How long, how loud and how many commands may run (`serve --exec-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +51,15 @@ impl Default for ExecLimits {
 
 /// What to run, and for whom.
 #[derive(Debug, Clone, Copy)]
-pub struct Spec<'a> {
+pub(crate) struct Spec<'a> {
     /// The command line, given to `sh -c`.
-    pub command: &'a str,
+    pub(crate) command: &'a str,
     /// The user's name and home: the command runs there with `HOME`, `USER` and `LOGNAME`
     /// set. Without one (the seed listener) it runs in the server's folder.
-    pub user: Option<(&'a str, &'a Path)>,
+    pub(crate) user: Option<(&'a str, &'a Path)>,
     /// Whether the command gets a stdin pipe (the third value of [`spawn`]); otherwise
     /// `/dev/null`.
-    pub stdin: bool,
+    pub(crate) stdin: bool,
 }
 
 /// Which output pipe a chunk came from, and how a command ended: wire types.
@@ -88,7 +88,7 @@ impl Exit {
 
 /// How a command's run ended, as the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The shell ended by itself.
     Exit(Exit),
     /// The deadline passed; the group was killed.
@@ -113,7 +113,7 @@ impl Group {
 
 /// A running command. Dropping it kills the whole process group (and namespace).
 #[derive(Debug)]
-pub struct Process {
+pub(crate) struct Process {
     child: Child,
     group: Group,
     timed_out: Arc<AtomicBool>,
@@ -123,7 +123,7 @@ pub struct Process {
 
 /// The output pipes of a [`Process`], read together, counted against the output cap.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     group: Group,
@@ -138,7 +138,7 @@ pub struct Output {
 ///
 /// # Errors
 /// When `sh` (or `unshare`) cannot be started, or the home is missing.
-pub fn spawn(
+pub(crate) fn spawn(
     spec: &Spec<'_>,
     limits: &ExecLimits,
 ) -> io::Result<(Process, Output, Option<ChildStdin>)> {
@@ -189,7 +189,7 @@ impl Process {
     ///
     /// # Cancel safety
     /// Cancel-safe: it awaits only `Child::wait`, and the result is kept once known.
-    pub async fn wait(&mut self) -> io::Result<Exit> {
+    pub(crate) async fn wait(&mut self) -> io::Result<Exit> {
         if let Some(exit) = self.exit {
             return Ok(exit);
         }
@@ -200,12 +200,12 @@ impl Process {
     }
 
     /// Kills the whole process group (and namespace) now.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.group.kill();
     }
 
     /// How the run ended, given the shell's `exit` and the output it produced.
-    pub fn end(&self, exit: Exit, output: &Output) -> End {
+    pub(crate) fn end(&self, exit: Exit, output: &Output) -> End {
         if output.over {
             End::OutputLimit
         } else if self.timed_out.load(Ordering::SeqCst)
@@ -232,7 +232,7 @@ impl Output {
     ///
     /// # Cancel safety
     /// Cancel-safe: it only polls the pipes, and returns as soon as one yields bytes.
-    pub async fn read(&mut self, buf: &mut [u8]) -> Option<(Stream, usize)> {
+    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> Option<(Stream, usize)> {
         std::future::poll_fn(|cx| {
             if self.over {
                 return Poll::Ready(None);
@@ -269,11 +269,6 @@ impl Output {
         .await
     }
 
-    /// Whether the output passed the cap.
-    pub fn over_limit(&self) -> bool {
-        self.over
-    }
-
     /// Counts `n` new bytes against the cap; returns how many of them may be passed on.
     fn count(&mut self, n: usize) -> usize {
         let n64 = n as u64;
@@ -300,13 +295,13 @@ impl Output {
 
 /// A command's whole output, buffered (for the seed protocol, which sends the size first).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Buffered {
+pub(crate) struct Buffered {
     /// Everything written to stdout (up to the cap).
-    pub stdout: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
     /// Everything written to stderr (up to the cap, with stdout).
-    pub stderr: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
     /// How it ended.
-    pub end: End,
+    pub(crate) end: End,
 }
 
 /// Runs `spec` to its end within `limits`, keeping its output in memory (at most
@@ -314,7 +309,7 @@ pub struct Buffered {
 ///
 /// # Errors
 /// When the command cannot be started or waited for.
-pub async fn run_buffered(spec: &Spec<'_>, limits: &ExecLimits) -> io::Result<Buffered> {
+pub(crate) async fn run_buffered(spec: &Spec<'_>, limits: &ExecLimits) -> io::Result<Buffered> {
     let (mut process, mut output, stdin) = spawn(spec, limits)?;
     drop(stdin);
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());

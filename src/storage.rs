@@ -1,5 +1,5 @@
 //! `Root`: one user's home as a root-confined folder handle, and the file operations of the
-//! file service on it (list, stat, mkdir, remove, rename, read, upload via [`PartialFile`]).
+//! file service on it (list, stat, mkdir, remove, rename, read, upload via `PartialFile`).
 //!
 //! Wire paths are normalised by pure rules ([`WirePath`]); every open then goes through a
 //! cap-std [`Dir`], so a symlink out of the home is refused by the OS-level sandbox, not by
@@ -8,7 +8,7 @@
 //! symlinks (`walk`). Errors name the wire path, never the server's own path. No async, no
 //! sockets: the service calls these from `spawn_blocking`.
 
-pub mod backend;
+pub(crate) mod backend;
 mod errors;
 mod partial;
 mod regular;
@@ -18,28 +18,24 @@ mod usage;
 pub(crate) mod walk;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
-use md5::{Digest, Md5};
 
-pub use crate::protocol::PART_SUFFIX;
+use crate::protocol::PART_SUFFIX;
 pub use crate::protocol::ops::{Entry, EntryKind};
-pub use crate::protocol::wire_path::{MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, WirePath};
-pub use crate::quota::Usage;
+pub(crate) use crate::protocol::wire_path::{MAX_DEPTH, MAX_PATH_LEN, WirePath};
+pub(crate) use crate::quota::Usage;
 pub(crate) use errors::fs_error;
 #[cfg(test)]
 pub(crate) use partial::part_name;
-pub use partial::{PartProbe, PartialFile};
+pub(crate) use partial::{PartProbe, PartialFile};
 use regular::{NO_WAIT, blocking_io, regular_file};
 
 use crate::{Error, Result};
-
-/// Bytes read per step when hashing a file.
-pub const HASH_CHUNK: usize = 64 * 1024;
 
 /// An [`Entry`] from what the file system says.
 trait FromMetadata {
@@ -75,7 +71,7 @@ impl FromMetadata for Entry {
 
 /// A user's home folder; nothing outside it can be reached through this handle.
 #[derive(Debug)]
-pub struct Root {
+pub(crate) struct Root {
     dir: Dir,
 }
 
@@ -84,7 +80,7 @@ impl Root {
     ///
     /// # Errors
     /// [`Error::NotFound`] when the folder is missing; other file system errors.
-    pub fn open(home: &Path) -> Result<Root> {
+    pub(crate) fn open(home: &Path) -> Result<Root> {
         let dir = Dir::open_ambient_dir(home, ambient_authority())
             .map_err(|e| fs_error(&WirePath::root(), e))?;
         Ok(Root { dir })
@@ -95,7 +91,7 @@ impl Root {
     /// # Errors
     /// [`Error::NotFound`], [`Error::PermissionDenied`] (a symlink out of the home), and
     /// other file system errors, each naming `path`.
-    pub fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+    fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
         let err = |e| fs_error(path, e);
         let rel = path.to_relative();
         if !self.dir.metadata(&rel).map_err(err)?.is_dir() {
@@ -124,7 +120,7 @@ impl Root {
     ///
     /// # Errors
     /// As [`Root::list`].
-    pub fn stat(&self, path: &WirePath) -> Result<Entry> {
+    fn stat(&self, path: &WirePath) -> Result<Entry> {
         let meta = self
             .dir
             .metadata(path.to_relative())
@@ -141,7 +137,7 @@ impl Root {
     /// # Errors
     /// [`Error::AlreadyExists`] without `parents`; [`Error::NotFound`] for a missing parent
     /// without `parents`; other file system errors.
-    pub fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+    fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
         let rel = path.to_relative();
         let done = if parents {
             self.dir.create_dir_all(rel)
@@ -158,7 +154,7 @@ impl Root {
     ///
     /// # Errors
     /// File system errors other than "not found".
-    pub fn missing(&self, path: &WirePath) -> Result<u64> {
+    fn missing(&self, path: &WirePath) -> Result<u64> {
         let mut missing = 0;
         let mut at = path.clone();
         while !at.is_root() {
@@ -178,7 +174,7 @@ impl Root {
     /// # Errors
     /// [`Error::PermissionDenied`] for the home; [`Error::BadRequest`] for a folder without
     /// `recursive`; [`Error::NotFound`] and other file system errors.
-    pub fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+    fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
         if path.is_root() {
             return Err(Error::PermissionDenied(
                 "your home folder itself cannot be removed".into(),
@@ -205,7 +201,7 @@ impl Root {
     ///
     /// # Errors
     /// File system errors other than entries vanishing meanwhile.
-    pub fn remove_all(&self) -> Result<()> {
+    pub(crate) fn remove_all(&self) -> Result<()> {
         walk::remove_below(&self.dir).map_err(|e| fs_error(&WirePath::root(), e))
     }
 
@@ -230,7 +226,7 @@ impl Root {
     /// [`Error::PermissionDenied`] for the home; [`Error::AlreadyExists`] when `to` is a
     /// folder; [`Error::BadRequest`] for a folder moved into itself, or one that would put
     /// something past [`MAX_PATH_LEN`] or [`MAX_DEPTH`] at `to`; file system errors.
-    pub fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+    fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
         if from.is_root() || to.is_root() {
             return Err(Error::PermissionDenied(
                 "your home folder itself cannot be moved or replaced".into(),
@@ -292,7 +288,7 @@ impl Root {
     /// # Errors
     /// [`Error::BadRequest`] for a folder or anything else but a regular file;
     /// [`Error::NotFound`], [`Error::PermissionDenied`] and other file system errors.
-    pub fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
+    fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
         let err = |e| fs_error(path, e);
         let mut options = OpenOptions::new();
         options.read(true).custom_flags(NO_WAIT);
@@ -314,7 +310,7 @@ impl Root {
     /// [`Error::Busy`] when another upload of the same file is in progress;
     /// [`Error::AlreadyExists`] when `path` is a folder; [`Error::NotFound`] for a missing
     /// parent folder; [`Error::PermissionDenied`] for the home itself or a path out of it.
-    pub fn partial(&self, path: &WirePath) -> Result<PartialFile> {
+    fn partial(&self, path: &WirePath) -> Result<PartialFile> {
         let (Some(parent), Some(name)) = (path.parent(), path.name()) else {
             return Err(Error::PermissionDenied(
                 "cannot upload onto your home folder itself".into(),
@@ -329,30 +325,4 @@ impl Root {
         }
         PartialFile::new(dir, path.clone(), name)
     }
-}
-
-/// The md5 of everything `reader` yields, as lowercase hex, read in [`HASH_CHUNK`] steps.
-///
-/// # Errors
-/// The first read error: a file that cannot be read to its end has no digest.
-pub fn md5_file(reader: impl Read) -> io::Result<String> {
-    md5_counted(reader).map(|(md5, _)| md5)
-}
-
-/// [`md5_file`], plus the number of bytes hashed.
-pub(crate) fn md5_counted(mut reader: impl Read) -> io::Result<(String, u64)> {
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; HASH_CHUNK];
-    let mut len = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), len))
 }

@@ -1,5 +1,5 @@
 //! `Users`: the user store in `DATA/users.db` (SQLite, WAL): names, argon2id password
-//! hashes, quotas, and each user's home folder `DATA/homes/<name>/`; plus [`AuthThrottle`].
+//! hashes, quotas, and each user's home folder `DATA/homes/<name>/`; plus `AuthThrottle`.
 //!
 //! The API is synchronous and `Send + Sync` (callers use `spawn_blocking`). Passwords never
 //! leave this module except as argon2id PHC strings, and never appear in `Debug` output.
@@ -21,7 +21,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-pub use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused, ThrottleConfig};
+pub(crate) use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
 pub use crate::protocol::Password;
@@ -30,10 +30,10 @@ use crate::{Error, Result};
 use schema::{quota_from_sql, quota_to_sql, set_up};
 
 /// Longest user name, in characters.
-pub const MAX_NAME_LEN: usize = 32;
+const MAX_NAME_LEN: usize = 32;
 
 /// Longest password accepted by [`Users::add`] and [`Users::set_password`], in bytes.
-pub const MAX_PASSWORD_LEN: usize = 1024;
+const MAX_PASSWORD_LEN: usize = 1024;
 
 /// How long a writer waits for another connection's lock on the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,7 +73,7 @@ pub struct Users {
 /// Identifies a user's credentials as they were at login: it changes when the password
 /// does, so sessions opened with the old one can be ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Stamp([u8; 32]);
+pub(crate) struct Stamp([u8; 32]);
 
 impl fmt::Debug for Stamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,15 +128,10 @@ impl Users {
         })
     }
 
-    /// The data folder this store lives in.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// The home folder of `name`: `DATA/homes/<name>/`.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] when `name` breaks the name rules (see [`check_name`]).
+    /// [`Error::BadRequest`] when `name` breaks the name rules (see `check_name`).
     pub fn home(&self, name: &str) -> Result<PathBuf> {
         check_name(name)?;
         Ok(self.data_dir.join("homes").join(name))
@@ -284,7 +279,11 @@ impl Users {
     ///
     /// # Errors
     /// Database errors only; a wrong password is `Ok(None)`.
-    pub fn verify(&self, name: &str, password: &Password) -> Result<Option<(UserInfo, Stamp)>> {
+    pub(crate) fn verify(
+        &self,
+        name: &str,
+        password: &Password,
+    ) -> Result<Option<(UserInfo, Stamp)>> {
         let found = if check_name(name).is_ok() {
             self.lookup(name)?
         } else {
@@ -302,7 +301,7 @@ impl Users {
     ///
     /// # Errors
     /// Database errors.
-    pub fn current(&self, name: &str) -> Result<Option<(UserInfo, Stamp)>> {
+    pub(crate) fn current(&self, name: &str) -> Result<Option<(UserInfo, Stamp)>> {
         Ok(self
             .lookup(name)?
             .map(|(info, hash)| (info, Stamp::of(&hash))))
@@ -313,7 +312,7 @@ impl Users {
     ///
     /// # Errors
     /// Database errors.
-    pub fn data_version(&self) -> Result<u64> {
+    pub(crate) fn data_version(&self) -> Result<u64> {
         let version: i64 = self
             .lock()
             .query_row("PRAGMA data_version", [], |row| row.get(0))?;
@@ -378,7 +377,7 @@ impl Users {
 ///
 /// # Errors
 /// [`Error::BadRequest`] saying which rule the name breaks.
-pub fn check_name(name: &str) -> Result<()> {
+fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(Error::BadRequest(format!(
             "a user name must be 1 to {MAX_NAME_LEN} characters long"

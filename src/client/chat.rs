@@ -32,7 +32,7 @@ pub enum Incoming {
 
 impl Incoming {
     /// Reads a datagram from the server.
-    pub fn parse(datagram: &[u8]) -> Incoming {
+    fn parse(datagram: &[u8]) -> Incoming {
         let text = String::from_utf8_lossy(datagram);
         let (word, rest) = text.split_once(' ').unwrap_or((&text, ""));
         let message = |direct| {

@@ -169,9 +169,9 @@ where
 #[error("writing the command's {stream}: {source}")]
 pub struct SinkError {
     /// `"stdout"` or `"stderr"`.
-    pub stream: &'static str,
+    stream: &'static str,
     /// What the sink said.
-    pub source: std::io::Error,
+    source: std::io::Error,
 }
 
 impl SinkError {

@@ -40,7 +40,7 @@ impl Client {
     }
 
     /// A client on an already connected stream.
-    pub fn from_stream(stream: Stream) -> Client {
+    fn from_stream(stream: Stream) -> Client {
         Client {
             conn: Connection::new(stream, Limits::default()),
         }
@@ -97,7 +97,7 @@ impl Client {
 pub use crate::protocol::ops::{Verified, Welcome};
 
 /// The suffix of a client-side partial download, next to its final name.
-pub const LOCAL_PART_SUFFIX: &str = crate::protocol::PART_SUFFIX;
+const LOCAL_PART_SUFFIX: &str = crate::protocol::PART_SUFFIX;
 
 /// The partial file a download of `local` writes to before it is verified.
 pub fn local_partial(local: &Path) -> PathBuf {

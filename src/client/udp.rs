@@ -11,7 +11,7 @@ use crate::server::udp::MAX_DATAGRAM;
 use crate::{Error, Result};
 
 /// Sends `datagram` to `server` from a fresh socket and waits up to `wait` for one reply
-/// (the seeds' `sendto` + `recvfrom`), which may be up to [`MAX_DATAGRAM`] bytes.
+/// (the seeds' `sendto` + `recvfrom`), which may be up to `MAX_DATAGRAM` (64 KiB) bytes.
 ///
 /// # Errors
 /// Resolution and socket errors; `TimedOut` when no reply came in time.
@@ -35,7 +35,7 @@ pub async fn request(server: &str, datagram: &[u8], wait: Duration) -> io::Resul
 ///
 /// # Errors
 /// Resolution and socket errors, naming the address.
-pub async fn connect(server: &str) -> io::Result<UdpSocket> {
+pub(crate) async fn connect(server: &str) -> io::Result<UdpSocket> {
     let addr = crate::net::resolve(server).await?;
     let local: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()

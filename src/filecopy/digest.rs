@@ -50,7 +50,7 @@ impl Hasher {
 
 /// Which digests a transfer computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Digests {
+pub(crate) enum Digests {
     /// md5 only: the seeds' digest, what a peer that names no other checks.
     Md5,
     /// BLAKE3 only: between sockit peers.
@@ -61,11 +61,11 @@ pub enum Digests {
 
 /// Digests of a transfer's bytes, lowercase hex; `None` for one that was not computed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sums {
+pub(crate) struct Sums {
     /// md5: the seeds' digest, what a peer that names no other checks.
-    pub md5: Option<String>,
+    pub(crate) md5: Option<String>,
     /// BLAKE3 (between sockit peers: about 6x cheaper than md5 per byte).
-    pub blake3: Option<String>,
+    pub(crate) blake3: Option<String>,
 }
 
 /// The digests of one stream: md5 on a thread of its own (at ~650 MB/s it would otherwise
@@ -133,7 +133,7 @@ const SUMS_XATTR: &str = "user.sockit.sums";
 /// Records the digests in `sums` of `file`'s whole content in an extended attribute,
 /// stamped with its size and modification time, so a later download can send the file
 /// without hashing it. Best effort: a file system without user xattrs just gets no cache.
-pub fn remember_sums(file: &File, sums: &Sums) {
+pub(crate) fn remember_sums(file: &File, sums: &Sums) {
     let Some((len, mtime)) = stamp(file) else {
         return;
     };
@@ -154,7 +154,7 @@ pub fn remember_sums(file: &File, sums: &Sums) {
 /// The digests [`remember_sums`] recorded for `file` (`-` for one it did not know), if its
 /// size and modification time are still the ones they were recorded with (a file changed
 /// behind the server's back is hashed again).
-pub fn remembered_sums(file: &File) -> Option<Sums> {
+pub(crate) fn remembered_sums(file: &File) -> Option<Sums> {
     let (len, mtime) = stamp(file)?;
     let mut buf = [0u8; 256];
     let n = rustix::fs::fgetxattr(file, SUMS_XATTR, &mut buf).ok()?;

@@ -1,7 +1,7 @@
 //! `WirePath`: a path from the network, normalised by pure string rules, no file system.
 //!
 //! It only guarantees that the path has no `..`, no root or prefix and no NUL once resolved;
-//! symlinks are the sandbox's job ([`crate::storage::Root`] opens everything through cap-std).
+//! symlinks are the sandbox's job (`storage::Root` opens everything through cap-std).
 
 use std::fmt;
 use std::path::PathBuf;

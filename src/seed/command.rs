@@ -17,16 +17,16 @@ use crate::connection::Connection;
 use crate::net::{Endpoint, connect};
 use crate::protocol::header::Empty;
 use crate::protocol::{Limits, encode_head};
-pub use crate::runner::ExecLimits;
+pub(crate) use crate::runner::ExecLimits;
 use crate::runner::{End, Spec, run_buffered};
 use crate::server::{Conn, TcpService};
 use crate::{Error, Result};
 
 /// The seed exec server (`--seed-exec`).
 #[derive(Debug, Default)]
-pub struct Exec {
+pub(crate) struct Exec {
     /// Limits of every command.
-    pub limits: ExecLimits,
+    pub(crate) limits: ExecLimits,
 }
 
 impl TcpService for Exec {
@@ -47,7 +47,7 @@ impl TcpService for Exec {
 
 /// Runs `sh -c command` within `limits` and returns stdout then stderr, plus a note when the
 /// command was killed or could not start. Never fails: the seed client must get a reply.
-pub async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
+async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
     let spec = Spec {
         command,
         user: None,

@@ -1,6 +1,6 @@
 //! The seeds' echo: raw bytes in, `bytes.upper()` out (ASCII letters only, like Python).
 //!
-//! [`Tcp`] is the link loop + communication loop server of 002 §3.2 (`recv(1024)`, then
+//! `Tcp` is the link loop + communication loop server of 002 §3.2 (`recv(1024)`, then
 //! `send(data.upper())`, until an empty read); [`Udp`] is the datagram echo of 001 §五.
 
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// The seed TCP echo server (`--seed-echo`).
 #[derive(Debug, Default)]
-pub struct Tcp {}
+pub(crate) struct Tcp {}
 
 impl TcpService for Tcp {
     async fn handle(&self, mut conn: Conn) -> Result<()> {

@@ -10,7 +10,7 @@ pub mod echo;
 pub mod upload;
 
 /// The seeds' receive size: `recv(1024)` / `recvfrom(1024)`.
-pub const SEED_BUFSIZE: usize = 1024;
+const SEED_BUFSIZE: usize = 1024;
 
 /// One `recv(1024)` of a seed server's communication loop: the bytes read, or `None` when
 /// the client closed (the seeds' `if len(data) == 0: break`) or the server shuts down.

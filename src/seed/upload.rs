@@ -25,7 +25,7 @@ const LINGER_BYTES: usize = 1 << 20;
 
 /// The seed upload server (`--seed-upload`).
 #[derive(Debug)]
-pub struct Upload {
+pub(crate) struct Upload {
     dir: PathBuf,
 }
 
@@ -34,7 +34,7 @@ impl Upload {
     ///
     /// # Errors
     /// When the folder cannot be created.
-    pub fn new(data: &Path) -> std::io::Result<Upload> {
+    pub(crate) fn new(data: &Path) -> std::io::Result<Upload> {
         let dir = data.join("uploads");
         std::fs::create_dir_all(&dir)?;
         Ok(Upload { dir })
@@ -132,7 +132,7 @@ impl TcpService for Upload {
 ///
 /// # Errors
 /// [`Error::BadRequest`] naming the refused name.
-pub fn base_name(raw: &str) -> Result<&str> {
+fn base_name(raw: &str) -> Result<&str> {
     let name = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     if name.is_empty() || name == "." || name == ".." || name.contains('\0') {
         return Err(Error::BadRequest(format!(

@@ -34,7 +34,7 @@ pub struct IdleStream<S> {
 
 impl<S> IdleStream<S> {
     /// Wraps `inner`; each read and each write may wait at most `timeout`.
-    pub fn new(inner: S, timeout: Duration) -> IdleStream<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> IdleStream<S> {
         IdleStream {
             inner,
             timeout,

@@ -10,7 +10,7 @@ pub mod idle;
 mod per_ip;
 mod shutdown;
 mod tcp;
-pub mod udp;
+pub(crate) mod udp;
 
 pub use shutdown::Shutdown;
 pub use tcp::{Conn, IoStream, TcpService, serve_tcp};
@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::protocol::Limits;
 
 /// The default of [`ServerConfig::max_connections_per_ip`].
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
 
 /// Limits and timeouts of a server; each is a `sockit serve` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::Shutdown;
 
 /// The receive buffer: larger than any UDP payload (65,507 bytes over IPv4, 65,527 over IPv6),
 /// so a datagram is never truncated without the service seeing its real size.
-pub const MAX_DATAGRAM: usize = 65_536;
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
 
 /// A UDP service: socketserver's `BaseRequestHandler.handle()` for datagram servers, where
 /// `self.request` is `(data, socket)`.

@@ -31,7 +31,7 @@ use crate::Result;
 use crate::server::UdpService;
 
 /// Largest reply datagram: the seed client reads one `recvfrom(1024)`.
-pub const MAX_REPLY: usize = 1024;
+const MAX_REPLY: usize = 1024;
 
 /// Limits of the room; each is a `sockit serve` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,9 @@ use crate::{Error, Result};
 ///
 /// # Errors
 /// I/O errors, including the peer closing inside the body; the connection then closes.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>) -> Result<()> {
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<()> {
     let mut left = conn.unread_body();
     conn.queue_head(&Reply::ok(Empty {}), left)?;
     let mut chunk = vec![0; usize::try_from(left).unwrap_or(CHUNK).min(CHUNK)];

@@ -31,11 +31,11 @@ use crate::runner::{self, End, ExecLimits, Exit, OUTPUT_CHUNK, Spec};
 use crate::{Error, Result};
 
 /// Largest stdin frame accepted (the client sends at most 64 KiB per frame).
-pub const MAX_STDIN_FRAME: u64 = 1 << 20;
+const MAX_STDIN_FRAME: u64 = 1 << 20;
 
 /// Remote commands of a server: their limits, and how many each user runs now.
 #[derive(Debug, Default)]
-pub struct Exec {
+pub(crate) struct Exec {
     limits: ExecLimits,
     running: Mutex<HashMap<String, usize>>,
 }
@@ -43,7 +43,7 @@ pub struct Exec {
 impl Exec {
     /// Commands allowed, within `limits`. Finds the [`runner::sandbox()`] now (once per
     /// process), so that a machine without one says so in the log at start.
-    pub fn new(limits: ExecLimits) -> Exec {
+    pub(crate) fn new(limits: ExecLimits) -> Exec {
         runner::sandbox();
         Exec {
             limits,
@@ -103,7 +103,7 @@ enum Event {
 /// empty command, [`Error::Internal`] when the shell cannot start (the connection goes on).
 /// During the run: I/O errors and a client that leaves (the command is killed, the
 /// connection closes). A server shutdown kills the command and ends it with `internal`.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     exec: &Exec,
     (user, home): (&LoggedIn, &Path),
     (command, stdin): (String, bool),

@@ -17,7 +17,7 @@ use crate::storage::WirePath;
 
 /// A file op on the user's home.
 #[derive(Debug)]
-pub enum FileOp {
+pub(crate) enum FileOp {
     /// List `path`.
     Ls(String),
     /// Describe `path`.
@@ -35,7 +35,7 @@ pub enum FileOp {
 /// # Errors
 /// [`crate::Error::NotFound`], [`crate::Error::PermissionDenied`] (outside the home) and the
 /// other storage errors; all leave the connection usable.
-pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     op: FileOp,
     conn: &mut Connection<S>,
@@ -81,6 +81,6 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 /// # Errors
 /// [`crate::Error::PermissionDenied`] for a path that climbs out, a bad request for NUL bytes
 /// and the like.
-pub fn resolve(wire: &str) -> Result<WirePath> {
+pub(crate) fn resolve(wire: &str) -> Result<WirePath> {
     WirePath::root().resolve(wire)
 }

@@ -7,12 +7,12 @@
 //! listens) and the connection closes.
 
 pub mod chat;
-pub mod echo;
-pub mod exec;
-pub mod files;
+mod echo;
+mod exec;
+mod files;
 pub mod session;
 pub mod time;
-pub mod transfer;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;

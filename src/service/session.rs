@@ -28,11 +28,11 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct FileService {
     /// The user store.
-    pub users: Arc<Users>,
+    pub(crate) users: Arc<Users>,
     /// What each home costs, and what uploads in flight reserved, per user.
-    pub ledger: QuotaLedger,
+    pub(crate) ledger: QuotaLedger,
     /// Failed logins per address.
-    pub throttle: AuthThrottle,
+    throttle: AuthThrottle,
     /// Password checks running at once. Each holds argon2's working memory (19 MiB at the
     /// standard cost) and a core; further logins wait their turn, so a flood of logins
     /// costs time, not memory or threads.
@@ -44,7 +44,7 @@ impl FileService {
     ///
     /// # Errors
     /// When the database or the folders cannot be opened or created.
-    pub fn open(data_dir: &Path) -> Result<FileService> {
+    pub(crate) fn open(data_dir: &Path) -> Result<FileService> {
         Ok(FileService::with_users(Users::open(data_dir)?))
     }
 
@@ -56,7 +56,7 @@ impl FileService {
     }
 
     /// A file service that checks at most `max_checks` passwords at once.
-    pub fn with_limits(users: Users, max_checks: usize) -> FileService {
+    fn with_limits(users: Users, max_checks: usize) -> FileService {
         FileService {
             users: Arc::new(users),
             ledger: QuotaLedger::new(),
@@ -68,20 +68,20 @@ impl FileService {
 
 /// A logged-in user of one connection.
 #[derive(Debug, Clone)]
-pub struct LoggedIn {
+pub(crate) struct LoggedIn {
     /// The user name.
-    pub name: String,
+    pub(crate) name: String,
     /// The user's home, as a confined folder handle.
-    pub root: Arc<Root>,
+    pub(crate) root: Arc<Root>,
     /// The user's quota in bytes; `None` is unlimited.
-    pub quota: Option<u64>,
+    pub(crate) quota: Option<u64>,
     /// The credentials this session logged in with.
     stamp: Stamp,
 }
 
 /// What a connection knows about who is on it.
 #[derive(Debug, Default)]
-pub struct Session {
+pub(crate) struct Session {
     user: Option<LoggedIn>,
     /// The user store's [`Users::data_version`] when this session last looked.
     seen: u64,
@@ -94,7 +94,7 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::AuthRequired`] before a successful `login`, and once the session ended.
-    pub fn user(&mut self, files: &FileService) -> Result<&LoggedIn> {
+    pub(crate) fn user(&mut self, files: &FileService) -> Result<&LoggedIn> {
         let Some(user) = self.user.as_mut() else {
             return Err(Error::AuthRequired);
         };
@@ -125,7 +125,7 @@ impl Session {
 ///
 /// # Errors
 /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down.
-pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     files: &FileService,
     session: &mut Session,
     peer: Peer,

@@ -17,19 +17,19 @@ use crate::Result;
 use crate::server::UdpService;
 
 /// The format of an empty request, as in the seed.
-pub const DEFAULT_FORMAT: &str = "%Y-%m-%d %X";
+const DEFAULT_FORMAT: &str = "%Y-%m-%d %X";
 
 /// Largest reply: the seed client reads one `recv(1024)`.
-pub const MAX_REPLY: usize = 1024;
+const MAX_REPLY: usize = 1024;
 
 /// What every error reply starts with.
-pub const ERROR_PREFIX: &str = "error: ";
+pub(crate) const ERROR_PREFIX: &str = "error: ";
 
 /// The UDP time service (`--udp-time`).
 #[derive(Debug, Clone)]
 pub struct Time {
     /// Longest accepted format, in bytes (`--time-max-format`).
-    pub max_format: usize,
+    pub(crate) max_format: usize,
 }
 
 impl Default for Time {
@@ -53,7 +53,7 @@ impl UdpService for Time {
 ///
 /// # Errors
 /// Why the request cannot be answered, for the `error: ` reply.
-pub fn render(request: &[u8], now: DateTime<Local>, max_format: usize) -> Result<String, String> {
+fn render(request: &[u8], now: DateTime<Local>, max_format: usize) -> Result<String, String> {
     if request.len() > max_format {
         return Err(format!(
             "the format is {} bytes; the limit is {max_format}",

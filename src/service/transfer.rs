@@ -39,7 +39,7 @@ use crate::{Error, Result};
 /// # Errors
 /// Storage, quota and digest errors (the connection goes on); I/O errors (it closes, and the
 /// partial file stays for a later `--resume`).
-pub async fn put<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     (path, size, resume): (String, u64, bool),
     conn: &mut Connection<S>,
@@ -175,7 +175,7 @@ fn checked(
 /// # Errors
 /// Storage errors before the first byte (the connection goes on); I/O errors after it (the
 /// frame is broken, so the connection closes).
-pub async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     (path, offset, digest): (String, u64, DigestKind),
     conn: &mut Connection<S>,

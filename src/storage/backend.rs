@@ -13,7 +13,7 @@ use crate::Result;
 use crate::filecopy::blocking;
 
 /// The calls the core makes on a home's storage.
-pub trait Storage: Send + Sync + 'static {
+pub(crate) trait Storage: Send + Sync + 'static {
     /// A file opened for reading.
     type Reader: Send + 'static;
     /// An upload in progress: holds its one-writer lock until dropped.
@@ -55,7 +55,7 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// An upload in progress, as the core sees it.
-pub trait Upload: Send + 'static {
+pub(crate) trait Upload: Send + 'static {
     /// Bytes already received: where a resume continues.
     fn received(&self) -> u64;
     /// What the upload's bytes cost against the quota now (0 once committed or discarded).
@@ -67,13 +67,13 @@ pub trait Upload: Send + 'static {
 /// A home in a local folder, through a confined handle ([`Root`]); the file system calls
 /// run on the blocking pool.
 #[derive(Debug, Clone)]
-pub struct Local {
+pub(crate) struct Local {
     root: Arc<Root>,
 }
 
 impl Local {
     /// The home whose folder handle is `root`.
-    pub fn new(root: Arc<Root>) -> Local {
+    pub(crate) fn new(root: Arc<Root>) -> Local {
         Local { root }
     }
 
@@ -89,9 +89,9 @@ impl Local {
 
 /// An upload into a local folder: the partial file beside the target.
 #[derive(Debug)]
-pub struct LocalUpload {
+pub(crate) struct LocalUpload {
     /// The partial file; `None` once committed or discarded.
-    pub partial: Option<PartialFile>,
+    pub(crate) partial: Option<PartialFile>,
     probe: Arc<PartProbe>,
     received: u64,
     target: WirePath,

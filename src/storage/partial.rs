@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
-use super::{NO_WAIT, PART_SUFFIX, WirePath, blocking_io, fs_error, md5_counted};
+use super::{NO_WAIT, PART_SUFFIX, WirePath, blocking_io, fs_error};
 use crate::{Error, Result};
 
 /// The partial file's name for a target `name`: hidden, and deterministic, so an upload
@@ -90,7 +90,7 @@ fn lock_key(dir: &Dir, name: &str) -> io::Result<LockKey> {
 /// upload's one-writer lock too, so nothing else can start writing there (or remove the
 /// folder, see [`has_writer_in`]) until the upload is booked.
 #[derive(Debug)]
-pub struct PartProbe {
+pub(crate) struct PartProbe {
     dir: Dir,
     part: String,
     _lock: std::sync::Arc<UploadLock>,
@@ -98,7 +98,7 @@ pub struct PartProbe {
 
 impl PartProbe {
     /// The partial file's cost (its bytes plus one entry), 0 when there is none.
-    pub fn cost(&self) -> u64 {
+    pub(crate) fn cost(&self) -> u64 {
         match self.dir.symlink_metadata(&self.part) {
             Ok(meta) => crate::quota::Usage::file(meta.len()),
             Err(_) => 0,
@@ -108,7 +108,7 @@ impl PartProbe {
 
 /// An upload in progress: the hidden partial file of one target, locked for one writer.
 #[derive(Debug)]
-pub struct PartialFile {
+pub(crate) struct PartialFile {
     dir: Dir,
     target: WirePath,
     name: String,
@@ -130,17 +130,12 @@ impl PartialFile {
         })
     }
 
-    /// The final path this upload will be committed to.
-    pub fn target(&self) -> &WirePath {
-        &self.target
-    }
-
     /// Bytes already received: where a resumed upload continues. 0 when nothing was (or
     /// when something other than a file is in the partial file's place).
     ///
     /// # Errors
     /// [`Error::Fs`] when the partial file cannot be examined.
-    pub fn len(&self) -> Result<u64> {
+    pub(crate) fn len(&self) -> Result<u64> {
         match self.dir.symlink_metadata(&self.part) {
             Ok(meta) if meta.is_file() => Ok(meta.len()),
             Ok(_) => Ok(0),
@@ -154,7 +149,7 @@ impl PartialFile {
     ///
     /// # Errors
     /// When the folder handle cannot be duplicated.
-    pub fn probe(&self) -> Result<PartProbe> {
+    pub(crate) fn probe(&self) -> Result<PartProbe> {
         Ok(PartProbe {
             dir: self
                 .dir
@@ -165,14 +160,6 @@ impl PartialFile {
         })
     }
 
-    /// Whether nothing was received yet.
-    ///
-    /// # Errors
-    /// As [`PartialFile::len`].
-    pub fn is_empty(&self) -> Result<bool> {
-        self.len().map(|len| len == 0)
-    }
-
     /// Opens the partial file for reading and writing at `offset`, creating it if needed and
     /// cutting off anything past `offset` (bytes the client will send again). It is readable
     /// so that a resumed upload can hash the prefix it keeps.
@@ -180,7 +167,7 @@ impl PartialFile {
     /// # Errors
     /// [`Error::BadRequest`] when `offset` is past what was received; [`Error::Fs`] and
     /// friends when the file cannot be opened, cut or positioned.
-    pub fn open_at(&mut self, offset: u64) -> Result<File> {
+    pub(crate) fn open_at(&mut self, offset: u64) -> Result<File> {
         let err = |e| fs_error(&self.target, e);
         let mut file = self.open_part()?;
         let len = file.metadata().map_err(err)?.len();
@@ -197,36 +184,17 @@ impl PartialFile {
         Ok(file)
     }
 
-    /// Checks the whole partial file against the announced size and md5 (hex, any case;
-    /// `None` checks the size only), then renames it to the target in one atomic step.
-    /// Returns the md5 of what was stored, as lowercase hex.
+    /// Checks the partial file against the announced size, then renames it to the target in
+    /// one atomic step, once it is durable. The caller has already checked the content, with
+    /// a digest computed over exactly the bytes it wrote (a mismatch goes to
+    /// [`PartialFile::reject`] instead), so the file is not read again.
     ///
-    /// On a mismatch the partial file is removed, so the next attempt starts from zero.
+    /// On a size mismatch the partial file is removed, so the next attempt starts from zero.
     ///
     /// # Errors
-    /// [`Error::DigestMismatch`] when size or md5 differ; [`Error::AlreadyExists`] when the
+    /// [`Error::DigestMismatch`] when the size differs; [`Error::AlreadyExists`] when the
     /// target is a folder (the partial is kept); file system errors otherwise.
-    pub fn commit(self, expected_len: u64, expected_md5: Option<&str>) -> Result<String> {
-        let file = self.open_part()?;
-        let (md5, len) = md5_counted(&file).map_err(|e| fs_error(&self.target, e))?;
-        let wrong = expected_md5.filter(|expected| !expected.eq_ignore_ascii_case(&md5));
-        if let Some(expected) = wrong {
-            let problem =
-                format!("md5 of the received bytes is {md5}, not the announced {expected}");
-            drop(file);
-            return Err(self.reject(&problem));
-        }
-        self.publish(file, len, expected_len)?;
-        Ok(md5)
-    }
-
-    /// As [`PartialFile::commit`] for a caller that has already checked the content, with
-    /// a digest computed over exactly the bytes it wrote: only the length is checked here,
-    /// and the file is not read again.
-    ///
-    /// # Errors
-    /// As [`PartialFile::commit`].
-    pub fn commit_verified(self, expected_len: u64) -> Result<()> {
+    pub(crate) fn commit_verified(self, expected_len: u64) -> Result<()> {
         let file = self.open_part()?;
         let len = file
             .metadata()
@@ -275,7 +243,7 @@ impl PartialFile {
 
     /// Removes the partial file after a failed check of its content, described by
     /// `problem`: returns the error to report.
-    pub fn reject(self, problem: &str) -> Error {
+    pub(crate) fn reject(self, problem: &str) -> Error {
         let message = format!("{}: {problem}; the upload was discarded", self.target);
         match self.discard() {
             Ok(()) => Error::DigestMismatch(message),
@@ -314,7 +282,7 @@ impl PartialFile {
     ///
     /// # Errors
     /// File system errors other than "not found".
-    pub fn discard(self) -> Result<()> {
+    pub(crate) fn discard(self) -> Result<()> {
         match self.dir.remove_file(&self.part) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(fs_error(&self.target, e)),
             _ => Ok(()),

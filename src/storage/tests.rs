@@ -43,10 +43,10 @@ fn read(root: &Root, wire: &str) -> Result<String> {
     Ok(text)
 }
 
-fn upload(root: &Root, wire: &str, data: &[u8]) -> Result<String> {
+fn upload(root: &Root, wire: &str, data: &[u8]) -> Result<()> {
     let mut part = root.partial(&p(wire))?;
     part.open_at(0)?.write_all(data).unwrap();
-    part.commit(data.len() as u64, Some(&md5_file(data).unwrap()))
+    part.commit_verified(data.len() as u64)
 }
 
 #[test]
@@ -222,8 +222,7 @@ fn partial_upload_resumes_after_a_restart() {
     assert_eq!(part.len().unwrap(), 8);
     file.write_all(&data[8..]).unwrap();
     drop(file);
-    let md5 = part.commit(16, Some(&md5_file(&data[..]).unwrap().to_uppercase()));
-    assert_eq!(md5.unwrap(), md5_file(&data[..]).unwrap());
+    part.commit_verified(16).unwrap();
     assert_eq!(read(&root, "big.bin").unwrap().as_bytes(), data);
     assert!(!f.home.join(".big.bin.sockit-part").exists());
 }
@@ -234,16 +233,15 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
     fs::write(f.home.join("keep.txt"), "old").unwrap();
     let mut part = f.root.partial(&p("keep.txt")).unwrap();
     part.open_at(0).unwrap().write_all(b"new data").unwrap();
-    let err = part
-        .commit(8, Some("00000000000000000000000000000000"))
-        .unwrap_err();
+    // The caller found the digest wrong.
+    let err = part.reject("md5 of the received bytes is not the announced one");
     assert!(matches!(err, Error::DigestMismatch(_)), "{err}");
     assert_eq!(read(&f.root, "keep.txt").unwrap(), "old");
     assert!(!f.home.join(".keep.txt.sockit-part").exists());
 
     let mut part = f.root.partial(&p("new.txt")).unwrap();
     part.open_at(0).unwrap().write_all(b"short").unwrap();
-    let err = part.commit(6, None).unwrap_err();
+    let err = part.commit_verified(6).unwrap_err();
     assert!(err.to_string().contains("received 5 bytes but 6"), "{err}");
     assert!(matches!(read(&f.root, "new.txt"), Err(Error::NotFound(_))));
     assert_eq!(f.root.usage().unwrap().bytes, 3);
@@ -253,8 +251,7 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
 fn empty_uploads_commit() {
     let f = fixture();
     let part = f.root.partial(&p("empty")).unwrap();
-    part.commit(0, Some("d41d8cd98f00b204e9800998ecf8427e"))
-        .unwrap();
+    part.commit_verified(0).unwrap();
     assert_eq!(read(&f.root, "empty").unwrap(), "");
 }
 
@@ -308,9 +305,9 @@ fn usage_counts_files_recursively_without_following_symlinks() {
     let usage = f.root.usage().unwrap();
     // a, a/b, one, a/b/two, the partial file, and the two links.
     assert_eq!((usage.bytes, usage.entries), (130, 7));
-    let a = f.root.usage_at(&p("a")).unwrap();
+    let a = f.root.measure(&p("a"), true).unwrap();
     assert_eq!((a.bytes, a.entries), (23, 3));
-    let one = f.root.usage_at(&p("one")).unwrap();
+    let one = f.root.measure(&p("one"), true).unwrap();
     assert_eq!((one.bytes, one.entries), (100, 1));
 }
 
@@ -319,36 +316,14 @@ fn a_walk_inside_a_folder_with_an_upload_in_progress_is_busy() {
     let f = fixture();
     fs::create_dir_all(f.home.join("d/e")).unwrap();
     let part = f.root.partial(&p("d/e/x")).unwrap();
-    assert!(matches!(f.root.usage_at(&p("d")), Err(Error::Busy(_))));
+    assert!(matches!(f.root.measure(&p("d"), true), Err(Error::Busy(_))));
     assert!(f.root.usage().is_ok(), "the whole home is measured anyway");
     let probe = part.probe().unwrap();
     drop(part);
     assert!(
-        matches!(f.root.usage_at(&p("d")), Err(Error::Busy(_))),
+        matches!(f.root.measure(&p("d"), true), Err(Error::Busy(_))),
         "the probe holds it"
     );
     drop(probe);
-    assert_eq!(f.root.usage_at(&p("d")).unwrap().entries, 2);
-}
-
-#[test]
-fn md5_file_propagates_read_errors() {
-    struct Failing(usize);
-    impl Read for Failing {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.0 == 0 {
-                return Err(io::Error::other("disk on fire"));
-            }
-            self.0 -= 1;
-            buf[0] = b'x';
-            Ok(1)
-        }
-    }
-    assert!(md5_file(Failing(3)).is_err());
-    assert_eq!(
-        md5_file(&b"hello"[..]).unwrap(),
-        "5d41402abc4b2a76b9719d911017c592"
-    );
-    let big = vec![7u8; 3 * HASH_CHUNK + 1];
-    assert_eq!(md5_counted(&big[..]).unwrap().1, big.len() as u64);
+    assert_eq!(f.root.measure(&p("d"), true).unwrap().entries, 2);
 }

@@ -7,11 +7,11 @@ use super::{Root, Usage, WirePath, fs_error, partial, walk};
 use crate::{Error, Result};
 
 impl Root {
-    /// What the whole home holds (see [`Root::usage_at`]), uploads in progress included.
+    /// What the whole home holds (see [`Root::measure`]), uploads in progress included.
     ///
     /// # Errors
-    /// As [`Root::usage_at`], but never [`Error::Busy`].
-    pub fn usage(&self) -> Result<Usage> {
+    /// As [`Root::measure`], but never [`Error::Busy`].
+    pub(crate) fn usage(&self) -> Result<Usage> {
         self.measure(&WirePath::root(), false)
     }
 
@@ -21,18 +21,10 @@ impl Root {
     /// by path strings, which a deep tree would take past `PATH_MAX`.
     ///
     /// # Errors
-    /// [`Error::Busy`] when an upload is writing inside `path` (its bytes are being
-    /// counted by the upload itself); file system errors other than entries vanishing
-    /// during the walk.
-    pub fn usage_at(&self, path: &WirePath) -> Result<Usage> {
-        self.measure(path, true)
-    }
-
-    /// [`Root::usage_at`], refusing a folder an upload writes in only with `refuse_busy`.
-    ///
-    /// # Errors
-    /// As [`Root::usage_at`].
-    pub fn measure(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
+    /// With `refuse_busy`, [`Error::Busy`] when an upload is writing inside `path` (its bytes
+    /// are being counted by the upload itself); file system errors other than entries
+    /// vanishing during the walk.
+    pub(crate) fn measure(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
         let err = |e| fs_error(path, e);
         let meta = self.dir.symlink_metadata(path.to_relative()).map_err(err)?;
         let mut usage = Usage {

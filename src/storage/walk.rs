@@ -40,15 +40,15 @@ pub(crate) enum Step {
 #[derive(Debug)]
 pub(crate) struct Found<'a> {
     /// The open folder holding the entry; `name` is relative to it.
-    pub dir: &'a Dir,
+    dir: &'a Dir,
     /// The entry's name in `dir`.
-    pub name: &'a OsStr,
+    name: &'a OsStr,
     /// The entry itself: a symlink's own metadata, never its target's.
-    pub meta: &'a Metadata,
+    pub(crate) meta: &'a Metadata,
     /// 1 for the top folder's own entries, 2 for theirs, and so on.
-    pub depth: usize,
+    depth: usize,
     /// Bytes of the entry's path below the top folder (`a/b/name`).
-    pub len: usize,
+    len: usize,
 }
 
 /// What [`walk_with`] calls.

@@ -14,21 +14,21 @@ use std::time::{Duration, Instant};
 use crate::net::ip_bucket;
 
 /// How long the service waits before answering a failed login, to slow down guessing.
-pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
 /// When an address is cooled down, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleConfig {
+struct ThrottleConfig {
     /// Failures within `window` that start a cool-down.
-    pub max_failures: u32,
+    max_failures: u32,
     /// How far back failures count.
-    pub window: Duration,
+    window: Duration,
     /// The first cool-down; each further one doubles it.
-    pub cooldown: Duration,
+    cooldown: Duration,
     /// The longest cool-down; also the quiet time after which the doubling starts over.
-    pub max_cooldown: Duration,
+    max_cooldown: Duration,
     /// Addresses remembered at most; beyond it the least recently seen is forgotten.
-    pub max_tracked: usize,
+    max_tracked: usize,
 }
 
 impl Default for ThrottleConfig {
@@ -73,7 +73,7 @@ impl Peer {
 /// an outcome (the client left during the check), it counts as a failure.
 #[derive(Debug)]
 #[must_use = "an attempt dropped without an outcome counts as a failure"]
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     throttle: &'a AuthThrottle,
     ip: IpAddr,
     open: bool,
@@ -81,7 +81,7 @@ pub struct Attempt<'a> {
 
 impl Attempt<'_> {
     /// The password was wrong: returns the cool-down this started, if any.
-    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+    pub(crate) fn failed(mut self, now: Instant) -> Option<Duration> {
         self.open = false;
         self.throttle.finish(self.ip);
         let cooldown = self.throttle.failure(self.ip, now);
@@ -90,7 +90,7 @@ impl Attempt<'_> {
     }
 
     /// The login succeeded: the address starts over with a clean record.
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.open = false;
         self.throttle.finish(self.ip);
         self.throttle.success(self.ip);
@@ -110,7 +110,7 @@ impl Drop for Attempt<'_> {
 
 /// Why an attempt cannot begin now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The address cools down for this much longer.
     CoolingDown(Duration),
     /// Its attempts in flight fill the limit: wait for one to end ([`AuthThrottle::ended`]).
@@ -119,7 +119,7 @@ pub enum Refused {
 
 /// Failed logins per address; one per server, shared by all connections.
 #[derive(Debug, Default)]
-pub struct AuthThrottle {
+pub(crate) struct AuthThrottle {
     config: ThrottleConfig,
     peers: Mutex<HashMap<IpAddr, Peer>>,
     /// Woken whenever an attempt ends.
@@ -127,8 +127,9 @@ pub struct AuthThrottle {
 }
 
 impl AuthThrottle {
-    /// A throttle with `config`.
-    pub fn new(config: ThrottleConfig) -> Self {
+    /// A throttle with `config` (the server always runs the default one).
+    #[cfg(test)]
+    fn new(config: ThrottleConfig) -> Self {
         AuthThrottle {
             config,
             peers: Mutex::default(),
@@ -140,7 +141,7 @@ impl AuthThrottle {
     ///
     /// # Errors
     /// The time left of its cool-down.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         match peers.get(&ip_bucket(ip)).and_then(|p| p.until) {
             Some(until) if until > now => Err(until - now),
@@ -155,7 +156,7 @@ impl AuthThrottle {
     ///
     /// # Errors
     /// [`Refused::CoolingDown`] with the time left, or [`Refused::Wait`].
-    pub fn begin(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
+    pub(crate) fn begin(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
         self.check(ip, now).map_err(Refused::CoolingDown)?;
         let config = &self.config;
         let key = ip_bucket(ip);
@@ -183,7 +184,7 @@ impl AuthThrottle {
 
     /// Resolves when an attempt has ended since this was called: a deferred attempt then
     /// tries [`AuthThrottle::begin`] again.
-    pub fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn ended(&self) -> tokio::sync::futures::Notified<'_> {
         self.ended.notified()
     }
 
@@ -196,7 +197,7 @@ impl AuthThrottle {
     }
 
     /// Records a failed login of `ip` at `now`; returns the cool-down it started, if any.
-    pub fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let config = &self.config;
         let key = ip_bucket(ip);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -241,7 +242,7 @@ impl AuthThrottle {
 
     /// Records a successful login: `ip` starts over with a clean record (its other
     /// attempts in flight still count until they finish).
-    pub fn success(&self, ip: IpAddr) {
+    fn success(&self, ip: IpAddr) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let key = ip_bucket(ip);
         match peers.get_mut(&key) {
@@ -257,7 +258,8 @@ impl AuthThrottle {
     }
 
     /// Addresses currently remembered.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.peers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
