@@ -104,6 +104,10 @@ impl<S: Storage> Home<S> {
     /// # Errors
     /// [`Error::Busy`] while an upload writes inside the folder; as [`Storage::remove`].
     pub(crate) async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+        if path.is_root() {
+            // Refused by the storage; not worth a walk of the whole home first.
+            return self.storage.remove(path, recursive).await;
+        }
         let _names = self.names().await;
         let held = self.storage.usage(path, true).await?.cost();
         let removed = self.storage.remove(path, recursive).await;

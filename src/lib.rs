@@ -3,22 +3,37 @@
 //! services built on it.
 //!
 //! # Layout
-//! - [`protocol`]: the wire format, pure functions over bytes (no I/O).
+//! One file-service core, many doors: the rules of a home are written once, in `home`, and
+//! every door (today the native protocol; TLS, HTTP/WebDAV and FTP next) is a thin layer
+//! that translates its protocol into calls on it.
+//!
+//! - [`protocol`]: the wire format, pure functions over bytes (no I/O): frames, requests
+//!   (`request.rs`), the reply envelope and error codes (`header.rs`), every op's reply
+//!   fields (`ops.rs`), paths from the network (`wire_path.rs`). One type per message, used
+//!   by the server to answer and by the client to read.
 //! - [`connection`]: frames over an async stream; [`blocking`]: the same over `std::io`.
-//! - [`net`]: endpoints (`host:port`, `unix:PATH`), listeners and streams.
-//! - [`server`]: the framework: accept loop, limits, idle timeouts, graceful shutdown.
-//! - [`service`]: the native protocol's ops and the frame loop that dispatches them.
-//! - [`client`]: the calling side of the native protocol.
-//! - [`seed`]: the seeds' raw protocols (echo, exec, upload), server and client side.
-//! - [`config`]: `sockit serve`'s settings (flags and TOML file) and the listeners they open.
-//! - [`home`]: what a logged-in user may do to their home, priced against their quota.
-//! - [`storage`]: a user's home as a root-confined folder; uploads via partial files.
-//! - [`quota`]: per-user reservations so concurrent uploads cannot overshoot a quota.
-//! - [`users`]: the SQLite user store (argon2id hashes, quotas) and login throttling.
-//! - [`runner`]: child processes of remote commands: process groups in PID namespaces, limits,
-//!   kill on drop.
-//! - [`filecopy`]: file bytes to and from a connection, with md5, on the blocking pool.
-//! - [`error`]: the one error type, mapped to the wire by [`Error::code`].
+//! - [`net`]: endpoints (`host:port`, `unix:PATH`), listeners, streams, address buckets.
+//! - [`server`]: the framework: accept loop, global and per-address caps, idle and head
+//!   deadlines, graceful shutdown, UDP datagrams.
+//! - `home` (crate-private): the core: what a logged-in user may do to their home (list,
+//!   stat, mkdir, rm, mv, read, an upload that resumes, verifies and commits), priced
+//!   against their quota under one lock per user, over a `storage::backend::Storage`.
+//! - [`storage`]: the `Storage` trait and the local folder behind it: a root-confined
+//!   handle, partial files, walks by handle, only regular files read or written.
+//! - [`quota`]: what each home costs (bytes plus a block per entry) and what uploads in
+//!   flight reserved, under one lock.
+//! - [`users`]: accounts: the SQLite user store, argon2id checks in reused memory, the
+//!   login throttle.
+//! - [`service`]: the native protocol's door (frame loop, login, file ops, transfers, exec)
+//!   and the UDP time and chat services.
+//! - [`runner`]: child processes of remote commands: process groups in PID namespaces,
+//!   limits, kill on drop.
+//! - [`filecopy`]: file bytes to and from a connection on the blocking pool, with digests.
+//! - [`seed`]: the seeds' raw protocols (echo, command, upload), server and client side.
+//! - [`client`]: the calling side: the native protocol, exec's streams, the shell's
+//!   language, UDP and chat clients, the load generator.
+//! - [`config`]: `sockit serve`'s settings (TOML file) and the listeners they open.
+//! - `error` (re-exported): the one [`Error`] type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
 pub mod client;

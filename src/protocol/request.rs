@@ -110,7 +110,7 @@ pub enum Request {
         #[serde(default)]
         eof: bool,
     },
-    /// Any op this server does not know; answered with [`ErrorCode::UnknownOp`].
+    /// Any op this server does not know; answered with [`super::ErrorCode::UnknownOp`].
     #[serde(other)]
     Unknown,
 }
