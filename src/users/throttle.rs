@@ -83,8 +83,7 @@ impl Attempt<'_> {
     /// The password was wrong: returns the cool-down this started, if any.
     pub(crate) fn failed(mut self, now: Instant) -> Option<Duration> {
         self.open = false;
-        self.throttle.finish(self.ip);
-        let cooldown = self.throttle.failure(self.ip, now);
+        let cooldown = self.throttle.outcome(self.ip, now, false);
         self.throttle.ended.notify_waiters();
         cooldown
     }
@@ -92,8 +91,7 @@ impl Attempt<'_> {
     /// The login succeeded: the address starts over with a clean record.
     pub(crate) fn succeeded(mut self) {
         self.open = false;
-        self.throttle.finish(self.ip);
-        self.throttle.success(self.ip);
+        self.throttle.outcome(self.ip, Instant::now(), true);
         self.throttle.ended.notify_waiters();
     }
 }
@@ -101,8 +99,7 @@ impl Attempt<'_> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if self.open {
-            self.throttle.finish(self.ip);
-            self.throttle.failure(self.ip, Instant::now());
+            self.throttle.outcome(self.ip, Instant::now(), false);
             self.throttle.ended.notify_waiters();
         }
     }
@@ -141,6 +138,7 @@ impl AuthThrottle {
     ///
     /// # Errors
     /// The time left of its cool-down.
+    #[cfg(test)]
     fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         match peers.get(&ip_bucket(ip)).and_then(|p| p.until) {
@@ -157,14 +155,12 @@ impl AuthThrottle {
     /// # Errors
     /// [`Refused::CoolingDown`] with the time left, or [`Refused::Wait`].
     pub(crate) fn begin(&self, ip: IpAddr, now: Instant) -> Result<Attempt<'_>, Refused> {
-        self.check(ip, now).map_err(Refused::CoolingDown)?;
         let config = &self.config;
-        let key = ip_bucket(ip);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
-            evict(&mut peers, config, now);
+        let peer = entry(&mut peers, config, ip, now);
+        if let Some(until) = peer.until.filter(|until| *until > now) {
+            return Err(Refused::CoolingDown(until - now));
         }
-        let peer = peers.entry(key).or_insert_with(|| Peer::new(now));
         let recent = peer
             .failures
             .iter()
@@ -188,73 +184,32 @@ impl AuthThrottle {
         self.ended.notified()
     }
 
-    /// An attempt of `ip` has its outcome.
-    fn finish(&self, ip: IpAddr) {
+    /// An attempt of `ip` has its outcome: it leaves the attempts in flight and is counted,
+    /// under one lock (no other attempt can begin in between). Returns the cool-down a
+    /// failure started, if any.
+    fn outcome(&self, ip: IpAddr, now: Instant, succeeded: bool) -> Option<Duration> {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(peer) = peers.get_mut(&ip_bucket(ip)) {
-            peer.in_flight = peer.in_flight.saturating_sub(1);
+        let peer = entry(&mut peers, &self.config, ip, now);
+        peer.in_flight = peer.in_flight.saturating_sub(1);
+        if succeeded {
+            success_in(&mut peers, ip);
+            return None;
         }
+        failure_in(&mut peers, &self.config, ip, now)
     }
 
     /// Records a failed login of `ip` at `now`; returns the cool-down it started, if any.
+    #[cfg(test)]
     fn failure(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let config = &self.config;
-        let key = ip_bucket(ip);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
-            evict(&mut peers, config, now);
-        }
-        let peer = peers.entry(key).or_insert_with(|| Peer::new(now));
-        peer.last = now;
-        if let Some(until) = peer.until {
-            if until > now {
-                // Already cooling down (the caller did not check): nothing more to count.
-                return None;
-            }
-            if now.saturating_duration_since(until) >= config.max_cooldown {
-                // Quiet long enough after the last cool-down: forgive.
-                peer.strikes = 0;
-                peer.until = None;
-            }
-        }
-        while peer
-            .failures
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= config.window)
-        {
-            peer.failures.pop_front();
-        }
-        peer.failures.push_back(now);
-        if peer.failures.len() < config.max_failures.max(1) as usize {
-            return None;
-        }
-        let factor = 2u32.saturating_pow(peer.strikes);
-        let cooldown = config
-            .cooldown
-            .saturating_mul(factor)
-            .min(config.max_cooldown);
-        peer.strikes = peer.strikes.saturating_add(1);
-        peer.failures.clear();
-        // Only a configured duration of centuries could overflow; then no cool-down.
-        peer.until = Some(now.checked_add(cooldown).unwrap_or(now));
-        Some(cooldown)
+        failure_in(&mut peers, &self.config, ip, now)
     }
 
-    /// Records a successful login: `ip` starts over with a clean record (its other
-    /// attempts in flight still count until they finish).
+    /// Records a successful login: `ip` starts over with a clean record.
+    #[cfg(test)]
     fn success(&self, ip: IpAddr) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = ip_bucket(ip);
-        match peers.get_mut(&key) {
-            Some(peer) if peer.in_flight > 0 => {
-                peer.failures.clear();
-                peer.until = None;
-                peer.strikes = 0;
-            }
-            _ => {
-                peers.remove(&key);
-            }
-        }
+        success_in(&mut peers, ip);
     }
 
     /// Addresses currently remembered.
@@ -264,6 +219,81 @@ impl AuthThrottle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+type Peers = HashMap<IpAddr, Peer>;
+
+/// The record of `ip`'s bucket, made if new (room is made first when the map is full).
+fn entry<'a>(
+    peers: &'a mut Peers,
+    config: &ThrottleConfig,
+    ip: IpAddr,
+    now: Instant,
+) -> &'a mut Peer {
+    let key = ip_bucket(ip);
+    if !peers.contains_key(&key) && peers.len() >= config.max_tracked {
+        evict(peers, config, now);
+    }
+    peers.entry(key).or_insert_with(|| Peer::new(now))
+}
+
+/// Counts a failed login of `ip` at `now`; returns the cool-down it started, if any.
+fn failure_in(
+    peers: &mut Peers,
+    config: &ThrottleConfig,
+    ip: IpAddr,
+    now: Instant,
+) -> Option<Duration> {
+    let peer = entry(peers, config, ip, now);
+    peer.last = now;
+    if let Some(until) = peer.until {
+        if until > now {
+            // Already cooling down (the caller did not check): nothing more to count.
+            return None;
+        }
+        if now.saturating_duration_since(until) >= config.max_cooldown {
+            // Quiet long enough after the last cool-down: forgive.
+            peer.strikes = 0;
+            peer.until = None;
+        }
+    }
+    while peer
+        .failures
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= config.window)
+    {
+        peer.failures.pop_front();
+    }
+    peer.failures.push_back(now);
+    if peer.failures.len() < config.max_failures.max(1) as usize {
+        return None;
+    }
+    let factor = 2u32.saturating_pow(peer.strikes);
+    let cooldown = config
+        .cooldown
+        .saturating_mul(factor)
+        .min(config.max_cooldown);
+    peer.strikes = peer.strikes.saturating_add(1);
+    peer.failures.clear();
+    // Only a configured duration of centuries could overflow; then no cool-down.
+    peer.until = Some(now.checked_add(cooldown).unwrap_or(now));
+    Some(cooldown)
+}
+
+/// A successful login: `ip` starts over with a clean record (its other attempts in flight
+/// still count until they finish).
+fn success_in(peers: &mut Peers, ip: IpAddr) {
+    let key = ip_bucket(ip);
+    match peers.get_mut(&key) {
+        Some(peer) if peer.in_flight > 0 => {
+            peer.failures.clear();
+            peer.until = None;
+            peer.strikes = 0;
+        }
+        _ => {
+            peers.remove(&key);
+        }
     }
 }
 
