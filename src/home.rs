@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::quota::{ENTRY_COST, QuotaLedger, Reservation, Usage};
 use crate::storage::backend::{Local, Storage, Upload};
-use crate::storage::{Entry, WirePath};
+use crate::storage::{Entry, EntryKind, WirePath};
 use crate::{Error, Result};
 
 /// One user's home, with their quota; cheap to make per request.
@@ -184,6 +184,12 @@ impl<S: Storage> Home<S> {
     /// What a commit to or a move onto `path` would replace: a file or link there (a
     /// folder is refused by the commit or move itself).
     async fn replaced_cost(&self, path: &WirePath) -> Result<u64> {
+        // A folder is never replaced: no walk of what it holds.
+        match self.storage.stat(path).await {
+            Ok(entry) if entry.kind == EntryKind::Dir => return Ok(0),
+            Err(Error::NotFound(_)) => return Ok(0),
+            _ => {}
+        }
         match self.storage.usage(path, true).await {
             Ok(usage) if usage.entries == 1 => Ok(usage.cost()),
             Ok(_) | Err(Error::NotFound(_) | Error::Busy(_) | Error::BadRequest(_)) => Ok(0),
