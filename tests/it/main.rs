@@ -6,6 +6,7 @@ mod cli;
 mod codec;
 mod common;
 mod conn_limits;
+mod digests;
 mod exec;
 mod files;
 mod framework;
