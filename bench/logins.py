@@ -195,7 +195,7 @@ def start_server(sockit, data, log):
     addr = None
     for line in SERVER.stdout:
         if line.startswith("sockit: native protocol on "):
-            addr = line.split(" on ", 1)[1].strip()
+            addr = line.split(" on ", 1)[1].strip().split(" (TLS ", 1)[0]
             break
     if addr is None:
         sys.exit(f"sockit serve exited ({SERVER.wait()}) before it listened; see {log.name}")

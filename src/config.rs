@@ -42,6 +42,13 @@ pub struct Options {
     pub data: Option<PathBuf>,
     /// Allow remote command execution (off by default).
     pub allow_exec: bool,
+    /// The native port's TLS certificate (PEM) [default: DATA/tls/cert.pem, made on first
+    /// start, self-signed].
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert` (PEM) [default: DATA/tls/key.pem].
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext to peers that are not on loopback too (off: they must speak TLS).
+    pub allow_plaintext: bool,
     /// Connections served at once per listener; more wait in the backlog [default: 10000].
     pub max_connections: Option<usize>,
     /// Connections one address (IPv4, or IPv6 /64) holds at once per listener; more are
@@ -104,6 +111,10 @@ pub struct Settings {
     pub data: PathBuf,
     /// Whether commands may run.
     pub allow_exec: bool,
+    /// The TLS certificate and key files given; `None`: the pair in `DATA/tls/`.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Whether plaintext is served to peers off loopback.
+    pub allow_plaintext: bool,
     /// Limits of every TCP listener.
     pub server: ServerConfig,
     /// The seed listeners asked for.
@@ -154,8 +165,14 @@ impl Options {
         let max_header = self.max_header.unwrap_or(u64::from(MAX_HEADER_LEN));
         let max_header_len = u32::try_from(max_header)
             .ok()
-            .filter(|n| *n <= i32::MAX as u32 && *n > 0)
-            .ok_or_else(|| refused("max-header must be between 1 byte and 2GiB"))?;
+            .filter(|n| *n <= crate::tls::MAX_HEADER_WITH_TLS && *n > 0)
+            .ok_or_else(|| {
+                refused(format!(
+                    "max-header must be between 1 byte and {} bytes (a longer header could \
+                     begin like a TLS record, which the native port tells apart by it)",
+                    crate::tls::MAX_HEADER_WITH_TLS
+                ))
+            })?;
         let defaults = ServerConfig::default();
         let max_connections = self
             .max_connections
@@ -166,10 +183,17 @@ impl Options {
             Some(l) => l,
             None => DEFAULT_LISTEN.parse().map_err(refused)?,
         };
+        let tls_files = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(refused("tls-cert and tls-key go together")),
+        };
         Ok(Settings {
             listen,
             data: self.data.unwrap_or_else(|| PathBuf::from("./sockit-data")),
             allow_exec: self.allow_exec,
+            tls_files,
+            allow_plaintext: self.allow_plaintext,
             server: ServerConfig {
                 max_connections,
                 max_connections_per_ip,

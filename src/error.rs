@@ -80,6 +80,9 @@ pub enum Error {
     /// The peer's address already holds as many connections as one address may.
     #[error("{0}")]
     TooManyConnections(String),
+    /// A plaintext peer off loopback, on a port that serves it TLS only.
+    #[error("{0}")]
+    TlsRequired(String),
     /// Remote commands are off on this server.
     #[error("remote commands are off on this server (it runs without --allow-exec)")]
     ExecDisabled,
@@ -131,6 +134,7 @@ impl Error {
             Error::AuthRequired => ErrorCode::AuthRequired,
             Error::ExecDisabled => ErrorCode::ExecDisabled,
             Error::TooManyConnections(_) => ErrorCode::TooManyConnections,
+            Error::TlsRequired(_) => ErrorCode::TlsRequired,
         }
     }
 
@@ -139,7 +143,11 @@ impl Error {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Error::Protocol(_) | Error::Io(_) | Error::Timeout(_) | Error::TooManyConnections(_)
+            Error::Protocol(_)
+                | Error::Io(_)
+                | Error::Timeout(_)
+                | Error::TooManyConnections(_)
+                | Error::TlsRequired(_)
         )
     }
 

@@ -33,6 +33,7 @@
 //! - [`client`]: the calling side: the native protocol, exec's streams, the shell's
 //!   language, UDP and chat clients, the load generator.
 //! - [`config`]: `sockit serve`'s settings (TOML file) and the listeners they open.
+//! - [`tls`]: the server's TLS identity (made on first start), its fingerprint, TLS 1.3.
 //! - `error` (re-exported): the one [`Error`] type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
@@ -50,6 +51,7 @@ pub mod seed;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 pub mod users;
 
 pub use error::{Error, Result};

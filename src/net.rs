@@ -267,6 +267,10 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix stream socket.
     Unix(UnixStream),
+    /// TLS over TCP, the server's side.
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS over TCP, the client's side.
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 macro_rules! delegate {
@@ -278,6 +282,14 @@ macro_rules! delegate {
             }
             Stream::Unix($s) => {
                 let $s = Pin::new($s);
+                $e
+            }
+            Stream::TlsServer($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Stream::TlsClient($s) => {
+                let $s = Pin::new(&mut **$s);
                 $e
             }
         }
@@ -310,7 +322,11 @@ impl AsyncWrite for Stream {
         delegate!(self, s => s.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        true
+        match self {
+            Stream::Tcp(_) | Stream::Unix(_) => true,
+            Stream::TlsServer(s) => s.is_write_vectored(),
+            Stream::TlsClient(s) => s.is_write_vectored(),
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_flush(cx))

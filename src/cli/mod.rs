@@ -75,6 +75,13 @@ pub enum Command {
     Chat(ChatArgs),
     /// Run the whole system once on free loopback ports and show each part.
     Demo,
+    /// Print the server's TLS certificate fingerprint (SHA256:…) to hand to its users
+    /// (made with the certificate, in DATA/tls/, if there is none yet).
+    Fingerprint {
+        /// The server's data folder.
+        #[arg(long, default_value = "./sockit-data")]
+        data: PathBuf,
+    },
     /// Generate load against a sockit server and measure it (echo, put, get, idle).
     Bench(Box<crate::cli::bench::BenchArgs>),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
@@ -213,6 +220,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(args) => chat_session(args).await,
         Command::Demo => crate::cli::demo::run(&mut std::io::stdout()).await,
+        Command::Fingerprint { data } => {
+            let identity = sockit::tls::Identity::load_or_create(&data)
+                .with_context(|| format!("the TLS identity in {}", data.display()))?;
+            out!("{}", identity.fingerprint());
+            Ok(())
+        }
         Command::Bench(args) => crate::cli::bench::run(*args).await,
         Command::Completions { shell } => {
             // Into a buffer first: `generate` panics when it cannot write (a closed pipe).

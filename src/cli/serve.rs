@@ -28,6 +28,17 @@ pub struct ServeOptions {
     /// Allow remote command execution (off by default).
     #[arg(long)]
     pub allow_exec: bool,
+    /// The native port's TLS certificate (PEM) [default: DATA/tls/cert.pem, made on first
+    /// start, self-signed].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM) [default: DATA/tls/key.pem].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext to peers that are not on loopback too (off: they must speak TLS;
+    /// passwords would cross the network in clear).
+    #[arg(long)]
+    pub allow_plaintext: bool,
     /// Connections served at once per listener; more wait in the backlog [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -115,6 +126,9 @@ impl ServeOptions {
             listen,
             data,
             allow_exec,
+            tls_cert,
+            tls_key,
+            allow_plaintext,
             max_connections,
             max_connections_per_ip,
             idle_timeout,
@@ -142,6 +156,9 @@ impl ServeOptions {
             data: data.or(file.data),
             // A switch can only be turned on: either place may allow exec.
             allow_exec: allow_exec || file.allow_exec,
+            tls_cert: tls_cert.or(file.tls_cert),
+            tls_key: tls_key.or(file.tls_key),
+            allow_plaintext: allow_plaintext || file.allow_plaintext,
             max_connections: max_connections.or(file.max_connections),
             max_connections_per_ip: max_connections_per_ip.or(file.max_connections_per_ip),
             idle_timeout: idle_timeout.or(file.idle_timeout),
@@ -178,7 +195,12 @@ pub async fn run(options: ServeOptions) -> Result<()> {
     // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
     // real port (logs go to stderr).
     for (what, addr) in &running.listeners {
-        out!("sockit: {what} on {addr}");
+        match (&running.fingerprint, *what) {
+            (Some(fingerprint), "native protocol") => {
+                out!("sockit: {what} on {addr} (TLS {fingerprint})");
+            }
+            _ => out!("sockit: {what} on {addr}"),
+        }
     }
     info!(data = %data.display(), "sockit serving");
     wait_for_signal().await?;
@@ -260,14 +282,14 @@ mod tests {
                 _ if !arg.get_action().takes_values() => "true",
                 Some("N" | "SECS" | "BYTES") => "1",
                 Some("SIZE") => "\"1KiB\"",
-                Some("DIR") => "\"d\"",
+                Some("DIR" | "FILE") => "\"d\"",
                 _ => "\"127.0.0.1:0\"",
             };
             let toml = format!("{long} = {value}");
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 24, "every flag but --config");
+        assert_eq!(checked, 27, "every flag but --config");
     }
 
     #[test]

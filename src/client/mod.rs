@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat;
 pub mod command;
 pub mod shell;
+pub mod tls;
 pub mod udp;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,18 @@ impl Client {
         Client {
             conn: Connection::new(stream, Limits::default()),
         }
+    }
+
+    /// Connects to `endpoint` (TCP) and speaks TLS, trusting only the certificate whose
+    /// fingerprint is `pinned` (`SHA256:…`, as the server's listener line and
+    /// `sockit fingerprint` show it).
+    ///
+    /// # Errors
+    /// Connect errors; a handshake that fails (another certificate, or one shown by a
+    /// server without its key).
+    pub async fn connect_tls(endpoint: &Endpoint, pinned: &str) -> Result<Client> {
+        let stream = tls::connect(connect(endpoint).await?, pinned).await?;
+        Ok(Client::from_stream(stream))
     }
 
     /// Sends `body` with the `echo` op and returns what came back.

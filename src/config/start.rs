@@ -13,12 +13,16 @@ use crate::server::{ServerConfig, Shutdown, TcpService, UdpService, serve_tcp, s
 use crate::service::Native;
 use crate::service::chat::Chat;
 use crate::service::session::FileService;
+use crate::service::transport::Transport;
+use crate::tls::Identity;
 
 /// The listeners of a started server; [`Running::stop`] ends them.
 #[derive(Debug)]
 pub struct Running {
     /// What listens where, in start order: (`"native protocol"`, `"127.0.0.1:9900"`), ...
     pub listeners: Vec<(&'static str, String)>,
+    /// The native port's TLS certificate fingerprint (`SHA256:…`).
+    pub fingerprint: Option<String>,
     shutdown: Shutdown,
     grace: Duration,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
@@ -87,6 +91,7 @@ pub async fn start(settings: Settings) -> Result<Running> {
     let config = Arc::new(settings.server.clone());
     let mut running = Running {
         listeners: Vec::new(),
+        fingerprint: None,
         shutdown: Shutdown::new(),
         grace: config.grace,
         tasks: Vec::new(),
@@ -97,7 +102,13 @@ pub async fn start(settings: Settings) -> Result<Running> {
             e,
         )
     })?;
-    let mut native = Native::with_files(Arc::new(files));
+    let identity = match &settings.tls_files {
+        Some((cert, key)) => Identity::from_files(cert, key)?,
+        None => Identity::load_or_create(&settings.data)?,
+    };
+    let transport = Transport::new(&identity, settings.allow_plaintext)?;
+    running.fingerprint = Some(transport.fingerprint().to_owned());
+    let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
     if settings.allow_exec {
         native = native.with_exec(settings.exec);
     }

@@ -71,9 +71,24 @@ fn unknown_keys_and_bad_values_are_errors() {
 #[test]
 fn errors_name_the_setting_and_the_file() {
     let e = Options::from_toml("max-header = 0").unwrap().resolve();
+    let text = e.unwrap_err().to_string();
+    assert!(
+        text.starts_with("max-header must be between 1 byte and 66325 bytes"),
+        "{text}"
+    );
+    // A header limit that would let a frame begin like a TLS record is refused too.
+    assert!(
+        Options::from_toml("max-header = \"1MiB\"")
+            .unwrap()
+            .resolve()
+            .is_err()
+    );
+    let e = Options::from_toml("tls-cert = \"c.pem\"")
+        .unwrap()
+        .resolve();
     assert_eq!(
         e.unwrap_err().to_string(),
-        "max-header must be between 1 byte and 2GiB"
+        "tls-cert and tls-key go together"
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sockit.toml");

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     /// The client's address holds as many connections as one address may
     /// (`serve --max-connections-per-ip`); the server closes this one.
     TooManyConnections,
+    /// The peer spoke plaintext from off loopback to a port that serves it TLS only
+    /// (`serve --allow-plaintext` serves it plaintext); the server closes the connection.
+    TlsRequired,
     /// A code this client does not know (from a newer server).
     #[serde(other)]
     Other,

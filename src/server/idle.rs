@@ -48,6 +48,11 @@ impl<S> IdleStream<S> {
         &self.inner
     }
 
+    /// The wrapped stream, unwrapped (to wrap it in TLS, say).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Notes a write's outcome: one that moved bytes shows the peer is there, so the read's
     /// wait starts afresh too.
     fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {

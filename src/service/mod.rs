@@ -13,6 +13,7 @@ mod files;
 pub mod session;
 pub mod time;
 mod transfer;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Native {
     files: Option<Arc<session::FileService>>,
     /// Remote commands (`serve --allow-exec`); without them `exec` is refused.
     exec: Option<Arc<exec::Exec>>,
+    /// TLS on this port (next to plaintext for loopback); without it, plaintext only.
+    transport: Option<transport::Shared>,
 }
 
 impl Native {
@@ -57,7 +60,16 @@ impl Native {
     pub fn with_files(files: Arc<session::FileService>) -> Self {
         Native {
             files: Some(files),
-            exec: None,
+            ..Native::default()
+        }
+    }
+
+    /// This service with TLS on its port, plaintext kept for loopback peers (see
+    /// [`transport`]).
+    pub fn with_transport(self, transport: transport::Transport) -> Self {
+        Native {
+            transport: Some(Arc::new(transport)),
+            ..self
         }
     }
 
@@ -154,14 +166,26 @@ struct Context {
 
 impl TcpService for Native {
     async fn handle(&self, conn: Conn) -> Result<()> {
-        let mut framed = Connection::new(conn.stream, conn.config.limits)
-            .with_head_timeout(conn.config.head_timeout);
+        let (stream, refused) = match &self.transport {
+            Some(transport) => {
+                let (deadline, idle) = (conn.config.head_timeout, conn.config.idle_timeout);
+                transport
+                    .accept(conn.stream, &conn.peer, deadline, idle)
+                    .await?
+            }
+            None => (conn.stream, None),
+        };
+        let mut framed =
+            Connection::new(stream, conn.config.limits).with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {
             peer: conn.peer,
             session: session::Session::default(),
             shutdown: conn.shutdown.clone(),
         };
-        let result = frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await;
+        let result = match refused {
+            Some(refused) => Err(refused),
+            None => frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await,
+        };
         match &result {
             Err(e) if !e.is_disconnect() => {
                 // One error frame if the peer still listens, then a polite close.

@@ -83,6 +83,8 @@ pub struct ServerProcess {
     pub child: Child,
     /// Every "sockit: <what> on <addr>" line it printed at start, as (what, addr).
     pub listeners: Vec<(String, String)>,
+    /// The native port's TLS fingerprint (`SHA256:…`) from its listener line.
+    pub fingerprint: Option<String>,
     stdout: BufReader<ChildStdout>,
 }
 
@@ -98,23 +100,33 @@ impl ServerProcess {
             .expect("spawn sockit serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut listeners = Vec::new();
+        let mut fingerprint = None;
         while listeners.len() < expected {
             let mut line = String::new();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let status = child.wait().unwrap();
                 panic!("sockit serve exited ({status}) before listening");
             }
-            if let Some((what, addr)) = line
+            if let Some((what, rest)) = line
                 .trim()
                 .strip_prefix("sockit: ")
                 .and_then(|l| l.rsplit_once(" on "))
             {
+                // `ADDR`, or `ADDR (TLS SHA256:…)` for the native port.
+                let (addr, tls) = match rest.split_once(" (TLS ") {
+                    Some((addr, fp)) => (addr, Some(fp.trim_end_matches(')').to_string())),
+                    None => (rest, None),
+                };
+                if tls.is_some() {
+                    fingerprint = tls;
+                }
                 listeners.push((what.to_string(), addr.to_string()));
             }
         }
         ServerProcess {
             child,
             listeners,
+            fingerprint,
             stdout,
         }
     }

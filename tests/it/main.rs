@@ -15,4 +15,5 @@ mod hostile;
 mod native;
 mod seeds;
 mod storage_rules;
+mod tls;
 mod udp;

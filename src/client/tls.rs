@@ -1,0 +1,150 @@
+//! The client's side of TLS on the native port: a server is trusted by its certificate's
+//! fingerprint (pinned), as SSH trusts a host key, not by a certificate authority.
+//!
+//! Pinning replaces only the question "is this the right certificate?". The handshake's
+//! signature is still checked against the pinned certificate's key, so a server that shows
+//! the right certificate without holding its key is refused (many trust-on-first-use
+//! verifiers skip that check and so verify nothing).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::TlsConnector;
+
+use crate::net::Stream;
+use crate::tls::fingerprint;
+use crate::{Error, Result};
+
+/// Accepts exactly the certificate with one fingerprint, and checks the handshake
+/// signature with that certificate's key.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let seen = fingerprint(end_entity);
+        if seen == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate is {seen}, not the expected {}",
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A fingerprint as people write it: `SHA256:` and base64 (with or without padding), or
+/// `SHA256:` and 64 hex digits; returned in the form [`fingerprint`] makes.
+///
+/// # Errors
+/// [`Error::BadRequest`] for anything else.
+pub fn normalise(written: &str) -> Result<String> {
+    let bad = || Error::BadRequest(format!("`{written}` is not a SHA256:… fingerprint"));
+    let value = written.strip_prefix("SHA256:").ok_or_else(bad)?;
+    let digest = if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(value).map_err(|_| bad())?
+    } else {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .map_err(|_| bad())?
+    };
+    if digest.len() != 32 {
+        return Err(bad());
+    }
+    Ok(format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    ))
+}
+
+/// Speaks TLS 1.3 over `stream` (a TCP connection to the native port), trusting the server
+/// only with the certificate `pinned` (see [`normalise`]).
+///
+/// # Errors
+/// A malformed fingerprint; a handshake that fails, including a certificate other than the
+/// pinned one or a signature its key did not make.
+pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
+    let Stream::Tcp(tcp) = stream else {
+        return Err(Error::BadRequest(
+            "TLS is spoken over TCP only; a Unix socket is guarded by its permissions".into(),
+        ));
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Pinned {
+        fingerprint: normalise(pinned)?,
+        provider: provider.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Internal(format!("TLS settings: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // The name is not checked (the fingerprint is); it only has to be well formed.
+    let name = ServerName::try_from("sockit").map_err(|e| Error::Internal(e.to_string()))?;
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    Ok(Stream::TlsClient(Box::new(tls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_read_in_hex_or_base64() {
+        let b64 = fingerprint(b"a certificate");
+        assert_eq!(normalise(&b64).unwrap(), b64);
+        let digest = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(&b64["SHA256:".len()..])
+            .unwrap();
+        let hex = format!("SHA256:{}", hex::encode(&digest));
+        assert_eq!(normalise(&hex).unwrap(), b64);
+        assert_eq!(normalise(&format!("{b64}=")).unwrap(), b64);
+        for bad in ["", "SHA256:", "MD5:abcd", "SHA256:abc", &b64[..20]] {
+            assert!(normalise(bad).is_err(), "{bad}");
+        }
+    }
+}

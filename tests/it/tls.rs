@@ -1,0 +1,140 @@
+//! TLS on the native port, against a real `sockit serve`: the certificate made on first
+//! start, its fingerprint on the listener line and from `sockit fingerprint`, a pinned client
+//! that transfers files over TLS, and the refusals a pinned client must make.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use sockit::client::Client;
+use sockit::filecopy::Quiet;
+use sockit::net::Endpoint;
+use sockit::tls::Identity;
+
+use crate::common::{ServerProcess, sockit_bin};
+
+fn sockit(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(sockit_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn the_native_port_speaks_tls_with_the_certificate_it_prints() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let added = sockit(
+        &["user", "add", "ann", "--password-stdin", "--data", data_arg],
+        "pw-ann\n",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data_arg], 1);
+    let printed = server.fingerprint.clone().expect("a TLS fingerprint");
+    let key_mode = std::fs::metadata(data.join("tls/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600, "the key is its owner's only");
+    let shown = sockit(&["fingerprint", "--data", data_arg], "");
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), printed);
+
+    let endpoint: Endpoint = server.addr("native").parse().unwrap();
+    let mut c = Client::connect_tls(&endpoint, &printed).await.unwrap();
+    assert_eq!(&c.echo(b"over TLS").await.unwrap()[..], b"over TLS");
+    c.login("ann", "pw-ann").await.unwrap();
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+    let local = dir.path().join("up.bin");
+    std::fs::write(&local, &bytes).unwrap();
+    c.put(&local, "up.bin", false, &mut Quiet).await.unwrap();
+    let back = dir.path().join("back.bin");
+    c.get("up.bin", &back, false, &mut Quiet).await.unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+    // Loopback peers may still speak plaintext on the same port.
+    let mut plain = Client::connect(&endpoint).await.unwrap();
+    assert_eq!(&plain.echo(b"plain").await.unwrap()[..], b"plain");
+
+    // The same certificate after a restart: the fingerprint users keep stays true.
+    drop(server);
+    let again = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data_arg], 1);
+    assert_eq!(again.fingerprint.as_deref(), Some(printed.as_str()));
+}
+
+#[tokio::test]
+async fn another_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        1,
+    );
+    let other = Identity::load_or_create(&dir.path().join("other")).unwrap();
+    let endpoint: Endpoint = server.addr("native").parse().unwrap();
+    let refused = Client::connect_tls(&endpoint, &other.fingerprint()).await;
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("not the expected"), "{message}");
+}
+
+/// A server that shows `identity`'s certificate but signs with another key.
+#[derive(Debug)]
+struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Impostor {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn the_pinned_certificate_without_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Identity::load_or_create(&dir.path().join("real")).unwrap();
+    // Another key: the impostor has the certificate (it is public) but not its key.
+    let stolen_cert = real.chain.clone();
+    let wrong_key = rcgen::KeyPair::generate().unwrap();
+    let wrong_key = rustls::pki_types::PrivateKeyDer::try_from(wrong_key.serialize_der()).unwrap();
+    let signer = rustls::crypto::ring::sign::any_supported_type(&wrong_key).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(stolen_cert, signer);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Impostor(Arc::new(certified))));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let impostor = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        // The client aborts the handshake; the error is expected here.
+        acceptor.accept(tcp).await.is_ok()
+    });
+    let endpoint: Endpoint = addr.to_string().parse().unwrap();
+    let refused = Client::connect_tls(&endpoint, &real.fingerprint()).await;
+    let message = refused.unwrap_err().to_string();
+    // The certificate matched the pin; the handshake's signature is what failed.
+    assert!(!message.contains("not the expected"), "{message}");
+    assert!(
+        message.to_lowercase().contains("signature"),
+        "refused for its signature: {message}"
+    );
+    assert!(
+        !impostor.await.unwrap(),
+        "the impostor's handshake did not complete"
+    );
+}
