@@ -39,12 +39,13 @@ impl LoginArgs {
             bail!("which user? give -u NAME (or set SOCKIT_USER)");
         };
         let server = &self.client.server;
+        // The server first, trusted before a password is typed or sent.
+        let mut client = self.client.connect().await?;
         let password = match std::env::var("SOCKIT_PASSWORD") {
             Ok(p) => p,
             Err(_) => rpassword::prompt_password(format!("password for {user}@{server}: "))
                 .context("reading the password (set SOCKIT_PASSWORD when there is no terminal)")?,
         };
-        let mut client = Client::connect(server).await?;
         client
             .login(user, &password)
             .await

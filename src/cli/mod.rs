@@ -9,6 +9,7 @@ pub mod files;
 pub mod remote_exec;
 pub mod serve;
 pub mod shell;
+pub mod trust;
 pub mod user;
 
 use std::path::PathBuf;
@@ -97,6 +98,33 @@ pub struct ClientArgs {
     /// Server address: HOST:PORT or unix:PATH.
     #[arg(short, long, env = "SOCKIT_SERVER", default_value = DEFAULT_ADDR)]
     pub server: Endpoint,
+    /// Speak plaintext, not TLS, to a TCP server (a server serves it only on loopback
+    /// unless it runs with --allow-plaintext).
+    #[arg(long, env = "SOCKIT_PLAINTEXT")]
+    pub plaintext: bool,
+    /// A server not in the known-hosts file yet: ask, accept-new (trust and remember it) or
+    /// strict (refuse) [default: ask on a terminal, strict otherwise].
+    #[arg(long, env = "SOCKIT_TRUST", value_enum)]
+    pub trust: Option<crate::cli::trust::Trust>,
+    /// Accept exactly the server certificate with this fingerprint (SHA256:…), known or not.
+    #[arg(long, env = "SOCKIT_FINGERPRINT", value_name = "SHA256:…")]
+    pub fingerprint: Option<String>,
+}
+
+impl ClientArgs {
+    /// Connects to the server: TLS, trusted as the flags say (see [`crate::cli::trust`]).
+    ///
+    /// # Errors
+    /// As [`crate::cli::trust::connect`].
+    pub async fn connect(&self) -> Result<Client> {
+        crate::cli::trust::connect(
+            &self.server,
+            self.plaintext,
+            self.trust,
+            self.fingerprint.as_deref(),
+        )
+        .await
+    }
 }
 
 /// `sockit echo`.
@@ -245,10 +273,7 @@ async fn echo(args: EchoArgs) -> Result<()> {
     } else if args.seed {
         sockit::seed::echo::request_tcp(&args.client.server, text).await?
     } else {
-        Client::connect(&args.client.server)
-            .await?
-            .echo(text)
-            .await?
+        args.client.connect().await?.echo(text).await?
     };
     out!("{}", String::from_utf8_lossy(&reply));
     Ok(())

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod chat;
 pub mod command;
+pub mod known_hosts;
 pub mod shell;
 pub mod tls;
 pub mod udp;
@@ -40,8 +41,8 @@ impl Client {
         })
     }
 
-    /// A client on an already connected stream.
-    fn from_stream(stream: Stream) -> Client {
+    /// A client on an already connected stream (a TLS one, say).
+    pub fn from_stream(stream: Stream) -> Client {
         Client {
             conn: Connection::new(stream, Limits::default()),
         }

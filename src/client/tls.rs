@@ -74,6 +74,59 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Accepts whatever certificate the server shows and notes its fingerprint, but still
+/// checks the handshake signature with that certificate's key: the caller decides whether to
+/// trust the fingerprint (known hosts, a prompt) before it sends anything.
+#[derive(Debug)]
+struct Seen {
+    fingerprint: std::sync::Mutex<Option<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Seen {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let mut seen = self
+            .fingerprint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *seen = Some(fingerprint(end_entity));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// A fingerprint as people write it: `SHA256:` and base64 (with or without padding), or
 /// `SHA256:` and 64 hex digits; returned in the form [`fingerprint`] makes.
 ///
@@ -105,21 +158,51 @@ pub fn normalise(written: &str) -> Result<String> {
 /// A malformed fingerprint; a handshake that fails, including a certificate other than the
 /// pinned one or a signature its key did not make.
 pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
-    let Stream::Tcp(tcp) = stream else {
-        return Err(Error::BadRequest(
-            "TLS is spoken over TCP only; a Unix socket is guarded by its permissions".into(),
-        ));
-    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Pinned {
         fingerprint: normalise(pinned)?,
         provider: provider.clone(),
     };
+    handshake(stream, provider, Arc::new(verifier)).await
+}
+
+/// Speaks TLS 1.3 over `stream` with whatever certificate the server shows (its handshake
+/// signature checked): returns the stream and that certificate's fingerprint, for the
+/// caller to trust or refuse before it sends a byte.
+///
+/// # Errors
+/// A handshake that fails.
+pub async fn connect_any(stream: Stream) -> Result<(Stream, String)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Seen {
+        fingerprint: std::sync::Mutex::default(),
+        provider: provider.clone(),
+    });
+    let stream = handshake(stream, provider, verifier.clone()).await?;
+    let seen = verifier
+        .fingerprint
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .ok_or_else(|| Error::BadReply("the server showed no certificate".into()))?;
+    Ok((stream, seen))
+}
+
+async fn handshake(
+    stream: Stream,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<Stream> {
+    let Stream::Tcp(tcp) = stream else {
+        return Err(Error::BadRequest(
+            "TLS is spoken over TCP only; a Unix socket is guarded by its permissions".into(),
+        ));
+    };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Internal(format!("TLS settings: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     // The name is not checked (the fingerprint is); it only has to be well formed.
     let name = ServerName::try_from("sockit").map_err(|e| Error::Internal(e.to_string()))?;

@@ -17,7 +17,15 @@ fn echo_subcommand_talks_to_serve_and_ctrl_c_stops_it() {
         1,
     );
     let addr = server.addr("native");
-    let out = sockit(&["echo", "hello 粘包", "-s", &addr]);
+    let fingerprint = server.fingerprint.clone().unwrap();
+    let out = sockit(&[
+        "echo",
+        "hello 粘包",
+        "-s",
+        &addr,
+        "--fingerprint",
+        &fingerprint,
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello 粘包\n");
     assert!(data.is_dir(), "serve creates its data folder");
@@ -47,8 +55,10 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
         1,
     );
+    let (addr, fingerprint) = (server.addr("native"), server.fingerprint.clone().unwrap());
     for args in [
-        vec!["echo", "x", "-s", &server.addr("native")],
+        vec!["echo", "x", "-s", &addr, "--plaintext"],
+        vec!["echo", "x", "-s", &addr, "--fingerprint", &fingerprint],
         vec!["completions", "bash"],
     ] {
         let mut child = Command::new(sockit_bin())

@@ -131,6 +131,15 @@ impl ServerProcess {
         }
     }
 
+    /// The environment that makes a `sockit` client trust this server, as a script would:
+    /// its certificate's fingerprint, from the listener line.
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        self.fingerprint
+            .iter()
+            .map(|fp| ("SOCKIT_FINGERPRINT", fp.clone()))
+            .collect()
+    }
+
     /// The address of the first listener whose description contains `what`.
     pub fn addr(&self, what: &str) -> String {
         self.listeners

@@ -15,6 +15,9 @@ fn run(args: &[&str], env: &[(&str, &str)], stdin: &str, dir: &Path) -> Output {
         .args(args)
         .envs(env.iter().copied())
         .env_remove("SOCKIT_USER")
+        // Trust on first use, remembered in this test's own known-hosts file.
+        .env("SOCKIT_TRUST", "accept-new")
+        .env("SOCKIT_KNOWN_HOSTS", dir.join("known_hosts"))
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

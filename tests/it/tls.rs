@@ -138,3 +138,72 @@ async fn the_pinned_certificate_without_its_key_is_refused() {
         "the impostor's handshake did not complete"
     );
 }
+
+/// `sockit echo TEXT -s ADDR EXTRA…` with its own known-hosts file and no terminal.
+fn echo(addr: &str, known: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(sockit_bin())
+        .args(["echo", "hi", "-s", addr])
+        .args(extra)
+        .env("SOCKIT_KNOWN_HOSTS", known)
+        .env_remove("SOCKIT_TRUST")
+        .env_remove("SOCKIT_FINGERPRINT")
+        .env_remove("SOCKIT_PLAINTEXT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_client_trusts_on_first_use_and_refuses_a_changed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let known = dir.path().join("known_hosts");
+    let server = ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data_arg], 1);
+    let addr = server.addr("native");
+    let first = server.fingerprint.clone().unwrap();
+
+    // No terminal: strict. An unknown server is refused, with its fingerprint to check.
+    let out = echo(&addr, &known, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not a known server") && err.contains(&first),
+        "{err}"
+    );
+    assert!(!known.exists(), "nothing remembered");
+
+    // accept-new remembers it; from then on strict knows it.
+    assert!(
+        echo(&addr, &known, &["--trust", "accept-new"])
+            .status
+            .success()
+    );
+    let line = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(line.trim(), format!("{addr} {first}"));
+    assert!(echo(&addr, &known, &[]).status.success());
+    assert!(
+        echo(&addr, &known, &["--fingerprint", &first])
+            .status
+            .success()
+    );
+    assert!(echo(&addr, &known, &["--plaintext"]).status.success());
+
+    // A new certificate on the same address is refused in every mode.
+    drop(server);
+    std::fs::remove_dir_all(data.join("tls")).unwrap();
+    let again = ServerProcess::start(&["--listen", &addr, "--data", data_arg], 1);
+    assert_ne!(again.fingerprint.as_deref(), Some(first.as_str()));
+    for mode in [&[][..], &["--trust", "accept-new"], &["--trust", "ask"]] {
+        let out = echo(&addr, &known, mode);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode:?}");
+        assert!(err.contains("HAS CHANGED"), "{mode:?}: {err}");
+        assert!(
+            err.contains("line 1") && err.contains(known.to_str().unwrap()),
+            "names the line to remove: {err}"
+        );
+    }
+    let wrong = echo(&addr, &known, &["--fingerprint", &first]);
+    assert!(!wrong.status.success());
+}

@@ -33,6 +33,7 @@ fn sockit(server: &ServerProcess, args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(sockit_bin())
         .args([args[0], "-s", &addr, "-u", "ann"])
         .args(&args[1..])
+        .envs(server.client_env())
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -86,6 +87,7 @@ fn sockit_exec_is_refused_with_a_clear_line() {
     let (server, _data) = serve(&["--allow-exec"]);
     let out = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann", "true"])
+        .envs(server.client_env())
         .env("SOCKIT_PASSWORD", "wrong")
         .stdin(Stdio::null())
         .output()
@@ -100,6 +102,7 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
     let (server, data) = serve(&["--allow-exec"]);
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
+        .envs(server.client_env())
         .arg(pids_then_wait())
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
@@ -129,6 +132,7 @@ fn sockit_exec_into_a_closed_pipe_ends_quietly_and_so_does_the_command() {
     let (server, data) = serve(&["--allow-exec"]);
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
+        .envs(server.client_env())
         .arg("echo $$ > sh.pid; echo $$ > bg.pid; exec yes")
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
