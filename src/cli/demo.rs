@@ -67,6 +67,16 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         String::from_utf8_lossy(&reply)
     )?;
 
+    if let Some(fingerprint) = &running.fingerprint {
+        let mut secure = Client::connect_tls(&server, fingerprint).await?;
+        let reply = secure.echo(b"over TLS").await?;
+        writeln!(
+            out,
+            "[tls]    TLS 1.3 to the same port, certificate pinned to {fingerprint} -> \"{}\"",
+            String::from_utf8_lossy(&reply)
+        )?;
+    }
+
     sticky_packets(out, &mut client).await?;
 
     let big = vec![b'x'; 8 << 20];
