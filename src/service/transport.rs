@@ -5,8 +5,9 @@
 //! Plaintext is served to loopback and Unix-socket peers, and to others only with
 //! `serve --allow-plaintext`; any other plaintext peer gets one `tls_required` error frame and
 //! the close. What an unauthenticated peer can spend here: one connection slot (per-address
-//! and global caps), at most `--head-timeout` for its first byte and again for the whole
-//! handshake, and the handshake's CPU (one signature per connection, as any TLS server).
+//! and global caps), at most `--idle-timeout` before its first byte and `--head-timeout` for
+//! the whole handshake after it, and the handshake's CPU (one signature per connection, as
+//! any TLS server).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,10 +56,10 @@ impl Transport {
         &self.fingerprint
     }
 
-    /// Reads the peer's first byte and sets up what it speaks: TLS (handshake done, within
-    /// `deadline`) or plaintext. Returns the stream to frame, and the error to answer in
-    /// plaintext before closing (a plaintext peer that must speak TLS, or no first byte
-    /// in time).
+    /// Waits for the peer's first byte (up to `idle`) and sets up what it speaks: TLS (the
+    /// handshake done within `deadline`, the head timeout) or plaintext. Returns the stream
+    /// to frame, and the error to answer in plaintext before closing (a plaintext peer that
+    /// must speak TLS, or no first byte in time).
     ///
     /// # Errors
     /// A failed or slow TLS handshake: the connection ends with nothing sent.
@@ -72,10 +73,12 @@ impl Transport {
         let Stream::Tcp(tcp) = stream.get_ref() else {
             return Ok((stream, None)); // a Unix socket: its file permissions guard it
         };
+        // The first byte may be as late as any request (a client that connects, then asks
+        // its user for a password): the idle timeout, as for every silence.
         let mut first = [0u8; 1];
-        let peeked = match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
+        let peeked = match tokio::time::timeout(idle, tcp.peek(&mut first)).await {
             Ok(peeked) => peeked?,
-            Err(_) => return Ok((stream, Some(slow(deadline)))),
+            Err(_) => return Ok((stream, Some(idle_error(idle)))),
         };
         if peeked == 0 || first[0] != HANDSHAKE {
             let refused = (peeked > 0 && !self.plaintext_for(peer)).then(|| {
@@ -119,8 +122,12 @@ fn is_loopback(ip: IpAddr) -> bool {
 
 fn slow(deadline: Duration) -> Error {
     Error::Timeout(format!(
-        "the connection's first bytes took longer than {deadline:?} (the head timeout)"
+        "the TLS handshake took longer than {deadline:?} (the head timeout)"
     ))
+}
+
+fn idle_error(idle: Duration) -> Error {
+    Error::Timeout(format!("no first byte for {idle:?} (the idle timeout)"))
 }
 
 /// Shared by every connection of a listener.

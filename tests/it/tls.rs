@@ -207,3 +207,25 @@ fn the_client_trusts_on_first_use_and_refuses_a_changed_certificate() {
     let wrong = echo(&addr, &known, &["--fingerprint", &first]);
     assert!(!wrong.status.success());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_plaintext_client_may_send_its_first_byte_late() {
+    use sockit::server::ServerConfig;
+    use sockit::service::Native;
+    use sockit::service::transport::Transport;
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let identity = Identity::load_or_create(dir.path()).unwrap();
+    let native = Native::new().with_transport(Transport::new(&identity, false).unwrap());
+    let config = ServerConfig {
+        head_timeout: std::time::Duration::from_secs(1),
+        idle_timeout: 10 * MINUTE,
+        ..ServerConfig::default()
+    };
+    let server = crate::common::spawn_tcp(native, config).await;
+    // Connected, then silent past the head timeout (a person typing a password, say). Time
+    // is paused: it moves on only when every task, the server's included, waits.
+    let mut c = Client::connect(&server.endpoint).await.unwrap();
+    tokio::time::sleep(5 * MINUTE).await;
+    assert_eq!(&c.echo(b"late").await.unwrap()[..], b"late");
+}
