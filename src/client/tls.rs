@@ -19,15 +19,24 @@ use crate::net::Stream;
 use crate::tls::fingerprint;
 use crate::{Error, Result};
 
-/// Accepts exactly the certificate with one fingerprint, and checks the handshake
-/// signature with that certificate's key.
+/// What the verifier does with the certificate the server shows.
 #[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
+enum Check {
+    /// Accept exactly the one with this fingerprint.
+    Pinned(String),
+    /// Accept any, and note its fingerprint for the caller to judge before it sends a byte.
+    Record(std::sync::Mutex<Option<String>>),
+}
+
+/// Checks the certificate as [`Check`] says, and in every case the handshake's signature
+/// with that certificate's key.
+#[derive(Debug)]
+struct Verifier {
+    check: Check,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -37,67 +46,18 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let seen = fingerprint(end_entity);
-        if seen == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate is {seen}, not the expected {}",
-                self.fingerprint
-            )))
+        match &self.check {
+            Check::Pinned(pinned) if *pinned != seen => Err(rustls::Error::General(format!(
+                "the server's certificate is {seen}, not the expected {pinned}"
+            ))),
+            Check::Pinned(_) => Ok(ServerCertVerified::assertion()),
+            Check::Record(slot) => {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seen);
+                Ok(ServerCertVerified::assertion())
+            }
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        verify_tls12_signature(message, cert, dss, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.provider.signature_verification_algorithms;
-        verify_tls13_signature(message, cert, dss, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts whatever certificate the server shows and notes its fingerprint, but still
-/// checks the handshake signature with that certificate's key: the caller decides whether to
-/// trust the fingerprint (known hosts, a prompt) before it sends anything.
-#[derive(Debug)]
-struct Seen {
-    fingerprint: std::sync::Mutex<Option<String>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Seen {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let mut seen = self
-            .fingerprint
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *seen = Some(fingerprint(end_entity));
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -158,12 +118,11 @@ pub fn normalise(written: &str) -> Result<String> {
 /// A malformed fingerprint; a handshake that fails, including a certificate other than the
 /// pinned one or a signature its key did not make.
 pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Pinned {
-        fingerprint: normalise(pinned)?,
-        provider: provider.clone(),
+    let verifier = Verifier {
+        check: Check::Pinned(normalise(pinned)?),
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
     };
-    handshake(stream, provider, Arc::new(verifier)).await
+    handshake(stream, Arc::new(verifier)).await
 }
 
 /// Speaks TLS 1.3 over `stream` with whatever certificate the server shows (its handshake
@@ -173,26 +132,24 @@ pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
 /// # Errors
 /// A handshake that fails.
 pub async fn connect_any(stream: Stream) -> Result<(Stream, String)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Seen {
-        fingerprint: std::sync::Mutex::default(),
-        provider: provider.clone(),
+    let verifier = Arc::new(Verifier {
+        check: Check::Record(std::sync::Mutex::default()),
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
     });
-    let stream = handshake(stream, provider, verifier.clone()).await?;
-    let seen = verifier
-        .fingerprint
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-        .ok_or_else(|| Error::BadReply("the server showed no certificate".into()))?;
+    let stream = handshake(stream, verifier.clone()).await?;
+    let seen = match &verifier.check {
+        Check::Record(slot) => slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+        Check::Pinned(_) => None,
+    };
+    let seen = seen.ok_or_else(|| Error::BadReply("the server showed no certificate".into()))?;
     Ok((stream, seen))
 }
 
-async fn handshake(
-    stream: Stream,
-    provider: Arc<CryptoProvider>,
-    verifier: Arc<dyn ServerCertVerifier>,
-) -> Result<Stream> {
+async fn handshake(stream: Stream, verifier: Arc<Verifier>) -> Result<Stream> {
+    let provider = verifier.provider.clone();
     let Stream::Tcp(tcp) = stream else {
         return Err(Error::BadRequest(
             "TLS is spoken over TCP only; a Unix socket is guarded by its permissions".into(),
