@@ -365,6 +365,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf)
     }
 
+    /// The stream, to ask about it (as its TLS session); reading or writing it directly
+    /// would break the framing.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
     /// Gives back the stream and whatever was read past the last frame (for protocol hand-off).
     pub fn into_parts(self) -> (S, BytesMut) {
         (self.stream, self.rbuf)

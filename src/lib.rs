@@ -34,6 +34,7 @@
 //!   language, UDP and chat clients, the load generator.
 //! - [`config`]: `sockit serve`'s settings (TOML file) and the listeners they open.
 //! - [`tls`]: the server's TLS identity (made on first start), its fingerprint, TLS 1.3.
+//! - [`keys`]: login keys (Ed25519): key files, fingerprints, the signed login message.
 //! - `error` (re-exported): the one [`Error`] type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
@@ -43,6 +44,7 @@ pub mod connection;
 mod error;
 pub mod filecopy;
 mod home;
+pub mod keys;
 pub mod net;
 pub mod protocol;
 pub mod quota;

@@ -273,6 +273,21 @@ pub enum Stream {
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The TLS exporter value of this connection (32 bytes, label
+    /// [`crate::keys::EXPORTER_LABEL`], no context) that a login by key signs; `None` on
+    /// plaintext, where there is nothing to bind to.
+    pub fn tls_binding(&self) -> Option<[u8; 32]> {
+        let label = crate::keys::EXPORTER_LABEL;
+        let exported = match self {
+            Stream::Tcp(_) | Stream::Unix(_) => return None,
+            Stream::TlsServer(s) => s.get_ref().1.export_keying_material([0; 32], label, None),
+            Stream::TlsClient(s) => s.get_ref().1.export_keying_material([0; 32], label, None),
+        };
+        exported.ok()
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {

@@ -1,11 +1,12 @@
 //! `Users`: the user store in `DATA/users.db` (SQLite, WAL): names, argon2id password
-//! hashes, quotas, and each user's home folder `DATA/homes/<name>/`; plus `AuthThrottle`.
+//! hashes, login keys, quotas, and each user's home folder `DATA/homes/<name>/`; plus `AuthThrottle`.
 //!
 //! The API is synchronous and `Send + Sync` (callers use `spawn_blocking`). Passwords never
 //! leave this module except as argon2id PHC strings, and never appear in `Debug` output.
 //! It does not enforce quotas (see [`crate::quota`]) or touch files inside homes.
 
 mod argon;
+mod keys;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+pub use keys::KeyInfo;
 pub(crate) use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
@@ -207,12 +209,16 @@ impl Users {
     /// [`Error::NotFound`] for an unknown user; database and folder errors.
     pub fn remove(&self, name: &str, remove_home: bool) -> Result<()> {
         check_name(name)?;
-        let removed = self
-            .lock()
-            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
         if removed == 0 {
             return Err(unknown(name));
         }
+        // Their keys go with them: a later user of that name must not inherit them.
+        tx.execute("DELETE FROM keys WHERE user = ?1", [name])?;
+        tx.commit()?;
+        drop(conn);
         if remove_home {
             // Through handles, like `rm -r`: a home may be deeper than any path can say.
             let removed =

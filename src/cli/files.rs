@@ -24,6 +24,9 @@ pub struct LoginArgs {
     /// User name (password from SOCKIT_PASSWORD, or a prompt).
     #[arg(short, long, env = "SOCKIT_USER")]
     pub user: Option<String>,
+    /// Log in with this private key (from `sockit key gen`) instead of a password.
+    #[arg(short = 'i', long, env = "SOCKIT_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// No progress bars.
     #[arg(short, long)]
     pub quiet: bool,
@@ -41,6 +44,17 @@ impl LoginArgs {
         let server = &self.client.server;
         // The server first, trusted before a password is typed or sent.
         let mut client = self.client.connect().await?;
+        if let Some(path) = &self.identity {
+            let identity = sockit::keys::KeyPair::load(path)
+                .with_context(|| format!("reading the key {}", path.display()))?;
+            client
+                .login_with_key(user, &identity)
+                .await
+                .with_context(|| {
+                    format!("logging in to {server} as {user} with {}", path.display())
+                })?;
+            return Ok(client);
+        }
         let password = match std::env::var("SOCKIT_PASSWORD") {
             Ok(p) => p,
             Err(_) => rpassword::prompt_password(format!("password for {user}@{server}: "))

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod demo;
 pub mod files;
+pub mod key;
 pub mod remote_exec;
 pub mod serve;
 pub mod shell;
@@ -48,6 +49,12 @@ pub enum Command {
     Serve(Box<crate::cli::serve::ServeOptions>),
     /// Manage the users of a data folder (on the server's machine).
     User(crate::cli::user::UserArgs),
+    /// Login keys on this machine: `key gen [FILE]` makes one (log in with -i FILE).
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::cli::key::KeyAction,
+    },
     /// Upload LOCAL as REMOTE (verified by md5; --resume continues).
     Put(PutArgs),
     /// Download REMOTE to LOCAL (verified by md5; --resume continues).
@@ -213,6 +220,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::User(args) => crate::cli::user::user(args),
+        Command::Key { action } => crate::cli::key::key(action),
         Command::Get(args) => crate::cli::files::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;

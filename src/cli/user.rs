@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use sockit::config::parse_size;
+use sockit::keys::PublicKey;
 use sockit::users::{Password, Users};
 
 /// `sockit user …`: manage the users of a data folder (run on the server's machine).
@@ -52,12 +53,42 @@ pub enum UserAction {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Manage a user's login keys (public keys from `sockit key gen`).
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Change a user's quota (`none` for unlimited).
     Quota {
         /// The login name.
         name: String,
         /// The new quota, e.g. 1GiB, or `none`.
         quota: String,
+    },
+}
+
+/// The `user key` actions.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Let NAME log in with the public key in PUBFILE (a `.pub` file of `sockit key gen`).
+    Add {
+        /// The login name.
+        name: String,
+        /// The public key file.
+        pubfile: PathBuf,
+    },
+    /// List NAME's keys: fingerprint, date added, comment.
+    List {
+        /// The login name.
+        name: String,
+    },
+    /// Remove NAME's key with FINGERPRINT (SHA256:…, as `key list` shows it).
+    Del {
+        /// The login name.
+        name: String,
+        /// The key's fingerprint.
+        fingerprint: String,
     },
 }
 
@@ -106,6 +137,7 @@ pub fn user(args: UserArgs) -> Result<()> {
             users.set_password(&name, &password)?;
             out!("password of {name} changed");
         }
+        UserAction::Key { action } => key(&users, action)?,
         UserAction::Quota { name, quota } => {
             let quota = match quota.as_str() {
                 "none" | "unlimited" => None,
@@ -116,6 +148,36 @@ pub fn user(args: UserArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a `user key` action.
+fn key(users: &Users, action: KeyAction) -> Result<()> {
+    match action {
+        KeyAction::Add { name, pubfile } => {
+            let text = std::fs::read_to_string(&pubfile)
+                .with_context(|| format!("reading {}", pubfile.display()))?;
+            let (key, comment) = PublicKey::parse_line(&text)
+                .with_context(|| format!("reading {}", pubfile.display()))?;
+            let info = users.add_key(&name, &key, &comment)?;
+            out!("added key {} to {name}", info.fingerprint);
+        }
+        KeyAction::List { name } => {
+            for k in users.keys(&name)? {
+                out!("{}  added {}  {}", k.fingerprint, date(k.added), k.comment);
+            }
+        }
+        KeyAction::Del { name, fingerprint } => {
+            users.remove_key(&name, &fingerprint)?;
+            out!("removed key {fingerprint} of {name}");
+        }
+    }
+    Ok(())
+}
+
+fn date(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }
 
 fn quota_text(quota: Option<u64>) -> String {

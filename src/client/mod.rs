@@ -132,11 +132,42 @@ impl Client {
             .call(
                 &Request::Login {
                     user: user.to_owned(),
-                    password: Password::new(password),
+                    password: Some(Password::new(password)),
+                    key: None,
+                    signature: None,
                 },
                 b"",
             )
             .await?;
+        typed(fields)
+    }
+
+    /// Logs in with a key: asks for a challenge, then signs it together with this
+    /// connection's TLS exporter value (see [`crate::keys::login_message`]).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with `auth_failed` when the key is not the user's or the signature
+    /// does not verify.
+    pub async fn login_with_key(
+        &mut self,
+        user: &str,
+        identity: &crate::keys::KeyPair,
+    ) -> Result<Welcome> {
+        let key = identity.public().to_base64();
+        let ask = |signature| Request::Login {
+            user: user.to_owned(),
+            password: None,
+            key: Some(key.clone()),
+            signature,
+        };
+        let (fields, _) = self.call(&ask(None), b"").await?;
+        let challenge: crate::protocol::ops::Challenge = typed(fields)?;
+        let challenge = crate::keys::decode_base64(&challenge.challenge)
+            .ok_or_else(|| Error::BadReply("the challenge is not base64".into()))?;
+        let binding = self.conn.get_ref().tls_binding();
+        let message = crate::keys::login_message(user, &challenge, binding.as_ref());
+        let signature = crate::keys::encode_base64(&identity.sign(&message));
+        let (fields, _) = self.call(&ask(Some(signature)), b"").await?;
         typed(fields)
     }
 

@@ -45,6 +45,13 @@ pub struct Welcome {
     pub used: u64,
 }
 
+/// `login` by key, first step: what the client must sign (base64 of 32 random bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The challenge, single-use and valid on this connection only.
+    pub challenge: String,
+}
+
 /// `ls`: how many entries the body's JSON array holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {

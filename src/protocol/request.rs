@@ -19,8 +19,16 @@ pub enum Request {
     Login {
         /// The user name.
         user: String,
-        /// The password (never logged: its `Debug` prints `***`).
-        password: Password,
+        /// The password (never logged: its `Debug` prints `***`); absent in a login by key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Password>,
+        /// A login by key: the public key (base64 of its 32 raw bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// A login by key, second step: the signature (base64) of the login message over
+        /// the challenge the first step returned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
     /// List a folder (or show one file): reply body is a JSON array of entries.
     Ls {

@@ -100,8 +100,20 @@ impl Native {
         let file_op = match request {
             Request::Echo => return echo::handle(conn).await,
             Request::Unknown => return Err(Error::UnknownOp(op.to_string())),
-            Request::Login { user, password } => {
-                let pair = (user, password);
+            Request::Login {
+                user,
+                password,
+                key,
+                signature,
+            } => {
+                let credentials = match (password, key) {
+                    (_, Some(key)) => session::Credentials::Key { key, signature },
+                    (Some(password), None) => session::Credentials::Password(password),
+                    (None, None) => {
+                        return Err(Error::BadRequest("login needs a password or a key".into()));
+                    }
+                };
+                let pair = (user, credentials);
                 return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
             }
             Request::Put { path, size, resume } => {
@@ -179,7 +191,7 @@ impl TcpService for Native {
             Connection::new(stream, conn.config.limits).with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {
             peer: conn.peer,
-            session: session::Session::default(),
+            session: session::Session::new(framed.get_ref().get_ref().tls_binding()),
             shutdown: conn.shutdown.clone(),
         };
         let result = match refused {

@@ -4,6 +4,11 @@
 //! user store on the blocking pool (a bounded number at once), costs a fixed delay when
 //! wrong, and cools an address down after repeated failures. Every later request sees
 //! changes that `sockit user` made to its user. Passwords are never logged.
+//!
+//! A login by key takes two requests: the key (answered with a challenge when it is the
+//! user's, and like a wrong password otherwise), then the signature of the challenge bound to
+//! this connection's TLS session (see [`crate::keys::login_message`]). The challenge lives in
+//! the [`Session`], so it is single-use and worthless on any other connection.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
@@ -16,9 +21,10 @@ use tracing::{info, warn};
 
 use crate::connection::Connection;
 use crate::filecopy::blocking;
+use crate::keys::{self, PublicKey};
 use crate::net::Peer;
 use crate::protocol::Reply;
-use crate::protocol::ops::Welcome;
+use crate::protocol::ops::{Challenge, Welcome};
 use crate::quota::QuotaLedger;
 use crate::storage::Root;
 use crate::users::{AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, Users};
@@ -85,9 +91,43 @@ pub(crate) struct Session {
     user: Option<LoggedIn>,
     /// The user store's [`Users::data_version`] when this session last looked.
     seen: u64,
+    /// The connection's TLS exporter value, which a login by key signs; `None` on plaintext.
+    binding: Option<[u8; 32]>,
+    /// The challenge of a login by key under way: taken by the next login, whatever it is.
+    challenge: Option<Pending>,
+}
+
+/// A challenge sent, waiting for its signature.
+#[derive(Debug)]
+struct Pending {
+    user: String,
+    key: PublicKey,
+    challenge: [u8; 32],
+}
+
+/// What a `login` request proves who it is with.
+#[derive(Debug)]
+pub(crate) enum Credentials {
+    /// A password.
+    Password(Password),
+    /// A public key (base64), and in the second step the signature (base64).
+    Key {
+        /// The public key.
+        key: String,
+        /// The signature of the challenge; `None` asks for one.
+        signature: Option<String>,
+    },
 }
 
 impl Session {
+    /// A session of a connection whose TLS exporter value is `binding` (`None`: plaintext).
+    pub(crate) fn new(binding: Option<[u8; 32]>) -> Session {
+        Session {
+            binding,
+            ..Session::default()
+        }
+    }
+
     /// The logged-in user, as the user store says now: a quota changed by `sockit user
     /// quota` applies from the next request on, and a removed user or a changed password
     /// ends the session.
@@ -121,18 +161,22 @@ impl Session {
 
 /// Handles `login`: on success the session holds the user; on failure the client waits
 /// [`FAILED_LOGIN_DELAY`] and learns nothing about which part was wrong. A login on a
-/// logged-in connection ends the session first, whatever its outcome.
+/// logged-in connection ends the session first, whatever its outcome. A login by key without
+/// a signature, with a key of the user, is answered with a [`Challenge`] instead.
 ///
 /// # Errors
-/// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down.
+/// [`Error::AuthFailed`] for a wrong name, password, key or signature, or an address
+/// cooling down.
 pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     files: &FileService,
     session: &mut Session,
     peer: Peer,
-    (name, password): (String, Password),
+    (name, credentials): (String, Credentials),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     session.user = None;
+    // Single-use: whatever this login is, the challenge before it is spent.
+    let pending = session.challenge.take();
     let ip = match peer {
         Peer::Tcp(addr) => addr.ip(),
         Peer::Unix => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -153,17 +197,63 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let permit = files
-        .checks
-        .acquire()
-        .await
-        .map_err(|_| Error::Internal("the password checks were closed".into()))?;
     // Read before the check: a change made after it is seen by the next request.
     let seen = files.users.data_version()?;
     let users = files.users.clone();
     let who = name.clone();
-    let verified = blocking(move || users.verify(&who, &password)).await?;
-    drop(permit);
+    let verified = match credentials {
+        Credentials::Password(password) => {
+            let permit = files
+                .checks
+                .acquire()
+                .await
+                .map_err(|_| Error::Internal("the password checks were closed".into()))?;
+            let verified = blocking(move || users.verify(&who, &password)).await?;
+            drop(permit);
+            verified
+        }
+        Credentials::Key {
+            key,
+            signature: None,
+        } => match PublicKey::from_base64(&key) {
+            Ok(key)
+                if blocking(move || users.verify_key(&who, &key))
+                    .await?
+                    .is_some() =>
+            {
+                let challenge = keys::challenge()?;
+                attempt.challenged();
+                session.challenge = Some(Pending {
+                    user: name,
+                    key,
+                    challenge,
+                });
+                let challenge = keys::encode_base64(&challenge);
+                return conn.queue(&Reply::ok(Challenge { challenge }), b"");
+            }
+            _ => None,
+        },
+        Credentials::Key {
+            key,
+            signature: Some(signature),
+        } => {
+            let signed = match (pending, PublicKey::from_base64(&key)) {
+                (Some(pending), Ok(key)) if pending.user == name && pending.key == key => {
+                    let message =
+                        keys::login_message(&name, &pending.challenge, session.binding.as_ref());
+                    keys::decode_base64(&signature)
+                        .is_some_and(|signature| key.verifies(&message, &signature))
+                        .then_some(key)
+                }
+                _ => None,
+            };
+            match signed {
+                // Asked again: the key may have been removed since the challenge.
+                Some(key) => blocking(move || users.verify_key(&who, &key)).await?,
+                None => None,
+            }
+        }
+    };
     let Some((info, stamp)) = verified else {
         let cooldown = attempt.failed(Instant::now());
         warn!(user = %name, %ip, ?cooldown, "failed login");
@@ -171,6 +261,16 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(Error::AuthFailed("wrong user name or password".into()));
     };
     attempt.succeeded();
+    welcome(files, session, (info, stamp, seen), conn).await
+}
+
+/// A checked login: opens the user's home, measures it once, and answers [`Welcome`].
+async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(
+    files: &FileService,
+    session: &mut Session,
+    (info, stamp, seen): (crate::users::UserInfo, Stamp, u64),
+    conn: &mut Connection<S>,
+) -> Result<()> {
     let users = files.users.clone();
     let user = info.name.clone();
     let measured = files.ledger.used(&user);

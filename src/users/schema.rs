@@ -15,6 +15,16 @@ const SCHEMA: &str = "
     ) STRICT;
     -- Names differing only in case would share a home on case-insensitive file systems.
     CREATE UNIQUE INDEX IF NOT EXISTS users_name_nocase ON users (name COLLATE NOCASE);
+    -- Login keys (added later: an older database gains the table on its next open). A key
+    -- belongs to one user; `Users::remove` deletes a user's keys with the user.
+    CREATE TABLE IF NOT EXISTS keys (
+        user        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        key         TEXT NOT NULL UNIQUE,
+        comment     TEXT NOT NULL DEFAULT '',
+        added       INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS keys_user ON keys (user);
 ";
 
 /// Switches the database to WAL and creates the schema. Two processes opening a new database

@@ -252,3 +252,38 @@ fn another_connections_changes_are_noticed_and_stamps_follow_the_password() {
     admin.remove("ann", false).unwrap();
     assert!(users.current("ann").unwrap().is_none());
 }
+
+#[test]
+fn keys_belong_to_one_user_and_go_with_them() {
+    let (tmp, users) = store();
+    users.add("ann", &pw("pw"), None).unwrap();
+    users.add("bob", &pw("pw"), None).unwrap();
+    let key = crate::keys::KeyPair::generate_into(&tmp.path().join("id"), "c").unwrap();
+    let info = users.add_key("ann", &key, "laptop").unwrap();
+    assert_eq!(info.fingerprint, key.fingerprint());
+    assert!(matches!(
+        users.add_key("bob", &key, ""),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        users.add_key("nobody", &key, ""),
+        Err(Error::NotFound(_))
+    ));
+    assert!(users.verify_key("ann", &key).unwrap().is_some());
+    assert!(users.verify_key("bob", &key).unwrap().is_none());
+    assert_eq!(users.keys("ann").unwrap(), [info]);
+
+    users.remove("ann", false).unwrap();
+    users.add("ann", &pw("pw"), None).unwrap();
+    assert!(
+        users.keys("ann").unwrap().is_empty(),
+        "a new ann inherited a key"
+    );
+    assert!(users.verify_key("ann", &key).unwrap().is_none());
+    users.add_key("bob", &key, "").unwrap();
+    users.remove_key("bob", &key.fingerprint()).unwrap();
+    assert!(matches!(
+        users.remove_key("bob", &key.fingerprint()),
+        Err(Error::NotFound(_))
+    ));
+}

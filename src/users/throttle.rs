@@ -88,6 +88,14 @@ impl Attempt<'_> {
         cooldown
     }
 
+    /// A login by key got its challenge: the attempt ends with no outcome (the signature
+    /// that answers it is the next attempt, and the one that counts).
+    pub(crate) fn challenged(mut self) {
+        self.open = false;
+        self.throttle.release(self.ip, Instant::now());
+        self.throttle.ended.notify_waiters();
+    }
+
     /// The login succeeded: the address starts over with a clean record.
     pub(crate) fn succeeded(mut self) {
         self.open = false;
@@ -187,6 +195,13 @@ impl AuthThrottle {
     /// An attempt of `ip` has its outcome: it leaves the attempts in flight and is counted,
     /// under one lock (no other attempt can begin in between). Returns the cool-down a
     /// failure started, if any.
+    /// Ends an attempt of `ip` with no outcome.
+    fn release(&self, ip: IpAddr, now: Instant) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let peer = entry(&mut peers, &self.config, ip, now);
+        peer.in_flight = peer.in_flight.saturating_sub(1);
+    }
+
     fn outcome(&self, ip: IpAddr, now: Instant, succeeded: bool) -> Option<Duration> {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let peer = entry(&mut peers, &self.config, ip, now);

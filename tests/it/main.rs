@@ -12,6 +12,7 @@ mod files;
 mod framework;
 mod ftp;
 mod hostile;
+mod keys;
 mod native;
 mod seeds;
 mod storage_rules;
