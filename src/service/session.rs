@@ -83,6 +83,8 @@ pub(crate) struct LoggedIn {
     pub(crate) quota: Option<u64>,
     /// The credentials this session logged in with.
     stamp: Stamp,
+    /// The key it logged in with, if it did with one: removing it ends the session.
+    key: Option<PublicKey>,
 }
 
 /// What a connection knows about who is on it.
@@ -129,8 +131,8 @@ impl Session {
     }
 
     /// The logged-in user, as the user store says now: a quota changed by `sockit user
-    /// quota` applies from the next request on, and a removed user or a changed password
-    /// ends the session.
+    /// quota` applies from the next request on, and a removed user, a changed password or
+    /// (for a login by key) a removed key ends the session.
     ///
     /// # Errors
     /// [`Error::AuthRequired`] before a successful `login`, and once the session ended.
@@ -143,6 +145,13 @@ impl Session {
             let ended = match files.users.current(&user.name)? {
                 None => Some("your account was removed"),
                 Some((_, stamp)) if stamp != user.stamp => Some("your password was changed"),
+                Some(_)
+                    if user.key.as_ref().is_some_and(|key| {
+                        !matches!(files.users.verify_key(&user.name, key), Ok(Some(_)))
+                    }) =>
+                {
+                    Some("your key was removed")
+                }
                 Some((info, _)) => {
                     user.quota = info.quota;
                     None
@@ -210,7 +219,7 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 .map_err(|_| Error::Internal("the password checks were closed".into()))?;
             let verified = blocking(move || users.verify(&who, &password)).await?;
             drop(permit);
-            verified
+            verified.map(|(info, stamp)| (info, stamp, None))
         }
         Credentials::Key {
             key,
@@ -249,26 +258,31 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             };
             match signed {
                 // Asked again: the key may have been removed since the challenge.
-                Some(key) => blocking(move || users.verify_key(&who, &key)).await?,
+                Some(key) => {
+                    let kept = key;
+                    blocking(move || users.verify_key(&who, &key))
+                        .await?
+                        .map(|(info, stamp)| (info, stamp, Some(kept)))
+                }
                 None => None,
             }
         }
     };
-    let Some((info, stamp)) = verified else {
+    let Some((info, stamp, key)) = verified else {
         let cooldown = attempt.failed(Instant::now());
         warn!(user = %name, %ip, ?cooldown, "failed login");
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         return Err(Error::AuthFailed("wrong user name or password".into()));
     };
     attempt.succeeded();
-    welcome(files, session, (info, stamp, seen), conn).await
+    welcome(files, session, (info, stamp, key, seen), conn).await
 }
 
 /// A checked login: opens the user's home, measures it once, and answers [`Welcome`].
 async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(
     files: &FileService,
     session: &mut Session,
-    (info, stamp, seen): (crate::users::UserInfo, Stamp, u64),
+    (info, stamp, key, seen): (crate::users::UserInfo, Stamp, Option<PublicKey>, u64),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let users = files.users.clone();
@@ -294,6 +308,7 @@ async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(
         root: Arc::new(root),
         quota: info.quota,
         stamp,
+        key,
     });
     conn.queue(
         &Reply::ok(Welcome {

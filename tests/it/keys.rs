@@ -215,3 +215,33 @@ async fn a_signature_counts_once_and_on_its_own_connection_only() {
         .await;
     assert_eq!(code(asked), ErrorCode::AuthFailed);
 }
+
+#[tokio::test]
+async fn removing_a_key_ends_the_sessions_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    add_users(&data, &["ann"]);
+    let path = dir.path().join("id");
+    let public = KeyPair::generate_into(&path, "").unwrap();
+    let identity = KeyPair::load(&path).unwrap();
+    let admin = Users::open_with(&data, HashCost::Minimal).unwrap();
+    admin.add_key("ann", &public, "").unwrap();
+    let server = ServerProcess::start(
+        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
+        1,
+    );
+    let endpoint: Endpoint = server.addr("native").parse().unwrap();
+    let fingerprint = server.fingerprint.clone().unwrap();
+    let mut by_key = Client::connect_tls(&endpoint, &fingerprint).await.unwrap();
+    by_key.login_with_key("ann", &identity).await.unwrap();
+    let mut by_password = Client::connect_tls(&endpoint, &fingerprint).await.unwrap();
+    by_password.login("ann", "pw").await.unwrap();
+    assert!(by_key.ls("").await.is_ok());
+
+    admin.remove_key("ann", &public.fingerprint()).unwrap();
+    let ended = by_key.ls("").await;
+    assert_eq!(code(ended), ErrorCode::AuthFailed);
+    assert_eq!(code(by_key.ls("").await), ErrorCode::AuthRequired);
+    // A session opened with the password is not the key's.
+    assert!(by_password.ls("").await.is_ok());
+}

@@ -229,3 +229,54 @@ async fn a_plaintext_client_may_send_its_first_byte_late() {
     tokio::time::sleep(5 * MINUTE).await;
     assert_eq!(&c.echo(b"late").await.unwrap()[..], b"late");
 }
+
+#[test]
+fn a_garbage_or_stalled_handshake_costs_one_connection() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--head-timeout",
+            "1",
+        ],
+        1,
+    );
+    let addr = server.addr("native");
+    // A record that starts like TLS and then is garbage, a truncated ClientHello, and one
+    // that stalls after its first bytes: each ends with the close, nothing served.
+    let hello_start: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00];
+    for bytes in [
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00][..],
+        hello_start,
+    ] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        // A guard against a hung test, not a synchronisation: the server closes first.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(bytes).unwrap();
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest);
+        assert!(
+            read.is_ok() || rest.is_empty(),
+            "the server closed the connection: {read:?}"
+        );
+        assert!(
+            !rest.windows(4).any(|w| w == b"\"ok\""),
+            "no frame is served"
+        );
+    }
+    // The server is fine: a pinned TLS client and a plaintext one are served.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let endpoint: Endpoint = addr.parse().unwrap();
+        let fp = server.fingerprint.clone().unwrap();
+        let mut c = Client::connect_tls(&endpoint, &fp).await.unwrap();
+        assert_eq!(&c.echo(b"ok").await.unwrap()[..], b"ok");
+    });
+    assert!(server.rss() < 64 << 20);
+}
