@@ -140,18 +140,25 @@ async fn signed(c: &mut Client, identity: &KeyPair, binding: Option<&[u8; 32]>) 
     encode_base64(&identity.sign(&login_message("ann", &challenge, binding)))
 }
 
-#[tokio::test]
-async fn a_signature_counts_once_and_on_its_own_connection_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A data folder under `dir` with user `ann` (password `pw`) and one key of hers, made
+/// with `sockit key gen`'s code: the folder, the public key and the key pair.
+fn ann_with_a_key(dir: &Path) -> (std::path::PathBuf, PublicKey, KeyPair) {
+    let data = dir.join("data");
     add_users(&data, &["ann"]);
-    let path = dir.path().join("id");
+    let path = dir.join("id");
     let public = KeyPair::generate_into(&path, "").unwrap();
     let identity = KeyPair::load(&path).unwrap();
     Users::open_with(&data, HashCost::Minimal)
         .unwrap()
         .add_key("ann", &public, "")
         .unwrap();
+    (data, public, identity)
+}
+
+#[tokio::test]
+async fn a_signature_counts_once_and_on_its_own_connection_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, public, identity) = ann_with_a_key(dir.path());
     let server = ServerProcess::start(
         &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
         1,
@@ -219,13 +226,8 @@ async fn a_signature_counts_once_and_on_its_own_connection_only() {
 #[tokio::test]
 async fn removing_a_key_ends_the_sessions_it_opened() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    add_users(&data, &["ann"]);
-    let path = dir.path().join("id");
-    let public = KeyPair::generate_into(&path, "").unwrap();
-    let identity = KeyPair::load(&path).unwrap();
+    let (data, public, identity) = ann_with_a_key(dir.path());
     let admin = Users::open_with(&data, HashCost::Minimal).unwrap();
-    admin.add_key("ann", &public, "").unwrap();
     let server = ServerProcess::start(
         &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
         1,

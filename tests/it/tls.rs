@@ -230,22 +230,19 @@ async fn a_plaintext_client_may_send_its_first_byte_late() {
     assert_eq!(&c.echo(b"late").await.unwrap()[..], b"late");
 }
 
+/// `sockit serve` on 127.0.0.1:0 with its data under `dir`, and `extra` flags.
+fn serve(dir: &std::path::Path, extra: &[&str]) -> ServerProcess {
+    let data = dir.join("data");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args, 1)
+}
+
 #[test]
 fn a_garbage_or_stalled_handshake_costs_one_connection() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--head-timeout",
-            "1",
-        ],
-        1,
-    );
+    let server = serve(dir.path(), &["--head-timeout", "1"]);
     let addr = server.addr("native");
     // A record that starts like TLS and then is garbage, a truncated ClientHello, and one
     // that stalls after its first bytes: each ends with the close, nothing served.
@@ -284,20 +281,13 @@ fn a_garbage_or_stalled_handshake_costs_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_handshakes_at_once_keep_the_server_small() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--max-connections",
-            "3000",
-            "--max-connections-per-ip",
-            "1500",
-        ],
-        1,
-    );
+    let args = [
+        "--max-connections",
+        "3000",
+        "--max-connections-per-ip",
+        "1500",
+    ];
+    let server = serve(dir.path(), &args);
     let endpoint: Endpoint = server.addr("native").parse().unwrap();
     let fingerprint = server.fingerprint.clone().unwrap();
     let clients: Vec<_> = (0..1000)
