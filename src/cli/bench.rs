@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use sockit::client::bench::{self, Report};
@@ -32,6 +32,22 @@ pub struct BenchArgs {
     /// PID of a local server: report its RSS and CPU time (from /proc).
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// Speak plaintext, not TLS, to a TCP server (served to loopback peers only, unless the
+    /// server runs with --allow-plaintext).
+    #[arg(long, global = true, env = "SOCKIT_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plaintext: bool,
+    /// A server not in the known-hosts file yet: ask, accept-new or strict (as every client
+    /// command; the bench checks once, then pins that certificate on every connection).
+    #[arg(long, global = true, env = "SOCKIT_TRUST", value_enum)]
+    pub trust: Option<crate::cli::trust::Trust>,
+    /// Accept exactly the server certificate with this fingerprint (SHA256:…).
+    #[arg(
+        long,
+        global = true,
+        env = "SOCKIT_FINGERPRINT",
+        value_name = "SHA256:…"
+    )]
+    pub fingerprint: Option<String>,
     /// Threads of the load generator's runtime. One by default: on a machine that also runs
     /// the server, more threads than cores add scheduler delays to the latencies measured.
     #[arg(long, global = true, default_value_t = 1)]
@@ -49,6 +65,9 @@ pub enum Mode {
     Get(TransferArgs),
     /// Hold K idle connections, then send one echo on each at once.
     Idle(IdleArgs),
+    /// N fresh connections, each doing the handshake, a login and one stat (needs -u, and
+    /// SOCKIT_PASSWORD or -i).
+    Sessions(SessionArgs),
 }
 
 /// Options of `bench echo`.
@@ -111,13 +130,42 @@ pub struct IdleArgs {
     pub budget: f64,
 }
 
+/// Options of `bench sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Sessions in all, each on a fresh connection.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub sessions: u64,
+    /// Sessions under way at once.
+    #[arg(short, long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// User name.
+    #[arg(short, long, env = "SOCKIT_USER")]
+    pub user: String,
+    /// The password (set SOCKIT_PASSWORD rather than passing it here).
+    #[arg(long, env = "SOCKIT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Log in with this private key instead of a password.
+    #[arg(short, long, env = "SOCKIT_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
 /// Runs `sockit bench` and prints its report.
 ///
 /// # Errors
 /// A duration flag that is no number of seconds, or what [`bench::run`] fails with.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let json = args.json;
-    let report = bench::run(&args.into_config()?).await?;
+    let (plaintext, trust) = (args.plaintext, args.trust);
+    let fingerprint = args.fingerprint.clone();
+    let mut config = args.into_config()?;
+    if !plaintext && matches!(config.server, sockit::net::Endpoint::Tcp(_)) {
+        // Trust is settled once, on a first connection; every connection of the run then
+        // pins the certificate it showed.
+        let pinned = crate::cli::trust::pin(&config.server, trust, fingerprint.as_deref()).await?;
+        config.tls = Some(pinned);
+    }
+    let report = bench::run(&config).await?;
     if json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -150,10 +198,12 @@ impl BenchArgs {
                 hold: seconds("--hold", a.hold)?,
                 budget: seconds("--budget", a.budget)?,
             }),
+            Mode::Sessions(a) => bench::Load::Sessions(a.into_load()?),
         };
         Ok(bench::Config {
             load,
             server: self.server,
+            tls: None,
             server_pid: self.server_pid,
             threads: self.threads,
         })
@@ -174,6 +224,25 @@ impl TransferArgs {
     }
 }
 
+impl SessionArgs {
+    fn into_load(self) -> Result<bench::SessionLoad> {
+        let credential = match (self.identity, self.password) {
+            (Some(path), _) => bench::Credential::Key(std::sync::Arc::new(
+                sockit::keys::KeyPair::load(&path)
+                    .with_context(|| format!("the identity {}", path.display()))?,
+            )),
+            (None, Some(password)) => bench::Credential::Password(password),
+            (None, None) => bail!("bench sessions logs in: set SOCKIT_PASSWORD or give -i KEY"),
+        };
+        Ok(bench::SessionLoad {
+            sessions: self.sessions,
+            concurrency: self.concurrency,
+            user: self.user,
+            credential,
+        })
+    }
+}
+
 /// `value` seconds of the flag `flag`, negative (or NaN) ones as 0.
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
     match Duration::try_from_secs_f64(value.max(0.0)) {
@@ -184,18 +253,19 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
 
 /// The report as lines of text, for a person (each line ends with a newline).
 fn text(report: &Report) -> String {
-    let unit = if report.mode.transfers() {
-        "transfers"
-    } else {
-        "requests"
+    let unit = match report.mode {
+        bench::Mode::Sessions => "sessions",
+        mode if mode.transfers() => "transfers",
+        _ => "requests",
     };
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(
         s,
-        "{} against {}: {} connections, {} B bodies, pipeline {}",
+        "{} against {}{}: {} connections, {} B bodies, pipeline {}",
         report.mode.name(),
         report.server,
+        if report.tls { " (TLS)" } else { "" },
         report.connections,
         report.body_bytes,
         report.pipeline
@@ -306,6 +376,7 @@ mod tests {
         let base = Report {
             mode: bench::Mode::Echo,
             server: "127.0.0.1:9900".into(),
+            tls: false,
             connections: 10,
             body_bytes: 64,
             pipeline: 4,
@@ -358,6 +429,7 @@ mod tests {
                 requests_per_sec: 0.0,
                 mb_per_sec: 0.0,
                 first_error: Some("transferred 5 of 10 bytes".into()),
+                tls: true,
                 ..base
             },
         ]
@@ -383,7 +455,7 @@ mod tests {
   123456 transfers ok, 0 errors in 5.00 s: 24671 transfers/s, 1.6 MB/s
   latency p50 0 µs p99 0 µs p99.9 0 µs max 0 µs
   server: RSS 12.3 MB (peak 23.5 MB), CPU 1.23 s = 7.2 µs per transfer",
-        "get against 127.0.0.1:9900: 10 connections, 64 B bodies, pipeline 4
+        "get against 127.0.0.1:9900 (TLS): 10 connections, 64 B bodies, pipeline 4
   0 transfers ok, 0 errors in 0.00 s: 0 transfers/s, 0.0 MB/s
   latency p50 0 µs p99 1000 µs p99.9 1.50 ms max 2.50 s
   first error: transferred 5 of 10 bytes",
@@ -400,7 +472,7 @@ mod tests {
 
     #[test]
     fn json_keeps_every_field_name_and_order() {
-        let want = r#"{"mode":"idle","server":"127.0.0.1:9900","connections":10,"body_bytes":64,"pipeline":4,"ok":123456,"errors":0,"first_error":null,"seconds":5.004,"requests_per_sec":24671.3,"mb_per_sec":1.579,"latency_us":{"p50":0.4,"p99":999.6,"p999":1500.0,"max":2500000.0},"idle":{"held":1000,"connect_seconds":0.456,"burst_seconds":0.0789},"server_process":{"rss_bytes":12345678,"peak_rss_bytes":23456789,"cpu_seconds":1.23456,"cpu_us_per_request":7.25}}"#;
+        let want = r#"{"mode":"idle","server":"127.0.0.1:9900","tls":false,"connections":10,"body_bytes":64,"pipeline":4,"ok":123456,"errors":0,"first_error":null,"seconds":5.004,"requests_per_sec":24671.3,"mb_per_sec":1.579,"latency_us":{"p50":0.4,"p99":999.6,"p999":1500.0,"max":2500000.0},"idle":{"held":1000,"connect_seconds":0.456,"burst_seconds":0.0789},"server_process":{"rss_bytes":12345678,"peak_rss_bytes":23456789,"cpu_seconds":1.23456,"cpu_us_per_request":7.25}}"#;
         assert_eq!(serde_json::to_string(&samples()[2]).unwrap(), want);
     }
 }

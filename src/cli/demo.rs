@@ -75,6 +75,7 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
             "[tls]    TLS 1.3 to the same port, certificate pinned to {fingerprint} -> \"{}\"",
             String::from_utf8_lossy(&reply)
         )?;
+        trust_on_first_use(out, &server, data.path()).await?;
     }
 
     sticky_packets(out, &mut client).await?;
@@ -106,8 +107,13 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
     )?;
     drop(client);
 
-    file_server(out, &server, data.path()).await?;
-    remote_command(out, &server).await?;
+    // The file service and exec as the sockit client speaks to them: over TLS.
+    let fingerprint = running
+        .fingerprint
+        .clone()
+        .context("the server has no TLS")?;
+    file_server(out, &server, &fingerprint, data.path()).await?;
+    remote_command(out, &server, &fingerprint).await?;
     seed_listeners(out, &addr("seed-echo")?, &addr("udp-echo")?).await?;
     time_server(out, &addr("udp-time")?).await?;
     chat_room(out, &addr("udp-chat")?).await?;
@@ -122,6 +128,61 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
             "after the grace period"
         }
     )?;
+    Ok(())
+}
+
+/// Trust on first use as a person meets it: the question on a first connection (answered
+/// here), the certificate remembered, no question the next time, and a changed certificate
+/// refused.
+async fn trust_on_first_use(out: &mut impl Write, server: &Endpoint, scratch: &Path) -> Result<()> {
+    use sockit::client::known_hosts::KnownHosts;
+    use sockit::client::tls;
+
+    use crate::cli::trust::{Trust, check, question};
+    let Endpoint::Tcp(host) = server else {
+        return Ok(());
+    };
+    let known = KnownHosts::at(scratch.join("known_hosts"));
+    let mut answer = |host: &str, seen: &str| -> Result<bool> {
+        writeln!(
+            out,
+            "[trust]  a first `sockit ls` to {host}, with an empty known-hosts file:"
+        )?;
+        for line in format!("{}yes   <- the demo answers for you", question(host, seen)).lines() {
+            writeln!(out, "           {line}")?;
+        }
+        Ok(true)
+    };
+    let (stream, seen) = tls::connect_any(sockit::net::connect(server).await?).await?;
+    check(&known, host, &seen, Trust::Ask, &mut answer)?;
+    drop(stream);
+    let remembered = std::fs::read_to_string(known.path())?;
+    writeln!(out, "[trust]  remembered: \"{}\"", remembered.trim())?;
+    let (stream, seen) = tls::connect_any(sockit::net::connect(server).await?).await?;
+    let mut never = |_: &str, _: &str| -> Result<bool> { bail!("asked twice") };
+    check(&known, host, &seen, Trust::Ask, &mut never)?;
+    let reply = Client::from_stream(stream).echo(b"known").await?;
+    writeln!(
+        out,
+        "[trust]  the next connection: known, same certificate -> no question, \"{}\"",
+        String::from_utf8_lossy(&reply)
+    )?;
+    // Another certificate at the same address, as a man in the middle would show: here the
+    // remembered line names another one, which is the same comparison.
+    let other = sockit::tls::Identity::load_or_create(&scratch.join("other-server"))?;
+    std::fs::write(known.path(), format!("{host} {}\n", other.fingerprint()))?;
+    let (_, seen) = tls::connect_any(sockit::net::connect(server).await?).await?;
+    match check(&known, host, &seen, Trust::AcceptNew, &mut never) {
+        Ok(_) => bail!("a changed certificate was accepted"),
+        Err(e) => {
+            let banner = e.to_string();
+            let first = banner.trim().lines().next().unwrap_or_default().to_string();
+            writeln!(
+                out,
+                "[trust]  the certificate changes (even with --trust accept-new) -> refused: {first}"
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -165,14 +226,19 @@ async fn hostile_peer(out: &mut impl Write, server: &Endpoint) -> Result<()> {
 
 /// The seeds' homework, the FTP program: a user with a quota, a verified upload with its
 /// bar, a listing, a verified download, a refused over-quota upload and a refused escape.
-async fn file_server(out: &mut impl Write, server: &Endpoint, data: &Path) -> Result<()> {
+async fn file_server(
+    out: &mut impl Write,
+    server: &Endpoint,
+    fingerprint: &str,
+    data: &Path,
+) -> Result<()> {
     let users = Users::open(data)?;
     users.add("demo", &Password::new("demo-password"), Some(64 << 20))?;
     writeln!(
         out,
         "\n[files]  user `demo` added: argon2id hash in users.db, quota 64 MiB, home homes/demo/"
     )?;
-    let mut client = Client::connect(server).await?;
+    let mut client = Client::connect_tls(server, fingerprint).await?;
     match client.login("demo", "wrong").await {
         Err(e) => writeln!(out, "[files]  login with a wrong password -> {e}")?,
         Ok(_) => bail!("a wrong password was accepted"),
@@ -312,8 +378,8 @@ async fn next_message(member: &chat::Client) -> Result<String> {
 }
 
 /// `exec` as user `demo` (added by the file step): stdout, stderr and the exit code apart.
-async fn remote_command(out: &mut impl Write, server: &Endpoint) -> Result<()> {
-    let mut client = Client::connect(server).await?;
+async fn remote_command(out: &mut impl Write, server: &Endpoint, fingerprint: &str) -> Result<()> {
+    let mut client = Client::connect_tls(server, fingerprint).await?;
     client.login("demo", "demo-password").await?;
     let command = "echo hi; echo oops >&2; exit 3";
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());

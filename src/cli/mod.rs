@@ -107,7 +107,7 @@ pub struct ClientArgs {
     pub server: Endpoint,
     /// Speak plaintext, not TLS, to a TCP server (a server serves it only on loopback
     /// unless it runs with --allow-plaintext).
-    #[arg(long, env = "SOCKIT_PLAINTEXT")]
+    #[arg(long, env = "SOCKIT_PLAINTEXT", value_parser = clap::builder::BoolishValueParser::new())]
     pub plaintext: bool,
     /// A server not in the known-hosts file yet: ask, accept-new (trust and remember it) or
     /// strict (refuse) [default: ask on a terminal, strict otherwise].

@@ -11,6 +11,7 @@ fn config(server: &sockit::net::Endpoint, load: Load) -> Config {
     Config {
         load,
         server: server.clone(),
+        tls: None,
         server_pid: Some(std::process::id()),
         threads: 1,
     }
@@ -101,4 +102,102 @@ async fn no_server_is_a_setup_error_not_a_count() {
     };
     let got = bench::run(&config(&server, Load::Echo(load))).await;
     assert!(matches!(got, Err(sockit::Error::Io(_))), "{got:?}");
+}
+
+/// `sockit bench MODE ARGS --json` with `env`, as a script runs it: its JSON report, or the
+/// one line it failed with.
+fn bench_cli(args: &[&str], env: &[(&str, String)]) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new(crate::common::sockit_bin())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .env_remove("SOCKIT_PLAINTEXT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_bench_speaks_tls_like_every_client_and_counts_whole_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let out = crate::common::sockit_with_input(args, stdin);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    run(
+        &["user", "add", "ann", "--password-stdin", "--data", data_arg],
+        "pw-ann\n",
+    );
+    let key = dir.path().join("id");
+    run(&["key", "gen", key.to_str().unwrap()], "");
+    let public = format!("{}.pub", key.display());
+    run(
+        &["user", "key", "add", "ann", &public, "--data", data_arg],
+        "",
+    );
+    let server =
+        crate::common::ServerProcess::start(&["--listen", "127.0.0.1:0", "--data", data_arg], 1);
+    let addr = server.addr("native");
+    let pinned = server.client_env();
+
+    let echo = bench_cli(&["echo", "-s", &addr, "-c", "3", "-n", "5"], &pinned).unwrap();
+    assert_eq!(
+        (echo["ok"].as_u64(), echo["errors"].as_u64()),
+        (Some(15), Some(0))
+    );
+    assert_eq!(echo["tls"], true, "{echo}");
+    let mut plain = pinned.clone();
+    plain.push(("SOCKIT_PLAINTEXT", "1".into()));
+    let echo = bench_cli(&["echo", "-s", &addr, "-c", "1", "-n", "1"], &plain).unwrap();
+    assert_eq!(
+        (echo["ok"].as_u64(), echo["tls"].as_bool()),
+        (Some(1), Some(false))
+    );
+
+    // Whole sessions, by password and by key: every one a fresh connection that logs in.
+    let mut by_password = pinned.clone();
+    by_password.push(("SOCKIT_PASSWORD", "pw-ann".into()));
+    let args = ["sessions", "-s", &addr, "-u", "ann", "-n", "12", "-c", "3"];
+    let sessions = bench_cli(&args, &by_password).unwrap();
+    assert_eq!(
+        (sessions["ok"].as_u64(), sessions["errors"].as_u64()),
+        (Some(12), Some(0))
+    );
+    assert_eq!(sessions["mode"], "sessions");
+    let by_key = [&args[..], &["-i", key.to_str().unwrap()]].concat();
+    let sessions = bench_cli(&by_key, &pinned).unwrap();
+    assert_eq!(
+        (sessions["ok"].as_u64(), sessions["errors"].as_u64()),
+        (Some(12), Some(0))
+    );
+    let mut wrong = pinned.clone();
+    wrong.push(("SOCKIT_PASSWORD", "not-it".into()));
+    let refused = bench_cli(&args, &wrong).unwrap_err();
+    assert!(refused.contains("auth"), "{refused}");
+
+    // Trust is checked as every client checks it: an unknown server is refused in a script,
+    // and so is another certificate than the one pinned.
+    let known = [(
+        "SOCKIT_KNOWN_HOSTS",
+        dir.path().join("known_hosts").display().to_string(),
+    )];
+    let refused = bench_cli(&["echo", "-s", &addr, "-n", "1"], &known).unwrap_err();
+    assert!(refused.contains("not a known server"), "{refused}");
+    let other = sockit::tls::Identity::load_or_create(&dir.path().join("other"))
+        .unwrap()
+        .fingerprint();
+    let refused = bench_cli(
+        &["echo", "-s", &addr, "-n", "1"],
+        &[("SOCKIT_FINGERPRINT", other)],
+    )
+    .unwrap_err();
+    assert!(refused.contains("TLS"), "{refused}");
 }

@@ -98,7 +98,19 @@ fn demo_runs_every_part_and_leaves_nothing_behind() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for part in ["[echo]", "[粘包]", "[hostile]", "shut down cleanly"] {
+    let parts = [
+        "[echo]",
+        "[tls]",
+        "Trust it and remember it? (yes/no) yes",
+        "no question",
+        "HAS CHANGED",
+        "[粘包]",
+        "[hostile]",
+        "[files]",
+        "[exec]",
+        "shut down cleanly",
+    ];
+    for part in parts {
         assert!(text.contains(part), "missing {part} in:\n{text}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

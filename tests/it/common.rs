@@ -78,6 +78,28 @@ pub fn sockit_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockit")
 }
 
+/// Runs `sockit ARGS` with `stdin` written to its standard input: its output.
+pub fn sockit_with_input(args: &[&str], stdin: &str) -> std::process::Output {
+    output_with_input(Command::new(sockit_bin()).args(args), stdin)
+}
+
+/// Runs `command` with `stdin` written to its standard input: its output.
+pub fn output_with_input(command: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
 /// A `sockit serve` child process; killed (and reaped) on drop.
 pub struct ServerProcess {
     pub child: Child,

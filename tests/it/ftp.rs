@@ -1,36 +1,25 @@
 //! The file server as a person runs it: `sockit user`, `serve`, `put`/`get`/`ls`, a scripted
 //! `shell`, and a server killed in the middle of an upload.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::json;
 use sockit::client::Client;
 
-use crate::common::{ServerProcess, sockit_bin};
+use crate::common::{ServerProcess, output_with_input, sockit_bin};
 
 fn run(args: &[&str], env: &[(&str, &str)], stdin: &str, dir: &Path) -> Output {
-    let mut child = Command::new(sockit_bin())
+    let mut command = Command::new(sockit_bin());
+    command
         .args(args)
         .envs(env.iter().copied())
         .env_remove("SOCKIT_USER")
         // Trust on first use, remembered in this test's own known-hosts file.
         .env("SOCKIT_TRUST", "accept-new")
         .env("SOCKIT_KNOWN_HOSTS", dir.join("known_hosts"))
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .current_dir(dir);
+    output_with_input(&mut command, stdin)
 }
 
 fn text(out: &Output) -> String {

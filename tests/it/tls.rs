@@ -13,22 +13,7 @@ use sockit::tls::Identity;
 
 use crate::common::{ServerProcess, sockit_bin};
 
-fn sockit(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(sockit_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use crate::common::sockit_with_input as sockit;
 
 #[tokio::test]
 async fn the_native_port_speaks_tls_with_the_certificate_it_prints() {

@@ -9,20 +9,16 @@ use bytes::BytesMut;
 use serde_json::Value;
 
 use super::probe::Probe;
-use super::report::{Mode, Report, Shape, Tally, report};
-use super::{EchoLoad, Until, connect};
+use super::report::{Mode, Report, Shape, Tally, merged, report};
+use super::{EchoLoad, Target, Until, connect};
 use crate::client::Client;
 use crate::connection::Connection;
-use crate::net::{Endpoint, Stream};
+use crate::net::Stream;
 use crate::protocol::{Request, encode_head};
 use crate::{Error, Result};
 
 /// Runs an `echo` load against `server`.
-pub(super) async fn run(
-    server: &Endpoint,
-    load: &EchoLoad,
-    probe: Option<Probe>,
-) -> Result<Report> {
+pub(super) async fn run(server: &Target, load: &EchoLoad, probe: Option<Probe>) -> Result<Report> {
     let frame: Arc<[u8]> = echo_frame(load.body)?.into();
     let depth = load.pipeline.max(1);
     // Connect everyone and do one warm-up round trip first, so the measured part is steady.
@@ -47,13 +43,7 @@ pub(super) async fn run(
         let body = load.body;
         tasks.spawn(async move { worker(client, frame, body, depth, stop).await });
     }
-    let mut total = Tally::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(tally) => total.merge(tally),
-            Err(e) => total.fail(e),
-        }
-    }
+    let total = merged(tasks).await;
     let seconds = start.elapsed().as_secs_f64();
     let shape = Shape {
         connections: load.connections,

@@ -8,9 +8,8 @@ use std::time::Instant;
 use super::echo::{echo_frame, read_echo};
 use super::probe::Probe;
 use super::report::{IdleFigures, Mode, Report, ServerFigures, Tally, per_request};
-use super::{IdleLoad, connect};
+use super::{IdleLoad, Target, connect};
 use crate::Result;
-use crate::net::Endpoint;
 
 /// Body bytes of each burst request.
 const BODY: u64 = 64;
@@ -19,11 +18,7 @@ const BODY: u64 = 64;
 const WAVE: usize = 256;
 
 /// Runs an `idle` load against `server`.
-pub(super) async fn run(
-    server: &Endpoint,
-    load: &IdleLoad,
-    probe: Option<Probe>,
-) -> Result<Report> {
+pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) -> Result<Report> {
     raise_fd_limit();
     let frame: Arc<[u8]> = echo_frame(BODY)?.into();
     let go = Arc::new(tokio::sync::Notify::new());
@@ -107,7 +102,8 @@ pub(super) async fn run(
     let ok = total.ok;
     Ok(Report {
         mode: Mode::Idle,
-        server: server.to_string(),
+        server: server.server.to_string(),
+        tls: server.tls.is_some(),
         connections: load.connections,
         body_bytes: BODY,
         pipeline: 1,

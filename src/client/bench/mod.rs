@@ -10,6 +10,7 @@ mod echo;
 mod idle;
 mod probe;
 mod report;
+mod sessions;
 mod transfer;
 
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub struct Config {
     pub load: Load,
     /// The server to drive.
     pub server: Endpoint,
+    /// Speak TLS to a TCP server, trusting only the certificate with this fingerprint
+    /// (`SHA256:…`); `None` speaks plaintext (which a server serves to loopback peers).
+    pub tls: Option<String>,
     /// PID of a local server whose RSS and CPU time to report (read from /proc).
     pub server_pid: Option<u32>,
     /// Threads of the load generator's own runtime (1 or less: a current-thread runtime).
@@ -45,6 +49,8 @@ pub enum Load {
     Get(TransferLoad),
     /// Hold K idle connections, then send one echo on each at once.
     Idle(IdleLoad),
+    /// N fresh connections, each doing the handshake, a login and one stat, then closing.
+    Sessions(SessionLoad),
 }
 
 /// The load of an `echo` run.
@@ -99,6 +105,36 @@ pub struct IdleLoad {
     pub budget: Duration,
 }
 
+/// The load of a `sessions` run: what one user does when a script runs `sockit stat`
+/// repeatedly, measured without the process start.
+#[derive(Debug, Clone)]
+pub struct SessionLoad {
+    /// Sessions in all, each on a fresh connection.
+    pub sessions: u64,
+    /// Sessions under way at once.
+    pub concurrency: usize,
+    /// User name to log in with.
+    pub user: String,
+    /// How to log in.
+    pub credential: Credential,
+}
+
+/// How a bench logs in.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// With a password.
+    Password(String),
+    /// With a key (a challenge signed for the connection, no password hash on the server).
+    Key(std::sync::Arc<crate::keys::KeyPair>),
+}
+
+/// The server a run drives and how it speaks to it.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    pub(super) server: Endpoint,
+    pub(super) tls: Option<String>,
+}
+
 /// Runs the load `config` describes and measures it.
 ///
 /// The load runs on a runtime of its own (sized by [`Config::threads`]) on a thread of its
@@ -135,12 +171,16 @@ pub async fn run(config: &Config) -> Result<Report> {
 /// [`run`] on the current runtime.
 async fn run_here(config: &Config) -> Result<Report> {
     let probe = config.server_pid.map(probe::Probe::new);
-    let server = &config.server;
+    let server = &Target {
+        server: config.server.clone(),
+        tls: config.tls.clone(),
+    };
     match &config.load {
         Load::Echo(load) => echo::run(server, load, probe).await,
         Load::Put(load) => transfer::run(server, load, Mode::Put, probe).await,
         Load::Get(load) => transfer::run(server, load, Mode::Get, probe).await,
         Load::Idle(load) => idle::run(server, load, probe).await,
+        Load::Sessions(load) => sessions::run(server, load, probe).await,
     }
 }
 
@@ -153,20 +193,29 @@ async fn run_here(config: &Config) -> Result<Report> {
 /// with a per-address cap above the connections); so they do where a source cannot be bound.
 const PER_SOURCE: usize = 64;
 
-/// Opens connection number `i` of a run to `server` (see [`PER_SOURCE`]).
-async fn connect(server: &Endpoint, i: usize) -> Result<Client> {
-    if let Endpoint::Tcp(addr) = server {
-        let target = crate::net::resolve(addr).await?;
-        if let std::net::IpAddr::V4(ip) = target.ip()
+/// Opens connection number `i` of a run to `target` (see [`PER_SOURCE`]), with TLS when
+/// the target says so.
+async fn connect(target: &Target, i: usize) -> Result<Client> {
+    let mut bound = None;
+    if let Endpoint::Tcp(addr) = &target.server {
+        let to = crate::net::resolve(addr).await?;
+        if let std::net::IpAddr::V4(ip) = to.ip()
             && ip.is_loopback()
         {
-            let source = source_for(i);
-            if let Ok(stream) = crate::net::connect_from(target, source.into()).await {
-                return Ok(Client::from_stream(stream));
-            }
+            bound = crate::net::connect_from(to, source_for(i).into())
+                .await
+                .ok();
         }
     }
-    Client::connect(server).await
+    let stream = match bound {
+        Some(stream) => stream,
+        None => crate::net::connect(&target.server).await?,
+    };
+    let stream = match (&target.tls, &target.server) {
+        (Some(pinned), Endpoint::Tcp(_)) => crate::client::tls::connect(stream, pinned).await?,
+        _ => stream,
+    };
+    Ok(Client::from_stream(stream))
 }
 
 /// The loopback source address of connection number `i` (see [`PER_SOURCE`]).

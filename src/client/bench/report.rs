@@ -8,8 +8,8 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::Target;
 use super::probe::{Probe, Sample};
-use crate::net::Endpoint;
 
 /// Which load a report measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,6 +23,8 @@ pub enum Mode {
     Get,
     /// Held idle connections, then one echo on each.
     Idle,
+    /// Fresh connections, each with a handshake, a login and one stat.
+    Sessions,
 }
 
 impl Mode {
@@ -33,6 +35,7 @@ impl Mode {
             Mode::Put => "put",
             Mode::Get => "get",
             Mode::Idle => "idle",
+            Mode::Sessions => "sessions",
         }
     }
 
@@ -49,6 +52,8 @@ pub struct Report {
     pub mode: Mode,
     /// The server driven.
     pub server: String,
+    /// Whether the connections spoke TLS.
+    pub tls: bool,
     /// Connections used.
     pub connections: usize,
     /// Body bytes per request (echo, idle) or per transfer (put, get).
@@ -176,6 +181,18 @@ impl Tally {
     }
 }
 
+/// The workers' tallies merged as they finish (a worker that panicked counts as one error).
+pub(super) async fn merged(mut workers: tokio::task::JoinSet<Tally>) -> Tally {
+    let mut total = Tally::new();
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(tally) => total.merge(tally),
+            Err(e) => total.fail(e),
+        }
+    }
+    total
+}
+
 /// Server CPU microseconds per answered request (0 when none was answered).
 pub(super) fn per_request(cpu_seconds: f64, ok: u64) -> f64 {
     if ok == 0 {
@@ -196,7 +213,7 @@ pub(super) struct Shape {
 /// sampled now against `before`.
 pub(super) fn report(
     mode: Mode,
-    server: &Endpoint,
+    server: &Target,
     shape: Shape,
     total: Tally,
     seconds: f64,
@@ -220,7 +237,8 @@ pub(super) fn report(
     } = shape;
     Report {
         mode,
-        server: server.to_string(),
+        server: server.server.to_string(),
+        tls: server.tls.is_some(),
         connections,
         body_bytes,
         pipeline,
@@ -244,7 +262,7 @@ mod tests {
 
     #[test]
     fn mode_serialises_as_its_name() {
-        for mode in [Mode::Echo, Mode::Put, Mode::Get, Mode::Idle] {
+        for mode in [Mode::Echo, Mode::Put, Mode::Get, Mode::Idle, Mode::Sessions] {
             let json = serde_json::to_value(mode).unwrap();
             assert_eq!(json, mode.name());
         }
@@ -268,7 +286,10 @@ mod tests {
 
     #[test]
     fn an_empty_run_reports_zeros_not_nan() {
-        let server: Endpoint = "127.0.0.1:1".parse().unwrap();
+        let server = Target {
+            server: "127.0.0.1:1".parse().unwrap(),
+            tls: None,
+        };
         let shape = Shape {
             connections: 1,
             body_bytes: 64,

@@ -5,17 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::TransferLoad;
 use super::probe::Probe;
 use super::report::{Mode, Report, Shape, Tally, report};
+use super::{Target, TransferLoad, connect};
 use crate::Result;
 use crate::client::Client;
 use crate::filecopy::Quiet;
-use crate::net::Endpoint;
 
 /// Runs a `put` (`mode` [`Mode::Put`]) or `get` ([`Mode::Get`]) load against `server`.
 pub(super) async fn run(
-    server: &Endpoint,
+    server: &Target,
     load: &TransferLoad,
     mode: Mode,
     probe: Option<Probe>,
@@ -107,8 +106,8 @@ pub(super) async fn run(
     Ok(report)
 }
 
-async fn login(server: &Endpoint, load: &TransferLoad) -> Result<Client> {
-    let mut client = Client::connect(server).await?;
+async fn login(server: &Target, load: &TransferLoad) -> Result<Client> {
+    let mut client = connect(server, 0).await?;
     client.login(&load.user, &load.password).await?;
     Ok(client)
 }
