@@ -8,6 +8,8 @@ Started by bench/run.sh (which installs the peers and builds sockit). Sections:
   files  one SIZE file, file to file: sockit put/get (BLAKE3-verified in-band, timed), nc and
          socat pipes, scp and sftp against a private sshd, curl against vsftpd and pyftpdlib.
          Every destination is checked against the source's md5 afterwards (not timed).
+  sessions  fresh connections, each a TLS handshake + login + stat (`sockit bench sessions`,
+         and `sockit stat` as a process each), against `ssh host true` repeated.
   idle   K idle connections held on sockit, then one echo on each; server RSS while idle.
 Every load has a count or time bound; every process is stopped by PID at exit. Loopback only.
 """
@@ -109,30 +111,69 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def repeat(cmd, n, concurrency, env):
+    """Runs `cmd` n times, `concurrency` at once: (seconds, latencies, failures)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def once(_):
+        t = time.perf_counter()
+        ok = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=60).returncode == 0
+        return time.perf_counter() - t, ok
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(once, range(n)))
+    secs = time.perf_counter() - t
+    return secs, [d for d, ok in results if ok] or [0.0], sum(1 for _, ok in results if not ok)
+
+
 class Suite:
     def __init__(self, args):
         self.a = args
         self.work = tempfile.mkdtemp(prefix="sockit-compare-")
         atexit.register(shutil.rmtree, self.work, True)
         self.rows = []  # (section, contender, figures dict)
+        self.fingerprints = {}  # port -> the sockit server's certificate fingerprint
+        self.ssh = None
 
-    def bench(self, *argv, timeout):
-        out = run([self.a.sockit, "bench", *argv, "--json"], timeout, capture_output=True, text=True)
+    def bench(self, *argv, timeout, env=None):
+        out = run([self.a.sockit, "bench", *argv, "--json"], timeout, capture_output=True, text=True,
+                  env=env)
         return json.loads(out.stdout)
 
     # --- servers -----------------------------------------------------------------------
     def sockit_server(self, data, extra=()):
+        """A `sockit serve` on a free port: (process, port); its certificate's fingerprint is
+        kept in self.fingerprints[port], from the listener line it prints."""
         port = free_port()
         p = start([self.a.sockit, "serve", "--listen", f"127.0.0.1:{port}", "--data", data, *extra],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                   env={**os.environ, "RUST_LOG": "warn"})
+        for line in p.stdout:
+            m = re.search(r"native protocol on \S+ \(TLS (SHA256:\S+)\)", line)
+            if m:
+                self.fingerprints[port] = m.group(1)
+                break
+        else:
+            raise RuntimeError("sockit serve exited before listening")
         wait_port(port)
         return p, port
+
+    def client_env(self, port, tls):
+        """The environment of a sockit client of the server on `port`: pinned to its
+        certificate (tls) or plaintext (which the server serves to loopback)."""
+        env = {**os.environ, "SOCKIT_FINGERPRINT": self.fingerprints[port]}
+        env.pop("SOCKIT_PLAINTEXT", None)
+        if not tls:
+            env["SOCKIT_PLAINTEXT"] = "1"
+        return env
 
     def echo_servers(self):
         servers = {}
         p, port = self.sockit_server(os.path.join(self.work, "echo-data"))
         servers["sockit"] = (p, port)
+        servers["sockit TLS"] = (p, port)
         port = free_port()
         p = start([self.a.tokio_echo, f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
         wait_port(port)
@@ -152,9 +193,12 @@ class Suite:
         results = {name: [] for name in servers}
         for _ in range(a.reps):
             for name, (p, port) in servers.items():  # interleaved: one round = every contender
+                # Every server but sockit's is plaintext; sockit is measured both ways.
+                env = self.client_env(port, tls=True) if name == "sockit TLS" else \
+                    {**os.environ, "SOCKIT_PLAINTEXT": "1"}
                 r = self.bench("echo", "-s", f"127.0.0.1:{port}", "-c", str(a.connections),
                                "-b", str(a.body), "-d", str(a.seconds), "--server-pid", str(p.pid),
-                               timeout=a.seconds + 120)
+                               timeout=a.seconds + 120, env=env)
                 results[name].append(r)
         for name, rs in results.items():
             med = lambda key: statistics.median(r[key] for r in rs)
@@ -168,7 +212,7 @@ class Suite:
                 "cpu_us": statistics.median((r["server_process"] or {}).get("cpu_us_per_request", 0) for r in rs),
                 "rss_mb": max((r["server_process"] or {}).get("rss_bytes", 0) for r in rs) / 1e6,
             }))
-        for p, _ in servers.values():
+        for p, _ in set(servers.values()):
             stop(p)
 
     def prefault(self):
@@ -227,21 +271,23 @@ class Suite:
         # The same source file as every other peer; get reads a copy uploaded beforehand, so
         # that the timed run touches no more fresh memory than the others do.
         run([a.sockit, "put", "-q", "-s", f"127.0.0.1:{sport}", "-u", "bench", src,
-             "bench-source.bin"], 600, env=env, stdout=subprocess.DEVNULL)
+             "bench-source.bin"], 600, env={**self.client_env(sport, tls=True), **env},
+            stdout=subprocess.DEVNULL)
         stored = glob.glob(os.path.join(data, "**", "bench-source.bin"), recursive=True)
         for mode in ("put", "get"):
-            def go(mode=mode):
-                if mode == "get":  # the server's copy in page cache, as every peer's source is
-                    run(["cat", *stored], 300, stdout=subprocess.DEVNULL)
-                what = ["--file", src] if mode == "put" else ["--remote", "bench-source.bin"]
-                out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{sport}", "-u", "bench",
-                           *what, "--dir", work, "--json"], 600,
-                          capture_output=True, text=True, env=env)
-                r = json.loads(out.stdout)
-                if r["ok"] != 1:
-                    raise RuntimeError(r["first_error"])
-                return r["seconds"], "BLAKE3 in-band, timed"
-            peers[f"sockit {mode}"] = go
+            for tls in (False, True):
+                def go(mode=mode, tls=tls):
+                    if mode == "get":  # the server's copy in page cache, as every peer's source is
+                        run(["cat", *stored], 300, stdout=subprocess.DEVNULL)
+                    what = ["--file", src] if mode == "put" else ["--remote", "bench-source.bin"]
+                    out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{sport}", "-u", "bench",
+                               *what, "--dir", work, "--json"], 600, capture_output=True, text=True,
+                              env={**self.client_env(sport, tls), **env})
+                    r = json.loads(out.stdout)
+                    if r["ok"] != 1 or r["tls"] != tls:
+                        raise RuntimeError(r["first_error"] or f"tls {r['tls']}")
+                    return r["seconds"], "BLAKE3 in-band, timed"
+                peers[f"sockit {mode}{' TLS' if tls else ''}"] = go
 
         def pipe(listen_cmd, send_cmd, port):
             def go():
@@ -273,25 +319,7 @@ class Suite:
             ["socat", "-u", "-b", "131072", f"TCP-LISTEN:{port2},bind=127.0.0.1,reuseaddr", "STDOUT"],
             ["socat", "-u", "-b", "131072", "STDIN", f"TCP:127.0.0.1:{port2}"], port2)
 
-        # OpenSSH: a private sshd with its own host key, root by key only.
-        ssh = os.path.join(work, "ssh")
-        os.makedirs(ssh)
-        os.makedirs("/run/sshd", exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/host"], 60)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/user"], 60)
-        shutil.copy(f"{ssh}/user.pub", f"{ssh}/authorized_keys")
-        os.chmod(f"{ssh}/authorized_keys", 0o600)
-        sshport = free_port()
-        with open(f"{ssh}/sshd_config", "w") as f:
-            f.write(f"Port {sshport}\nListenAddress 127.0.0.1\nHostKey {ssh}/host\n"
-                    f"PidFile {ssh}/sshd.pid\nAuthorizedKeysFile {ssh}/authorized_keys\n"
-                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-                    "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n")
-        start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{ssh}/sshd_config"],
-              stderr=open(f"{ssh}/sshd.log", "w"))
-        wait_port(sshport)
-        opts = ["-i", f"{ssh}/user", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        sshport, opts = self.sshd()
         remote = os.path.join(work, "ssh-remote.bin")
 
         def scp(up):
@@ -357,6 +385,74 @@ class Suite:
             peers[f"{name} curl get"] = curl(False)
         return self.chosen(peers)
 
+    def sshd(self):
+        """A private sshd on a free port, with its own host key, root by key only (started
+        once): (port, the ssh options that reach it)."""
+        if self.ssh:
+            return self.ssh
+        ssh = os.path.join(self.work, "ssh")
+        os.makedirs(ssh)
+        os.makedirs("/run/sshd", exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/host"], 60)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{ssh}/user"], 60)
+        shutil.copy(f"{ssh}/user.pub", f"{ssh}/authorized_keys")
+        os.chmod(f"{ssh}/authorized_keys", 0o600)
+        sshport = free_port()
+        with open(f"{ssh}/sshd_config", "w") as f:
+            f.write(f"Port {sshport}\nListenAddress 127.0.0.1\nHostKey {ssh}/host\n"
+                    f"PidFile {ssh}/sshd.pid\nAuthorizedKeysFile {ssh}/authorized_keys\n"
+                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                    "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+                    "MaxStartups 100:30:200\nMaxSessions 100\n")
+        start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{ssh}/sshd_config"],
+              stderr=open(f"{ssh}/sshd.log", "w"))
+        wait_port(sshport)
+        opts = ["-i", f"{ssh}/user", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        self.ssh = (sshport, opts)
+        return self.ssh
+
+    def sessions(self):
+        """Fresh connections, each a handshake, a login and one small request: sockit's
+        `bench sessions` (in process: handshake + login + stat, password and key), the
+        `sockit stat` command run once per session, and `ssh host true` the same way."""
+        a = self.a
+        data = os.path.join(self.work, "sessions-data")
+        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        key = os.path.join(self.work, "sessions-key")
+        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
+        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
+            stdout=subprocess.DEVNULL)
+        p, port = self.sockit_server(data)
+        server = f"127.0.0.1:{port}"
+        env = {**self.client_env(port, tls=True), "SOCKIT_PASSWORD": "bench-pass"}
+        for name, extra in (("sockit bench sessions, password", []),
+                            ("sockit bench sessions, key", ["-i", key])):
+            r = self.bench("sessions", "-s", server, "-u", "bench", "-n", str(a.sessions),
+                           "-c", str(a.session_concurrency), *extra, "--server-pid", str(p.pid),
+                           timeout=600, env=env)
+            self.rows.append(("sessions", name, {
+                "n": r["ok"], "errors": r["errors"], "per_s": r["requests_per_sec"],
+                "p50_ms": r["latency_us"]["p50"] / 1e3, "p99_ms": r["latency_us"]["p99"] / 1e3,
+            }))
+        sshport, opts = self.sshd()
+        commands = {
+            "sockit stat (one process each, key)": [a.sockit, "stat", ".", "-s", server, "-u",
+                                                   "bench", "-i", key],
+            "ssh host true (one process each, key)": ["ssh", "-p", str(sshport), *opts,
+                                                      "root@127.0.0.1", "true"],
+        }
+        for name, cmd in commands.items():
+            n = a.process_sessions
+            secs, lat, errors = repeat(cmd, n, a.session_concurrency, env)
+            self.rows.append(("sessions", name, {
+                "n": n - errors, "errors": errors, "per_s": (n - errors) / secs,
+                "p50_ms": statistics.median(lat) * 1e3,
+                "p99_ms": sorted(lat)[max(0, int(len(lat) * 0.99) - 1)] * 1e3,
+            }))
+        stop(p)
+
     def chosen(self, contenders):
         """The contenders `--peers` names (all without it)."""
         keep = re.compile(self.a.peers or "")
@@ -420,7 +516,9 @@ class Suite:
             out.append("|---|---|---|---|---|---|---|---|---|")
             for name, f in echo.items():
                 ratio = ""
-                if ref and name != "sockit" and f["rps"]:
+                if ref and name == "sockit TLS":
+                    ratio = f"TLS ÷ plaintext: {f['rps'] / max(ref['rps'], 1e-9):.2f}×"
+                elif ref and name != "sockit" and f["rps"]:
                     ratio = f"{ref['rps'] / f['rps']:.2f}× / {f['p99_us'] / max(ref['p99_us'], 1e-9):.1f}"
                 out.append(f"| {name} | {f['rps']:,.0f} | {f['rps_all']} | {us(f['p50_us'])} | "
                            f"{us(f['p99_us'])} | {us(f['p999_us'])} | {f['cpu_us']:.1f} | "
@@ -430,15 +528,29 @@ class Suite:
         if files:
             out.append(f"### Files: one {a.size_mib} MiB file, file to file, median of "
                        f"{a.file_reps} run(s) (MB = 10^6 B)\n")
-            out.append("| transfer | MB/s | runs | verified | sockit put ×, get × |")
+            out.append("| transfer | MB/s | runs | verified | sockit TLS put ×, get × |")
             out.append("|---|---|---|---|---|")
-            put, get = files.get("sockit put", {}).get("mb_s"), files.get("sockit get", {}).get("mb_s")
+            mbs_of = lambda name: files.get(name, {}).get("mb_s")
+            put, get = mbs_of("sockit put TLS"), mbs_of("sockit get TLS")
             for name, f in files.items():
                 ratio = ""
                 if f["mb_s"] and put and get and not name.startswith("sockit"):
                     ratio = f"{put / f['mb_s']:.2f}× / {get / f['mb_s']:.2f}×"
+                elif f["mb_s"] and name in ("sockit put", "sockit get"):
+                    tls = mbs_of(name + " TLS")
+                    ratio = f"TLS ÷ plaintext: {tls / f['mb_s']:.2f}×" if tls else ""
                 mbs = f"{f['mb_s']:.0f}" if f["mb_s"] else "failed"
                 out.append(f"| {name} | {mbs} | {f['mb_s_all']} | {f['verified']} | {ratio} |")
+            out.append("")
+        sessions = [(name, f) for s, name, f in self.rows if s == "sessions"]
+        if sessions:
+            out.append(f"### Sessions: fresh connection + handshake + login + one request, "
+                       f"{a.session_concurrency} at a time\n")
+            out.append("| client | sessions | errors | per second | p50 | p99 |")
+            out.append("|---|---|---|---|---|---|")
+            for name, f in sessions:
+                out.append(f"| {name} | {f['n']} | {f['errors']} | {f['per_s']:,.0f} | "
+                           f"{f['p50_ms']:.1f} ms | {f['p99_ms']:.1f} ms |")
             out.append("")
         for s, name, f in self.rows:
             if s == "idle":
@@ -460,7 +572,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockit", required=True)
     ap.add_argument("--tokio-echo", required=True)
-    ap.add_argument("--only", choices=["echo", "files", "idle"], action="append")
+    ap.add_argument("--only", choices=["echo", "files", "sessions", "idle"], action="append")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--body", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5)
@@ -470,8 +582,13 @@ def main():
     ap.add_argument("--peers", metavar="REGEX",
                     help="only the contenders whose name matches, e.g. 'sockit|nc|tokio'")
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--sessions", type=int, default=1000,
+                    help="sessions of `sockit bench sessions`")
+    ap.add_argument("--process-sessions", type=int, default=200,
+                    help="runs of `sockit stat` and of `ssh host true`")
+    ap.add_argument("--session-concurrency", type=int, default=8)
     a = ap.parse_args()
-    sections = a.only or ["echo", "files", "idle"]
+    sections = a.only or ["echo", "files", "sessions", "idle"]
     suite = Suite(a)
     uname = os.uname()
     print(f"sockit comparison suite: {os.cpu_count()} CPUs, {uname.sysname} {uname.release}, "

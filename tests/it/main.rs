@@ -14,6 +14,7 @@ mod ftp;
 mod hostile;
 mod keys;
 mod native;
+mod netns;
 mod seeds;
 mod storage_rules;
 mod tls;

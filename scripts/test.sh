@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: installs, by package name, what the tests start or run and a
+# fresh machine may lack, then runs every test. `.ci/run` calls this same script.
+#
+#   python3   the seeds' own Python programs, run against sockit
+#   tcpdump   the packet capture that checks nothing crosses the wire in clear
+#   iproute2  `ip netns`: a client in another network namespace, a real non-loopback peer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+exec cargo test "$@"
