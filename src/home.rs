@@ -229,6 +229,15 @@ impl<S: Storage> Home<S> {
         pending.reservation.settle(grown);
     }
 
+    /// Makes everything written to the home's storage so far durable, in one call (the
+    /// group commit of [`crate::service`]'s `write`s).
+    ///
+    /// # Errors
+    /// As [`Storage::sync`].
+    pub(crate) async fn sync(&self) -> Result<()> {
+        self.storage.sync().await
+    }
+
     /// Measures the home again, after something other than these methods changed it (a
     /// command run by exec).
     ///

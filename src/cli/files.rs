@@ -121,6 +121,10 @@ pub struct GetArgs {
     /// Continue an interrupted download from its partial file.
     #[arg(long)]
     pub resume: bool,
+    /// Fetch the folder REMOTE and all below it; a rerun fetches only what is missing or
+    /// changed.
+    #[arg(short, long, conflicts_with = "resume")]
+    pub recursive: bool,
     /// The file on the server.
     pub remote: String,
     /// Where to save it (default: the remote file's name, here).

@@ -10,6 +10,7 @@ pub mod key;
 pub mod remote_exec;
 pub mod serve;
 pub mod shell;
+pub mod tree;
 pub mod trust;
 pub mod user;
 
@@ -159,6 +160,9 @@ pub struct PutArgs {
     /// Speak the seed's upload protocol (`serve --seed-upload`, or the seed's server).
     #[arg(long, conflicts_with = "resume")]
     pub seed: bool,
+    /// Send the folder LOCAL and all below it; a rerun sends only what is missing or changed.
+    #[arg(short, long, conflicts_with_all = ["seed", "resume"])]
+    pub recursive: bool,
     /// The local file.
     pub local: PathBuf,
     /// The name on the server (default: LOCAL's file name).
@@ -210,6 +214,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             out!("sent {} ({sent} bytes)", args.local.display());
             Ok(())
         }
+        Command::Put(args) if args.recursive => {
+            let remote = args.remote.as_deref();
+            crate::cli::tree::put(&args.login, &args.local, remote).await
+        }
         Command::Put(args) => {
             crate::cli::files::put(
                 &args.login,
@@ -221,6 +229,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::User(args) => crate::cli::user::user(args),
         Command::Key { action } => crate::cli::key::key(action),
+        Command::Get(args) if args.recursive => crate::cli::tree::get(args).await,
         Command::Get(args) => crate::cli::files::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;

@@ -7,6 +7,7 @@ pub mod command;
 pub mod known_hosts;
 pub mod shell;
 pub mod tls;
+pub mod tree;
 pub mod udp;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,35 @@ use crate::protocol::ops::{GetReady, PutReady, Stat, Trailer};
 use crate::protocol::{DigestKind, Limits, MAX_INLINE_BODY, Password, Reply, Request};
 use crate::storage::Entry;
 use crate::{Error, Result};
+
+/// What an upload keeps of the local file `meta` describes: its permission bits and its
+/// modification time (whole seconds).
+pub fn kept_of(meta: &std::fs::Metadata) -> crate::protocol::Kept {
+    use std::os::unix::fs::MetadataExt;
+    crate::protocol::Kept {
+        mode: Some(meta.mode() & 0o777),
+        modified: Some(meta.mtime()),
+    }
+}
+
+/// Checks that the file at `local` is as `before` describes it (size, modification time,
+/// inode): a file rewritten meanwhile is not.
+///
+/// # Errors
+/// A message saying what changed, or why the file could not be looked at again.
+pub fn unchanged_since(local: &Path, before: &std::fs::Metadata) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata(local).map_err(|e| e.to_string())?;
+    let same = now.len() == before.len()
+        && now.mtime() == before.mtime()
+        && now.mtime_nsec() == before.mtime_nsec()
+        && now.ino() == before.ino();
+    if same {
+        Ok(())
+    } else {
+        Err(format!("{} changed while it was being sent", local.display()))
+    }
+}
 
 /// A connection to a sockit server.
 #[derive(Debug)]
@@ -247,13 +277,15 @@ impl Client {
         progress: &mut dyn Progress,
     ) -> Result<Verified> {
         let file = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
-        let size = file.metadata().map_err(|e| local_error(local, e))?.len();
+        let before = file.metadata().map_err(|e| local_error(local, e))?;
+        let size = before.len();
         let (fields, _) = self
             .call(
                 &Request::Put {
                     path: remote.into(),
                     size,
                     resume,
+                    keep: kept_of(&before),
                 },
                 b"",
             )
@@ -283,10 +315,26 @@ impl Client {
         )
         .await?;
         progress.finish();
+        // A file that changed while it was read may have been sent torn: its digest then
+        // describes no version of it. The server is told a digest that cannot match, so it
+        // throws the bytes away rather than store them.
+        let changed = unchanged_since(local, &before).is_err();
         let done = Request::Done {
             md5: None,
-            blake3: sums.blake3,
+            blake3: if changed {
+                Some("0".repeat(64))
+            } else {
+                sums.blake3
+            },
         };
+        if changed {
+            // The server answers `digest_mismatch` and throws the bytes away.
+            self.call(&done, b"").await.err();
+            return Err(Error::DigestMismatch(format!(
+                "{}: it changed while it was being sent; nothing was stored (send it again)",
+                local.display()
+            )));
+        }
         let (fields, _) = self.call(&done, b"").await?;
         let mut verified: Verified = typed(fields)?;
         verified.resumed_from = offset;

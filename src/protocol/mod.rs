@@ -22,7 +22,7 @@ pub mod wire_path;
 
 pub use frame::{Head, Limits, encode_head};
 pub use header::{ErrorBody, ErrorCode, Reply};
-pub use request::{DigestKind, Password, Request};
+pub use request::{DigestKind, Kept, Password, Request};
 pub use wire_path::WirePath;
 
 /// Suffix of partial upload files (`.<name>.sockit-part`); such names are hidden from
@@ -40,6 +40,10 @@ pub const MAX_INLINE_BODY: u64 = 16 * 1024 * 1024;
 
 /// Default cap on any body, including streamed ones (1 TiB).
 pub const MAX_BODY: u64 = 1 << 40;
+
+/// Largest file a `write` frame carries whole; larger ones go by `put`, which streams and
+/// resumes.
+pub const MAX_WRITE: u64 = 1024 * 1024;
 
 /// The JSON keys a reader accepts as the body size, in the order they are looked up.
 pub const SIZE_KEYS: [&str; 4] = ["total_size", "file_size", "filesize", "data_size"];

@@ -30,6 +30,9 @@ pub struct Entry {
     pub size: u64,
     /// Last modification, in seconds since the Unix epoch.
     pub modified: i64,
+    /// Permission bits (`0o644` is 420), where the storage has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// `login`: who is logged in, and their quota.

@@ -73,6 +73,21 @@ pub enum Request {
         /// Continue a partial upload instead of starting over.
         #[serde(default)]
         resume: bool,
+        /// What the stored file keeps of the sender's: permission bits and modification
+        /// time, applied before it becomes visible.
+        #[serde(flatten)]
+        keep: Kept,
+    },
+    /// A whole small file in one frame (the body, at most [`super::MAX_WRITE`] bytes), with
+    /// its BLAKE3: pipelined by `put -r`, answered like `done`, made durable in groups.
+    Write {
+        /// Destination path in the user's home.
+        path: String,
+        /// BLAKE3 of the body, hex: the file is stored only if it matches.
+        blake3: String,
+        /// Permission bits and modification time to keep.
+        #[serde(flatten)]
+        keep: Kept,
     },
     /// The bytes of an upload, after `put`'s go-ahead.
     Data {
@@ -121,6 +136,17 @@ pub enum Request {
     /// Any op this server does not know; answered with [`super::ErrorCode::UnknownOp`].
     #[serde(other)]
     Unknown,
+}
+
+/// What an upload keeps of the sender's file besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Kept {
+    /// Permission bits (`0o644`; only the low 9 bits count: never set-id or sticky).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Modification time, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
 }
 
 /// The digest a transfer is checked by.

@@ -6,6 +6,7 @@
 //! sync is answered and the loop goes on, one that does not is answered (if the peer still
 //! listens) and the connection closes.
 
+mod batch;
 pub mod chat;
 mod echo;
 mod exec;
@@ -116,9 +117,17 @@ impl Native {
                 let pair = (user, credentials);
                 return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
             }
-            Request::Put { path, size, resume } => {
+            Request::Put {
+                path,
+                size,
+                resume,
+                keep,
+            } => {
                 let home = self.home(cx)?;
-                return transfer::put(home, (path, size, resume), conn).await;
+                return transfer::put(home, (path, size, resume, keep), conn).await;
+            }
+            Request::Write { .. } => {
+                return Err(Error::Internal("a write is served by the group commit".into()));
             }
             Request::Get {
                 path,
@@ -232,6 +241,22 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<()> {
+    let mut batch = batch::Batch::default();
+    let served = serve_requests(native, cx, conn, shutdown, &mut batch).await;
+    // Writes received and verified before the end are committed (a rerun of `put -r` then
+    // skips them), though their replies may have no one to read them.
+    let _ = batch.flush(conn).await;
+    served
+}
+
+/// The loop of [`frame_loop`], with its group of writes.
+async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
+    native: &Native,
+    cx: &mut Context,
+    conn: &mut Connection<S>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    batch: &mut batch::Batch,
+) -> Result<()> {
     loop {
         // Shutdown is only heard between requests: one in flight runs to its end.
         let head = tokio::select! {
@@ -245,8 +270,20 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
         let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
         debug!(op, body_len = head.body_len, "request");
         let result = match Request::from_head(&head) {
-            Ok(request) => native.dispatch(request, op, cx, conn).await,
-            Err(e) => Err(e),
+            // Whole small files join the group commit (see `batch`), answered when it ends.
+            Ok(Request::Write { path, blake3, keep }) => match native.home(cx) {
+                Ok(home) => batch.write(home, (path, blake3, keep), conn).await,
+                Err(e) => {
+                    batch.refuse(e);
+                    Ok(())
+                }
+            },
+            // Any other request is answered after the writes before it.
+            Ok(request) => match batch.flush(conn).await {
+                Ok(()) => native.dispatch(request, op, cx, conn).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => batch.flush(conn).await.and(Err(e)),
         };
         if let Err(e) = result {
             if e.closes_connection() {
@@ -255,8 +292,12 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
             debug!(error = %e, "request refused");
             conn.queue(&Reply::error(e.code(), e.to_string()), b"")?;
         }
+        let idle = !conn.has_buffered_head();
+        if !batch.is_empty() && (idle || batch.is_full()) {
+            batch.flush(conn).await?;
+        }
         // Small replies to pipelined requests leave together, in one write, up to MAX_QUEUED.
-        if conn.queued() >= MAX_QUEUED || !conn.has_buffered_head() {
+        if conn.queued() >= MAX_QUEUED || idle {
             conn.flush().await?;
         }
     }

@@ -30,7 +30,7 @@ use crate::filecopy::{
 };
 use crate::home::{Home, Pending};
 use crate::protocol::ops::{GetReady, PutReady, Trailer, Verified};
-use crate::protocol::{DigestKind, Reply, Request};
+use crate::protocol::{DigestKind, Kept, Reply, Request};
 use crate::storage::backend::{LocalUpload, Upload};
 use crate::{Error, Result};
 
@@ -41,11 +41,12 @@ use crate::{Error, Result};
 /// partial file stays for a later `--resume`).
 pub(crate) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
-    (path, size, resume): (String, u64, bool),
+    (path, size, resume, kept): (String, u64, bool, Kept),
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let target = resolve(&path)?;
     let mut pending = home.begin_upload(&target, size, resume).await?;
+    pending.upload.keep(kept);
     // Whatever happens next, what the upload changed in the home is booked.
     let result = receive(&home, &mut pending, &path, size, conn).await;
     home.settle(pending).await;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::{Entry, PartProbe, PartialFile, Root, Usage, WirePath};
 use crate::Result;
+use crate::protocol::Kept;
 use crate::filecopy::blocking;
 
 /// The calls the core makes on a home's storage.
@@ -52,6 +53,9 @@ pub(crate) trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Throws an upload's bytes away.
     fn discard_upload(&self, upload: &mut Self::Upload) -> impl Future<Output = Result<()>> + Send;
+    /// Makes everything written to this storage so far durable, at once: the bytes of a
+    /// group of uploads before they are committed, then the commits themselves.
+    fn sync(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// An upload in progress, as the core sees it.
@@ -62,6 +66,11 @@ pub(crate) trait Upload: Send + 'static {
     fn cost(&self) -> impl Future<Output = u64> + Send;
     /// The path it is committed to.
     fn target(&self) -> &WirePath;
+    /// Keeps `kept` (permission bits, modification time) on the committed file.
+    fn keep(&mut self, kept: Kept);
+    /// Marks the received bytes as durable already (the storage's [`Storage::sync`] ran
+    /// after they were written), so the commit need not make them so one file at a time.
+    fn synced(&mut self);
 }
 
 /// A home in a local folder, through a confined handle ([`Root`]); the file system calls
@@ -95,6 +104,8 @@ pub(crate) struct LocalUpload {
     probe: Arc<PartProbe>,
     received: u64,
     target: WirePath,
+    kept: Kept,
+    synced: bool,
 }
 
 impl Upload for LocalUpload {
@@ -109,6 +120,14 @@ impl Upload for LocalUpload {
 
     fn target(&self) -> &WirePath {
         &self.target
+    }
+
+    fn keep(&mut self, kept: Kept) {
+        self.kept = kept;
+    }
+
+    fn synced(&mut self) {
+        self.synced = true;
     }
 }
 
@@ -167,6 +186,8 @@ impl Storage for Local {
                 probe,
                 received,
                 target: path,
+                kept: Kept::default(),
+                synced: false,
             })
         })
         .await
@@ -178,7 +199,12 @@ impl Storage for Local {
                 "the upload was already finished".into(),
             ));
         };
-        blocking(move || partial.commit_verified(size)).await
+        let (kept, synced) = (upload.kept, upload.synced);
+        blocking(move || partial.commit_verified(size, kept, synced)).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.run(Root::sync).await
     }
 
     async fn discard_upload(&self, upload: &mut LocalUpload) -> Result<()> {

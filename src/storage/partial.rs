@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
 use super::{NO_WAIT, PART_SUFFIX, WirePath, blocking_io, fs_error};
+use crate::protocol::Kept;
 use crate::{Error, Result};
 
 /// The partial file's name for a target `name`: hidden, and deterministic, so an upload
@@ -194,13 +195,29 @@ impl PartialFile {
     /// # Errors
     /// [`Error::DigestMismatch`] when the size differs; [`Error::AlreadyExists`] when the
     /// target is a folder (the partial is kept); file system errors otherwise.
-    pub(crate) fn commit_verified(self, expected_len: u64) -> Result<()> {
+    pub(crate) fn commit_verified(self, expected_len: u64, kept: Kept, synced: bool) -> Result<()> {
         let file = self.open_part()?;
         let len = file
             .metadata()
             .map_err(|e| fs_error(&self.target, e))?
             .len();
-        self.publish(file, len, expected_len)
+        let err = |e| fs_error(&self.target, e);
+        if let Some(mode) = kept.mode {
+            // Permission bits only: never set-id or sticky, and always the owner's to read
+            // and write (the server must be able to serve and replace what it stored).
+            let mode = (mode & 0o777) | 0o600;
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(err)?;
+        }
+        if let Some(modified) = kept.modified {
+            let at = if modified >= 0 {
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified.unsigned_abs())
+            } else {
+                std::time::UNIX_EPOCH - std::time::Duration::from_secs(modified.unsigned_abs())
+            };
+            file.set_modified(at).map_err(err)?;
+        }
+        self.publish(file, len, expected_len, synced)
     }
 
     /// Opens the partial file for reading and writing, creating it (so that an empty
@@ -252,7 +269,7 @@ impl PartialFile {
     }
 
     /// Renames the checked partial `file` of `len` bytes into place, once it is durable.
-    fn publish(self, file: File, len: u64, expected_len: u64) -> Result<()> {
+    fn publish(self, file: File, len: u64, expected_len: u64, synced: bool) -> Result<()> {
         if len != expected_len {
             drop(file);
             return Err(self.reject(&format!(
@@ -260,7 +277,10 @@ impl PartialFile {
             )));
         }
         // Durable before visible: a crash after the rename must not leave an empty file.
-        file.sync_all().map_err(|e| fs_error(&self.target, e))?;
+        // (A group commit made it durable already, with one `syncfs` for the group.)
+        if !synced {
+            file.sync_all().map_err(|e| fs_error(&self.target, e))?;
+        }
         drop(file);
         if self
             .dir

@@ -6,6 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 
 use super::*;
+use crate::protocol::Kept;
 
 /// Two homes side by side (`ann`, `bob`), with a `Root` on ann's.
 struct Fixture {
@@ -46,7 +47,7 @@ fn read(root: &Root, wire: &str) -> Result<String> {
 fn upload(root: &Root, wire: &str, data: &[u8]) -> Result<()> {
     let mut part = root.partial(&p(wire))?;
     part.open_at(0)?.write_all(data).unwrap();
-    part.commit_verified(data.len() as u64)
+    part.commit_verified(data.len() as u64, Kept::default(), false)
 }
 
 #[test]
@@ -222,7 +223,7 @@ fn partial_upload_resumes_after_a_restart() {
     assert_eq!(part.len().unwrap(), 8);
     file.write_all(&data[8..]).unwrap();
     drop(file);
-    part.commit_verified(16).unwrap();
+    part.commit_verified(16, Kept::default(), false).unwrap();
     assert_eq!(read(&root, "big.bin").unwrap().as_bytes(), data);
     assert!(!f.home.join(".big.bin.sockit-part").exists());
 }
@@ -241,7 +242,7 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
 
     let mut part = f.root.partial(&p("new.txt")).unwrap();
     part.open_at(0).unwrap().write_all(b"short").unwrap();
-    let err = part.commit_verified(6).unwrap_err();
+    let err = part.commit_verified(6, Kept::default(), false).unwrap_err();
     assert!(err.to_string().contains("received 5 bytes but 6"), "{err}");
     assert!(matches!(read(&f.root, "new.txt"), Err(Error::NotFound(_))));
     assert_eq!(f.root.usage().unwrap().bytes, 3);
@@ -251,7 +252,7 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
 fn empty_uploads_commit() {
     let f = fixture();
     let part = f.root.partial(&p("empty")).unwrap();
-    part.commit_verified(0).unwrap();
+    part.commit_verified(0, Kept::default(), false).unwrap();
     assert_eq!(read(&f.root, "empty").unwrap(), "");
 }
 
