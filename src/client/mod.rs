@@ -39,7 +39,10 @@ pub fn kept_of(meta: &std::fs::Metadata) -> crate::protocol::Kept {
 ///
 /// # Errors
 /// A message saying what changed, or why the file could not be looked at again.
-pub fn unchanged_since(local: &Path, before: &std::fs::Metadata) -> std::result::Result<(), String> {
+pub fn unchanged_since(
+    local: &Path,
+    before: &std::fs::Metadata,
+) -> std::result::Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let now = std::fs::metadata(local).map_err(|e| e.to_string())?;
     let same = now.len() == before.len()
@@ -49,7 +52,10 @@ pub fn unchanged_since(local: &Path, before: &std::fs::Metadata) -> std::result:
     if same {
         Ok(())
     } else {
-        Err(format!("{} changed while it was being sent", local.display()))
+        Err(format!(
+            "{} changed while it was being sent",
+            local.display()
+        ))
     }
 }
 

@@ -71,7 +71,9 @@ impl Job {
 
 /// Whether `have` (an entry on the receiving side) makes sending `job` unneeded.
 fn same(job: &Job, have: Option<&Entry>) -> bool {
-    have.is_some_and(|e| e.kind == EntryKind::File && e.size == job.size && e.modified == job.modified)
+    have.is_some_and(|e| {
+        e.kind == EntryKind::File && e.size == job.size && e.modified == job.modified
+    })
 }
 
 /// `top` joined with `rel` (both with `/`; either may be empty).
@@ -105,11 +107,18 @@ async fn remote_folder(client: &mut Client, path: &str) -> Result<Option<HashMap
                 && only.kind != EntryKind::Dir
                 && client.stat(path).await?.kind != EntryKind::Dir
             {
-                return Err(Error::AlreadyExists(format!("{path} is a file, not a folder")));
+                return Err(Error::AlreadyExists(format!(
+                    "{path} is a file, not a folder"
+                )));
             }
-            Ok(Some(entries.into_iter().map(|e| (e.name.clone(), e)).collect()))
+            Ok(Some(
+                entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
+            ))
         }
-        Err(Error::Remote { code, .. }) if code == crate::protocol::ErrorCode::NotFound => Ok(None),
+        Err(Error::Remote {
+            code: crate::protocol::ErrorCode::NotFound,
+            ..
+        }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -130,6 +139,9 @@ fn local_folder(dir: &Path) -> Result<()> {
     if meta.is_dir() {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!("{} is not a folder", dir.display())))
+        Err(Error::BadRequest(format!(
+            "{} is not a folder",
+            dir.display()
+        )))
     }
 }

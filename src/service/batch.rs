@@ -40,7 +40,7 @@ pub(super) struct Batch {
 /// One `write` of a group: stored and verified, waiting for the group's sync, or refused.
 enum Item {
     Stored {
-        pending: Pending<LocalUpload>,
+        pending: Box<Pending<LocalUpload>>,
         path: String,
         size: u64,
         blake3: String,
@@ -74,7 +74,7 @@ impl Batch {
         let size = conn.unread_body();
         let item = match self.receive(&home, (&path, &blake3, kept), conn).await {
             Ok(pending) => Item::Stored {
-                pending,
+                pending: Box::new(pending),
                 path,
                 size,
                 blake3,
@@ -170,7 +170,7 @@ impl Batch {
                         }
                         Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
                     };
-                    home.settle(pending).await;
+                    home.settle(*pending).await;
                     match done {
                         Ok(()) => {
                             committed += 1;

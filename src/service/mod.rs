@@ -127,7 +127,9 @@ impl Native {
                 return transfer::put(home, (path, size, resume, keep), conn).await;
             }
             Request::Write { .. } => {
-                return Err(Error::Internal("a write is served by the group commit".into()));
+                return Err(Error::Internal(
+                    "a write is served by the group commit".into(),
+                ));
             }
             Request::Get {
                 path,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::{Entry, PartProbe, PartialFile, Root, Usage, WirePath};
 use crate::Result;
-use crate::protocol::Kept;
 use crate::filecopy::blocking;
+use crate::protocol::Kept;
 
 /// The calls the core makes on a home's storage.
 pub(crate) trait Storage: Send + Sync + 'static {

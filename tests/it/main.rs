@@ -9,6 +9,7 @@ mod conn_limits;
 mod digests;
 mod exec;
 mod files;
+mod folders;
 mod framework;
 mod ftp;
 mod hostile;

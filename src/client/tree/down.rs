@@ -45,14 +45,18 @@ impl Client {
             }
             let path = join(remote, &rel);
             let Some(listing) = remote_folder(self, &path).await? else {
-                return Err(Error::NotFound(format!("{path}: no such folder on the server")));
+                return Err(Error::NotFound(format!(
+                    "{path}: no such folder on the server"
+                )));
             };
             let mut entries: Vec<_> = listing.into_values().collect();
             entries.sort_by(|a, b| a.name.cmp(&b.name));
             for entry in entries {
                 let child = join(&rel, &entry.name);
                 if !safe_local_name(&entry.name) {
-                    report.failed.push((child, "the server listed an unsafe name".into()));
+                    report
+                        .failed
+                        .push((child, "the server listed an unsafe name".into()));
                     continue;
                 }
                 match entry.kind {
@@ -67,7 +71,11 @@ impl Client {
                         let here = std::fs::symlink_metadata(local.join(&job.rel)).ok();
                         let here = here.map(|m| crate::storage::Entry {
                             name: String::new(),
-                            kind: if m.is_file() { EntryKind::File } else { EntryKind::Other },
+                            kind: if m.is_file() {
+                                EntryKind::File
+                            } else {
+                                EntryKind::Other
+                            },
                             size: m.len(),
                             modified: m.mtime(),
                             mode: None,
@@ -79,10 +87,14 @@ impl Client {
                         }
                     }
                     EntryKind::Symlink => {
-                        report.skipped.push((child, "a symlink on the server, not followed".into()));
+                        report
+                            .skipped
+                            .push((child, "a symlink on the server, not followed".into()));
                     }
                     EntryKind::Other => {
-                        report.skipped.push((child, "not a regular file or folder".into()));
+                        report
+                            .skipped
+                            .push((child, "not a regular file or folder".into()));
                     }
                 }
             }
@@ -90,7 +102,8 @@ impl Client {
         progress.planned(jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
         let (small, large): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(Job::small);
         for group in small.chunks(WINDOW) {
-            self.get_group(remote, local, group, &mut report, progress).await?;
+            self.get_group(remote, local, group, &mut report, progress)
+                .await?;
         }
         for job in large {
             let dest = local.join(&job.rel);
@@ -149,7 +162,11 @@ impl Client {
 
     /// Reads the reply to one pipelined `get` and stores it in its partial file, checked.
     async fn fetch_one(&mut self, local: &Path, job: &Job) -> Result<Fetched> {
-        let head = self.conn.read_head().await?.ok_or_else(super::super::closed)?;
+        let head = self
+            .conn
+            .read_head()
+            .await?
+            .ok_or_else(super::super::closed)?;
         let ready: GetReady = typed(Reply::from_head(&head)?)?;
         if ready.size > MAX_WRITE.max(job.size) {
             return Err(Error::BadReply(format!(
@@ -158,10 +175,17 @@ impl Client {
             )));
         }
         let body = self.conn.read_body(MAX_WRITE.max(job.size)).await?;
-        let head = self.conn.read_head().await?.ok_or_else(super::super::closed)?;
+        let head = self
+            .conn
+            .read_head()
+            .await?
+            .ok_or_else(super::super::closed)?;
         let trailer: Trailer = typed(Reply::from_head(&head)?)?;
         let ours = blake3::hash(&body).to_hex();
-        if !trailer.blake3.is_some_and(|t| t.eq_ignore_ascii_case(ours.as_str())) {
+        if !trailer
+            .blake3
+            .is_some_and(|t| t.eq_ignore_ascii_case(ours.as_str()))
+        {
             return Err(Error::DigestMismatch(format!(
                 "{}: the bytes received do not match the server's BLAKE3",
                 job.rel

@@ -32,7 +32,11 @@ fn walk(top: &Path) -> Result<Walk> {
     while next < out.folders.len() {
         let rel = out.folders[next].clone();
         next += 1;
-        let dir = if rel.is_empty() { top.to_path_buf() } else { top.join(&rel) };
+        let dir = if rel.is_empty() {
+            top.to_path_buf()
+        } else {
+            top.join(&rel)
+        };
         let mut entries: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| crate::client::local_error(&dir, e))?
             .collect::<std::io::Result<_>>()
@@ -69,7 +73,8 @@ fn walk(top: &Path) -> Result<Walk> {
                 let why = format!("a symlink (to {}), not followed", to.display());
                 out.skipped.push((child, why));
             } else {
-                out.skipped.push((child, "not a regular file or folder".into()));
+                out.skipped
+                    .push((child, "not a regular file or folder".into()));
             }
         }
     }
@@ -128,7 +133,9 @@ impl Client {
         let mut jobs = Vec::new();
         for (folder, job) in tree.files {
             let Some(listing) = there.get(&folder) else {
-                report.failed.push((job.rel, "its folder could not be made".into()));
+                report
+                    .failed
+                    .push((job.rel, "its folder could not be made".into()));
                 continue;
             };
             let name = job.rel.rsplit('/').next().unwrap_or(&job.rel);
@@ -140,7 +147,8 @@ impl Client {
         }
         progress.planned(jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
         let (small, large): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(Job::small);
-        self.write_many(local, remote, small, &mut report, progress).await?;
+        self.write_many(local, remote, small, &mut report, progress)
+            .await?;
         for job in large {
             let path = join(remote, &job.rel);
             let from = local.join(&job.rel);
@@ -151,14 +159,18 @@ impl Client {
             }
             let sent = match self.put(&from, &path, true, &mut Quiet).await {
                 // A partial file of another version of it: start over once.
-                Err(Error::Remote { code, .. })
-                    if code == crate::protocol::ErrorCode::DigestMismatch =>
-                {
-                    self.put(&from, &path, false, &mut Quiet).await
-                }
+                Err(Error::Remote {
+                    code: crate::protocol::ErrorCode::DigestMismatch,
+                    ..
+                }) => self.put(&from, &path, false, &mut Quiet).await,
                 other => other,
             };
-            settle(&job, (sent.map(|_| ()), Source::Connection), &mut report, progress)?;
+            settle(
+                &job,
+                (sent.map(|_| ()), Source::Connection),
+                &mut report,
+                progress,
+            )?;
         }
         Ok(report)
     }
@@ -179,7 +191,11 @@ impl Client {
                 Ok((body, kept)) => {
                     let blake3 = blake3::hash(&body).to_hex().to_string();
                     let path = join(remote, &job.rel);
-                    let write = Request::Write { path, blake3, keep: kept };
+                    let write = Request::Write {
+                        path,
+                        blake3,
+                        keep: kept,
+                    };
                     self.conn.queue(&write, &body)?;
                     in_flight.push_back(job);
                 }
@@ -220,7 +236,8 @@ impl Client {
 /// A whole small file and what to keep of it, read so that a file changing meanwhile is
 /// caught rather than sent torn.
 fn read_whole(path: &Path) -> Result<(Vec<u8>, Kept)> {
-    let before = std::fs::symlink_metadata(path).map_err(|e| crate::client::local_error(path, e))?;
+    let before =
+        std::fs::symlink_metadata(path).map_err(|e| crate::client::local_error(path, e))?;
     let body = std::fs::read(path).map_err(|e| crate::client::local_error(path, e))?;
     if body.len() as u64 != before.len() {
         return Err(Error::Io(std::io::Error::other(format!(
@@ -228,7 +245,8 @@ fn read_whole(path: &Path) -> Result<(Vec<u8>, Kept)> {
             path.display()
         ))));
     }
-    unchanged_since(path, &before).map_err(|e| Error::Io(std::io::Error::other(format!("{e}; not sent"))))?;
+    unchanged_since(path, &before)
+        .map_err(|e| Error::Io(std::io::Error::other(format!("{e}; not sent"))))?;
     Ok((body, kept_of(&before)))
 }
 
