@@ -13,6 +13,7 @@ mod framework;
 mod ftp;
 mod hostile;
 mod keys;
+mod lab;
 mod native;
 mod seeds;
 mod storage_rules;
