@@ -64,7 +64,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Connect {
-    /// The handshake completed this many microseconds after the first connect began.
+    /// Poll found the handshake complete this many microseconds after the first connect
+    /// began (a non-blocking connect returns EINPROGRESS even on loopback).
     Completed(u64),
     /// Still waiting when the patience ran out.
     Waiting,
@@ -207,8 +208,8 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
         .collect();
     let mut happened = vec![
         format!(
-            "{} of {} connects completed (within {} µs) though nothing was accepted (Linux's \
-             accept queue holds backlog + 1 = {})",
+            "{} of {} connects completed at once (poll saw them within {} µs) though nothing was \
+             accepted (Linux's accept queue holds backlog + 1 = {})",
             r.completed,
             r.clients,
             completed_us.iter().max().copied().unwrap_or(0),
@@ -227,7 +228,7 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
             None => "no client had to wait".into(),
         },
         format!(
-            "kernel counters meanwhile (machine-wide): {}",
+            "kernel counters meanwhile (machine-wide; each dropped SYN counts, resends included): {}",
             r.counters
                 .iter()
                 .map(|(n, v)| format!("{n} +{}", v.map_or("?".into(), |v| v.to_string())))

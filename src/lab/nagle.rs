@@ -169,6 +169,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// `87 µs`, or `44.1 ms` from a millisecond up.
+fn duration(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us} µs")
+    } else {
+        format!("{:.1} ms", us as f64 / 1_000.0)
+    }
+}
+
 /// Whether the stall showed: Nagle's median at least 5 ms and ten times both others'.
 fn stalled(r: &Report) -> bool {
     let p50 = |name| r.mode(name).map_or(0, |m| m.p50_us);
@@ -184,7 +193,7 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
         .iter()
         .map(|m| {
             format!(
-                "{:<9} ({} write{} per request{}): p50 {} µs, p90 {} µs, p99 {} µs, max {} µs{}",
+                "{:<9} ({} write{} per request{}): p50 {}, p90 {}, p99 {}, max {}{}",
                 m.name,
                 m.writes,
                 if m.writes == 1 { "" } else { "s" },
@@ -193,10 +202,10 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
                 } else {
                     ", Nagle on"
                 },
-                m.p50_us,
-                m.p90_us,
-                m.p99_us,
-                m.max_us,
+                duration(m.p50_us),
+                duration(m.p90_us),
+                duration(m.p99_us),
+                duration(m.max_us),
                 m.delayed_acks
                     .map(|n| format!("; kernel DelayedACKs +{n}"))
                     .unwrap_or_default()

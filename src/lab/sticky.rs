@@ -305,17 +305,21 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
             r.eager.recv_calls, r.eager.merged_calls
         ),
         format!(
-            "one send() of {} bytes (the sender's write took it in {} call(s)) came out of {} \
+            "one send() of {} MiB (the sender's write took it in {} call(s)) came out of {} \
              recv() calls of {}..{} bytes, though the buffer could hold it all",
-            r.large.bytes, r.large.send_calls, r.large.pieces, r.large.smallest, r.large.largest
+            r.large.bytes >> 20,
+            r.large.send_calls,
+            r.large.pieces,
+            r.large.smallest,
+            r.large.largest
         ),
         format!(
             "over sockit's framing: {}/{} small messages intact ({} recv() call(s) underneath), \
-             the {}-byte message {} ({} recv() calls underneath)",
+             the {} MiB message {} ({} recv() calls underneath)",
             f.intact,
             f.messages,
             f.recv_calls,
-            r.large.bytes,
+            r.large.bytes >> 20,
             if f.large_intact { "intact" } else { "DAMAGED" },
             f.large_recv_calls
         ),
@@ -331,9 +335,10 @@ pub(crate) fn outcome(options: &Options) -> Result<Outcome> {
         name: "sticky",
         shown,
         did: format!(
-            "sent {} small messages with one send() each, then one {}-byte send(), over raw TCP \
+            "sent {} small messages with one send() each, then one {} MiB send(), over raw TCP \
              on loopback; then the same over sockit's 4-byte length + JSON header framing",
-            r.messages, r.large.bytes
+            r.messages,
+            r.large.bytes >> 20
         ),
         happened,
         seed: "TCP is a stream with no message boundaries (面向流, 无消息保护边界): the receiver \
