@@ -36,7 +36,7 @@ pub struct Report {
     pub empty_tcp_send_arrived: bool,
 }
 
-/// Reading a [`LONG`]-byte datagram into a [`SHORT_BUF`]-byte buffer, twice.
+/// Reading a 1000-byte datagram into a 100-byte buffer, twice: without and with MSG_TRUNC.
 #[derive(Debug, Clone, Serialize)]
 pub struct Truncation {
     /// The datagram's size.

@@ -3,12 +3,23 @@
 
 use std::process::Command;
 
-use sockit::lab::{self, Options, backlog, half_close, nagle, sticky, time_wait, udp_boundaries};
+use sockit::lab::{
+    EXPERIMENTS, Options, backlog, half_close, nagle, sticky, time_wait, udp_boundaries,
+};
 
 use crate::common::sockit_bin;
 
 fn options() -> Options {
     Options { rounds: 5 }
+}
+
+/// `sockit lab ARGS...` as a user runs it.
+fn lab(args: &[&str]) -> std::process::Output {
+    Command::new(sockit_bin())
+        .arg("lab")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -98,24 +109,21 @@ fn half_close_lets_the_peer_finish_and_close_with_unread_data_resets() {
 
 #[test]
 fn the_cli_lists_runs_all_as_json_and_refuses_unknown_names() {
-    let list = Command::new(sockit_bin()).arg("lab").output().unwrap();
+    let list = lab(&[]);
     assert!(list.status.success());
     let text = String::from_utf8(list.stdout).unwrap();
-    for e in &lab::EXPERIMENTS {
+    for e in &EXPERIMENTS {
         assert!(text.contains(e.name), "{text}");
     }
 
-    let all = Command::new(sockit_bin())
-        .args(["lab", "all", "--json", "--rounds", "3"])
-        .output()
-        .unwrap();
+    let all = lab(&["all", "--json", "--rounds", "3"]);
     assert!(
         all.status.success(),
         "{}",
         String::from_utf8_lossy(&all.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
-    for e in &lab::EXPERIMENTS {
+    for e in &EXPERIMENTS {
         let outcome = &json[e.name];
         assert_eq!(outcome["name"], e.name);
         assert!(outcome["shown"].is_boolean());
@@ -127,10 +135,7 @@ fn the_cli_lists_runs_all_as_json_and_refuses_unknown_names() {
         1000
     );
 
-    let unknown = Command::new(sockit_bin())
-        .args(["lab", "bogus"])
-        .output()
-        .unwrap();
+    let unknown = lab(&["bogus"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("sticky"));
 }
