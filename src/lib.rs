@@ -35,6 +35,8 @@
 //! - [`config`]: `sockit serve`'s settings (TOML file) and the listeners they open.
 //! - [`tls`]: the server's TLS identity (made on first start), its fingerprint, TLS 1.3.
 //! - [`keys`]: login keys (Ed25519): key files, fingerprints, the signed login message.
+//! - [`lab`]: `sockit lab`: the seeds' socket phenomena (粘包, Nagle, TIME_WAIT, UDP
+//!   boundaries, the listen backlog, half-close) run on loopback and measured.
 //! - `error` (re-exported): the one [`Error`] type, mapped to the wire by [`Error::code`].
 
 pub mod blocking;
@@ -45,6 +47,7 @@ mod error;
 pub mod filecopy;
 mod home;
 pub mod keys;
+pub mod lab;
 pub mod net;
 pub mod protocol;
 pub mod quota;

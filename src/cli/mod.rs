@@ -7,6 +7,7 @@ pub mod bench;
 pub mod demo;
 pub mod files;
 pub mod key;
+pub mod lab;
 pub mod remote_exec;
 pub mod serve;
 pub mod shell;
@@ -93,6 +94,9 @@ pub enum Command {
     },
     /// Generate load against a sockit server and measure it (echo, put, get, idle).
     Bench(Box<crate::cli::bench::BenchArgs>),
+    /// The seeds' socket phenomena on loopback: `lab` lists them, `lab NAME` runs one
+    /// (sticky, nagle, time-wait, udp-boundaries, backlog, half-close), `lab all` every one.
+    Lab(crate::cli::lab::LabArgs),
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -272,6 +276,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::cli::bench::run(*args).await,
+        Command::Lab(args) => crate::cli::lab::run(args).await,
         Command::Completions { shell } => {
             // Into a buffer first: `generate` panics when it cannot write (a closed pipe).
             let mut script = Vec::new();

@@ -14,6 +14,7 @@ mod framework;
 mod ftp;
 mod hostile;
 mod keys;
+mod lab;
 mod native;
 mod netns;
 mod seeds;
