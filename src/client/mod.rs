@@ -1,9 +1,11 @@
 //! `Client`: the native protocol from the calling side: connect, send a request, read the
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
+pub mod address;
 pub mod bench;
 pub mod chat;
 pub mod command;
+pub mod completion;
 pub mod known_hosts;
 pub mod shell;
 pub mod tls;
