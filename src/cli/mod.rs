@@ -4,6 +4,7 @@
 //! builds configurations, and prints results for a person.
 
 pub mod bench;
+pub mod completer;
 pub mod config;
 pub mod demo;
 pub mod files;
