@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::protocol::ops::Space;
 use crate::quota::{ENTRY_COST, QuotaLedger, Reservation, Usage};
 use crate::storage::backend::{Local, Storage, Upload};
 use crate::storage::{Entry, EntryKind, WirePath};
@@ -76,6 +77,14 @@ impl<S: Storage> Home<S> {
     /// As [`Storage::stat`].
     pub(crate) async fn stat(&self, path: &WirePath) -> Result<Entry> {
         self.storage.stat(path).await
+    }
+
+    /// The quota, and what the home costs against it now (as the ledger keeps it).
+    pub(crate) fn space(&self) -> Space {
+        Space {
+            quota: self.quota,
+            used: self.ledger.used(&self.user).unwrap_or(0),
+        }
     }
 
     /// Creates a folder (with `parents`, the missing ones above it too), each charged

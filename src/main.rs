@@ -13,11 +13,13 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // The matches are kept: they say which settings a flag gave (see cli::precedence).
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let default_level = match cli.verbose {
         // The demo narrates on stdout; its server's logs would only interleave with that.
         0 if matches!(cli.command, cli::Command::Demo) => "off",
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cli::run(cli));
+    let result = runtime.block_on(cli::run(cli, &matches));
     // Do not wait for tasks left behind (connections past the grace period).
     runtime.shutdown_background();
     match result {

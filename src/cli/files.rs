@@ -2,7 +2,7 @@
 //! progress bars and password prompts. Only presentation lives here; the protocol is in
 //! `sockit::client`.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -125,9 +125,9 @@ pub struct GetArgs {
     /// changed.
     #[arg(short, long, conflicts_with = "resume")]
     pub recursive: bool,
-    /// The file on the server.
+    /// The file on the server, or sockit://[USER@]HOST[:PORT]/PATH.
     pub remote: String,
-    /// Where to save it (default: the remote file's name, here).
+    /// Where to save it (default: the remote file's name, here; a folder: that name in it).
     pub local: Option<PathBuf>,
     /// Login options.
     #[command(flatten)]
@@ -137,7 +137,8 @@ pub struct GetArgs {
 /// `sockit ls`, `mkdir`, `rm`, `stat`: one remote path.
 #[derive(Debug, Args)]
 pub struct PathArgs {
-    /// The path in your home (for ls: default `/`, the home itself).
+    /// The path in your home (for ls: default `/`, the home itself), or
+    /// sockit://[USER@]HOST[:PORT]/PATH.
     pub path: Option<String>,
     /// For rm: remove folders and their contents. For mkdir: create parents.
     #[arg(short = 'r', long = "recursive", alias = "parents", short_alias = 'p')]
@@ -167,9 +168,9 @@ impl PathArgs {
 /// `sockit mv`.
 #[derive(Debug, Args)]
 pub struct MvArgs {
-    /// Existing path.
+    /// Existing path (or sockit://[USER@]HOST[:PORT]/PATH).
     pub from: String,
-    /// New path.
+    /// New path (or an address of the same server and user).
     pub to: String,
     /// Login options.
     #[command(flatten)]
@@ -203,6 +204,7 @@ pub async fn put(
 /// Local, connection and server errors.
 pub async fn get(args: GetArgs) -> Result<()> {
     let local = match args.local {
+        Some(dir) if dir.is_dir() => dir.join(remote_name(&args.remote)),
         Some(l) => l,
         None => PathBuf::from(remote_name(&args.remote)),
     };
@@ -267,11 +269,4 @@ fn file_name(local: &Path) -> Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .with_context(|| format!("{} has no file name", local.display()))
-}
-
-/// Reads all of stdin (for scripts piped into the shell).
-pub fn read_stdin() -> Result<String> {
-    let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s)?;
-    Ok(s)
 }

@@ -4,10 +4,13 @@
 //! builds configurations, and prints results for a person.
 
 pub mod bench;
+pub mod completer;
+pub mod config;
 pub mod demo;
 pub mod files;
 pub mod key;
 pub mod lab;
+pub mod precedence;
 pub mod remote_exec;
 pub mod serve;
 pub mod shell;
@@ -72,7 +75,7 @@ pub enum Command {
     /// Show one file or folder.
     Stat(crate::cli::files::PathArgs),
     /// An interactive shell on the server, like sftp (or a script on stdin).
-    Shell(crate::cli::files::LoginArgs),
+    Shell(crate::cli::shell::ShellArgs),
     /// Run COMMAND on the server, in your home: its stdout, stderr and exit status come back
     /// (stdin is forwarded when it is not a terminal).
     Exec(crate::cli::remote_exec::ExecArgs),
@@ -169,7 +172,8 @@ pub struct PutArgs {
     pub recursive: bool,
     /// The local file.
     pub local: PathBuf,
-    /// The name on the server (default: LOCAL's file name).
+    /// The name on the server (default: LOCAL's file name), or
+    /// sockit://[USER@]HOST[:PORT]/PATH (a PATH ending in `/`: LOCAL's name in that folder).
     pub remote: Option<String>,
     /// Login and connection options.
     #[command(flatten)]
@@ -198,11 +202,13 @@ pub struct ChatArgs {
     pub client: ClientArgs,
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line (`matches`: what clap found, and where; see
+/// [`precedence::settle`]).
 ///
 /// # Errors
 /// Whatever failed, with context for the one-line message `main` prints.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(mut cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
+    precedence::settle(&mut cli, matches)?;
     match cli.command {
         Command::Serve(options) => crate::cli::serve::run(*options).await,
         Command::Echo(args) => echo(args).await,
@@ -260,7 +266,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(args.login.connect().await?.rm(path, args.recursive).await?)
         }
         Command::Mv(args) => Ok(args.login.connect().await?.mv(&args.from, &args.to).await?),
-        Command::Shell(login) => crate::cli::shell::run(login).await,
+        Command::Shell(args) => crate::cli::shell::run(args).await,
         Command::Time(args) => {
             let server = udp_addr(&args.client.server)?;
             let time = sockit::client::udp::time(server, &args.format, UDP_WAIT).await?;

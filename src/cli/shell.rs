@@ -1,51 +1,81 @@
 //! `sockit shell`: an sftp-like shell. On a terminal it is interactive (rustyline: history,
-//! command completion); with piped input it runs the lines as a script and stops at the first
-//! failure with a non-zero exit.
+//! Tab completion of commands, remote paths and local paths); with piped input it runs each
+//! line as it arrives, in order, and stops at the first failure with a non-zero exit.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use rustyline::completion::{Completer, Pair};
+use clap::Args;
+use rustyline::Editor;
 use rustyline::error::ReadlineError;
-use rustyline::{Editor, Helper, Highlighter, Hinter, Validator};
+use tokio::io::AsyncBufReadExt;
 
 use sockit::client::Client;
-use sockit::client::shell::{COMMANDS, HELP, RemoteCwd, ShellCommand, parse_line};
+use sockit::client::shell::{HELP, RemoteCwd, ShellCommand, parse_line};
+use sockit::client::{Space, Verified};
+use sockit::quota::format_size;
+use sockit::storage::{Entry, EntryKind};
 
-use crate::cli::files::{LoginArgs, print_entries, read_stdin, remote_name, transfer_line};
+use crate::cli::completer::Completion;
+use crate::cli::files::{LoginArgs, print_entries, remote_name, transfer_line};
+
+/// `sockit shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Start in this folder of your home, or at sockit://[USER@]HOST[:PORT]/PATH.
+    pub remote: Option<String>,
+    /// Login and connection options.
+    #[command(flatten)]
+    pub login: LoginArgs,
+}
 
 /// Runs the shell until `quit`, the end of input, or (in a script) the first failure.
 ///
 /// # Errors
-/// Login failures; in a script, the first failing line.
-pub async fn run(login: LoginArgs) -> Result<()> {
-    let client = login.connect().await?;
+/// Login failures, a starting folder that is not one; in a script, the first failing line.
+pub async fn run(args: ShellArgs) -> Result<()> {
+    let client = args.login.connect().await?;
     let mut shell = Shell {
-        client,
+        client: Arc::new(tokio::sync::Mutex::new(client)),
         cwd: RemoteCwd::new(),
-        login,
+        login: args.login,
     };
+    if let Some(start) = args.remote {
+        shell.execute(ShellCommand::Cd(Some(start))).await?;
+    }
     if std::io::stdin().is_terminal() {
         shell.interactive().await
     } else {
-        shell.script(&read_stdin()?).await
+        shell.script().await
     }
 }
 
 struct Shell {
-    client: Client,
+    /// Shared with Tab completion, which lists folders while a line is being typed.
+    client: Arc<tokio::sync::Mutex<Client>>,
     cwd: RemoteCwd,
     login: LoginArgs,
 }
 
 impl Shell {
     async fn interactive(&mut self) -> Result<()> {
-        let mut editor: Editor<Commands, _> = Editor::new()?;
-        editor.set_helper(Some(Commands));
+        // Tab as in bash and sftp: the common part first, then the list.
+        let config = rustyline::Config::builder()
+            .completion_type(rustyline::CompletionType::List)
+            .build();
+        let mut editor: Editor<Completion, _> = Editor::with_config(config)?;
+        editor.set_helper(Some(Completion::new(self.client.clone())));
         out!("connected; `help` lists the commands");
         loop {
+            if let Some(completion) = editor.helper_mut() {
+                completion.cwd = self.cwd.clone();
+            }
             let prompt = format!("sockit:{}> ", self.cwd.display());
+            // Keys typed while a command ran wait in the terminal's input queue, which
+            // rustyline does not flush; what it reads past this line it keeps for the next
+            // (its buffer-redux feature): lines typed ahead all run, in order.
             let line = tokio::task::block_in_place(|| editor.readline(&prompt));
             let line = match line {
                 Ok(line) => line,
@@ -54,15 +84,24 @@ impl Shell {
                 Err(e) => return Err(e.into()),
             };
             let _ = editor.add_history_entry(line.as_str());
+            if editor.helper().is_some_and(Completion::lost) {
+                eprintln!("reconnecting…");
+                *self.client.lock().await = self.login.connect().await?;
+            }
             match parse_line(&line) {
                 Ok(None) => {}
                 Ok(Some(ShellCommand::Quit)) => return Ok(()),
                 Ok(Some(cmd)) => {
-                    if let Err(e) = self.execute(cmd).await {
+                    let result = self.execute(cmd).await;
+                    // The command may have changed any folder listed so far.
+                    if let Some(completion) = editor.helper_mut() {
+                        completion.forget();
+                    }
+                    if let Err(e) = result {
                         eprintln!("error: {e:#}");
                         if is_connection_lost(&e) {
                             eprintln!("reconnecting…");
-                            self.client = self.login.connect().await?;
+                            *self.client.lock().await = self.login.connect().await?;
                         }
                     }
                 }
@@ -71,32 +110,45 @@ impl Shell {
         }
     }
 
-    async fn script(&mut self, text: &str) -> Result<()> {
-        for (n, line) in text.lines().enumerate() {
-            let cmd = parse_line(line).map_err(|m| anyhow!("line {}: {m}", n + 1))?;
+    /// Runs stdin's lines in order, each as soon as it has arrived.
+    async fn script(&mut self) -> Result<()> {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut n = 0;
+        while let Some(line) = lines.next_line().await.context("reading the script")? {
+            n += 1;
+            let cmd = parse_line(&line).map_err(|m| anyhow!("line {n}: {m}"))?;
             match cmd {
                 None => {}
                 Some(ShellCommand::Quit) => return Ok(()),
                 Some(cmd) => self
                     .execute(cmd)
                     .await
-                    .with_context(|| format!("line {}: {}", n + 1, line.trim()))?,
+                    .with_context(|| format!("line {n}: {}", line.trim()))?,
             }
         }
         Ok(())
     }
 
     async fn execute(&mut self, cmd: ShellCommand) -> Result<()> {
-        let c = &mut self.client;
+        let mut client = self.client.lock().await;
+        let c = &mut *client;
         match cmd {
-            ShellCommand::Ls(path) => {
+            ShellCommand::Ls { path, long, all } => {
                 let path = self.cwd.resolve(path.as_deref().unwrap_or("."))?;
-                print_entries(&c.ls(&path).await?);
+                let entries = visible(c.ls(&path).await?, &path, all);
+                if long {
+                    print_entries(&entries);
+                } else {
+                    for e in entries {
+                        let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
+                        out!("{}{slash}", e.name);
+                    }
+                }
             }
             ShellCommand::Cd(path) => {
                 let target = self.cwd.resolve(path.as_deref().unwrap_or("/"))?;
                 let entry = c.stat(&target).await?;
-                if entry.kind != sockit::storage::EntryKind::Dir {
+                if entry.kind != EntryKind::Dir {
                     bail!("{target} is not a folder");
                 }
                 self.cwd.cd(&target)?;
@@ -119,6 +171,14 @@ impl Shell {
                 names.sort();
                 names.iter().for_each(|n| out!("{n}"));
             }
+            ShellCommand::Lmkdir { path, parents } => {
+                let made = if parents {
+                    std::fs::create_dir_all(&path)
+                } else {
+                    std::fs::create_dir(&path)
+                };
+                made.with_context(|| format!("lmkdir {path}"))?;
+            }
             ShellCommand::Mkdir { path, parents } => {
                 c.mkdir(&self.cwd.resolve(&path)?, parents).await?
             }
@@ -130,6 +190,7 @@ impl Shell {
                     .await?;
             }
             ShellCommand::Stat(path) => print_entries(&[c.stat(&self.cwd.resolve(&path)?).await?]),
+            ShellCommand::Df => out!("{}", df_lines(&c.df().await?)),
             ShellCommand::Put {
                 local,
                 remote,
@@ -150,10 +211,16 @@ impl Shell {
                 local,
                 resume,
             } => {
-                let local = PathBuf::from(local.unwrap_or_else(|| remote_name(&remote)));
+                let local = match local {
+                    Some(dir) if Path::new(&dir).is_dir() => {
+                        Path::new(&dir).join(remote_name(&remote))
+                    }
+                    Some(l) => PathBuf::from(l),
+                    None => PathBuf::from(remote_name(&remote)),
+                };
                 let remote = self.cwd.resolve(&remote)?;
                 let mut bar = self.login.progress(&remote);
-                let v = c.get(&remote, &local, resume, bar.as_mut()).await?;
+                let v: Verified = c.get(&remote, &local, resume, bar.as_mut()).await?;
                 let local = local.display().to_string();
                 out!("{}", transfer_line("saved", &local, &v));
             }
@@ -176,6 +243,38 @@ impl Shell {
     }
 }
 
+/// The entries `ls` shows: without `all`, no dot files, unless the path names one itself
+/// (the server answers a file's path with that one entry).
+fn visible(entries: Vec<Entry>, path: &str, all: bool) -> Vec<Entry> {
+    let named = path.rsplit('/').next().unwrap_or_default();
+    let the_file_itself =
+        entries.len() == 1 && entries[0].name == named && entries[0].kind != EntryKind::Dir;
+    if all || the_file_itself {
+        return entries;
+    }
+    entries
+        .into_iter()
+        .filter(|e| !e.name.starts_with('.'))
+        .collect()
+}
+
+/// What `df` prints: each figure readable and in bytes.
+fn df_lines(space: &Space) -> String {
+    let line = |what: &str, bytes: u64| format!("{what:<6}{} ({bytes} bytes)", format_size(bytes));
+    match (space.quota, space.free()) {
+        (Some(quota), Some(free)) => [
+            line("quota", quota),
+            line("used", space.used),
+            line("free", free),
+        ]
+        .join("\n"),
+        _ => format!(
+            "quota none (unlimited)\n{}\nfree  unlimited",
+            line("used", space.used)
+        ),
+    }
+}
+
 /// Whether an error means the connection is gone (worth one reconnect).
 fn is_connection_lost(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -184,31 +283,49 @@ fn is_connection_lost(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Completes command names at the start of a line.
-#[derive(Helper, Highlighter, Hinter, Validator)]
-struct Commands;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Completer for Commands {
-    type Candidate = Pair;
-
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _: &rustyline::Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let head = &line[..pos];
-        if head.contains(' ') {
-            return Ok((pos, Vec::new()));
+    fn entry(name: &str, kind: EntryKind) -> Entry {
+        Entry {
+            name: name.into(),
+            kind,
+            size: 1,
+            modified: 0,
         }
-        let matches = COMMANDS
-            .iter()
-            .filter(|c| c.starts_with(head))
-            .map(|c| Pair {
-                display: c.to_string(),
-                replacement: format!("{c} "),
-            })
-            .collect();
-        Ok((0, matches))
+    }
+
+    #[test]
+    fn plain_ls_hides_dot_files_unless_named() {
+        let listing = vec![entry(".env", EntryKind::File), entry("a", EntryKind::File)];
+        let names = |v: Vec<Entry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
+        assert_eq!(names(visible(listing.clone(), "/d", false)), ["a"]);
+        assert_eq!(names(visible(listing, "/d", true)), [".env", "a"]);
+        let one = vec![entry(".env", EntryKind::File)];
+        assert_eq!(names(visible(one, "/d/.env", false)), [".env"]);
+        let folder = vec![entry(".git", EntryKind::Dir)];
+        assert!(visible(folder, "/.git", false).is_empty());
+    }
+
+    #[test]
+    fn df_shows_quota_used_and_free() {
+        let limited = Space {
+            quota: Some(10 << 20),
+            used: 4096,
+        };
+        assert_eq!(
+            df_lines(&limited),
+            "quota 10.0 MiB (10485760 bytes)\nused  4.0 KiB (4096 bytes)\n\
+             free  10.0 MiB (10481664 bytes)"
+        );
+        let unlimited = Space {
+            quota: None,
+            used: 0,
+        };
+        assert_eq!(
+            df_lines(&unlimited),
+            "quota none (unlimited)\nused  0 B (0 bytes)\nfree  unlimited"
+        );
     }
 }

@@ -13,7 +13,8 @@ use sockit::client::tls;
 use sockit::net::Endpoint;
 
 /// What to do with a server whose certificate is not in the known-hosts file yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Trust {
     /// Show its fingerprint and ask (on a terminal).
     Ask,

@@ -1,9 +1,11 @@
 //! `Client`: the native protocol from the calling side: connect, send a request, read the
 //! typed reply. Used by the `sockit` subcommands, the demo and the tests.
 
+pub mod address;
 pub mod bench;
 pub mod chat;
 pub mod command;
+pub mod completion;
 pub mod known_hosts;
 pub mod shell;
 pub mod tls;
@@ -144,7 +146,7 @@ impl Client {
     }
 }
 
-pub use crate::protocol::ops::{Verified, Welcome};
+pub use crate::protocol::ops::{Space, Verified, Welcome};
 
 /// The suffix of a client-side partial download, next to its final name.
 const LOCAL_PART_SUFFIX: &str = crate::protocol::PART_SUFFIX;
@@ -267,6 +269,15 @@ impl Client {
             to: to.into(),
         };
         self.call(&request, b"").await.map(drop)
+    }
+
+    /// The quota, and what the home uses against it now.
+    ///
+    /// # Errors
+    /// [`Error::Remote`]: `unknown_op` from a server older than the op.
+    pub async fn df(&mut self) -> Result<Space> {
+        let (fields, _) = self.call(&Request::Df, b"").await?;
+        typed(fields)
     }
 
     /// Uploads `local` to `remote`; with `resume`, continues the server's partial file.

@@ -9,8 +9,15 @@ use crate::storage::WirePath;
 /// One shell command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShellCommand {
-    /// `ls [PATH]`
-    Ls(Option<String>),
+    /// `ls [-l] [-a] [PATH]`
+    Ls {
+        /// The folder (default: the current one).
+        path: Option<String>,
+        /// `-l`: kind, size and time of each entry, not just its name.
+        long: bool,
+        /// `-a`: dot files too.
+        all: bool,
+    },
     /// `cd [PATH]` (no path: the home)
     Cd(Option<String>),
     /// `pwd`
@@ -21,6 +28,15 @@ pub enum ShellCommand {
     Lls(Option<String>),
     /// `lpwd`: show the local folder.
     Lpwd,
+    /// `lmkdir [-p] PATH`: create a local folder.
+    Lmkdir {
+        /// The folder.
+        path: String,
+        /// Create parents too.
+        parents: bool,
+    },
+    /// `df`: the quota, what the home uses, and what is free.
+    Df,
     /// `mkdir [-p] PATH`
     Mkdir {
         /// The folder.
@@ -66,24 +82,26 @@ pub enum ShellCommand {
 }
 
 /// Every command name, for completion and help.
-pub const COMMANDS: [&str; 17] = [
-    "ls", "cd", "pwd", "lcd", "lls", "lpwd", "mkdir", "rm", "mv", "stat", "put", "get", "exec",
-    "help", "quit", "exit", "bye",
+pub const COMMANDS: [&str; 19] = [
+    "ls", "cd", "pwd", "lcd", "lls", "lpwd", "lmkdir", "mkdir", "rm", "mv", "stat", "df", "put",
+    "get", "exec", "help", "quit", "exit", "bye",
 ];
 
 /// What `help` prints.
 pub const HELP: &str = "\
-ls [PATH]                    list a remote folder
+ls [-l] [-a] [PATH]          list a remote folder (-l: long, -a: dot files too)
 cd [PATH] / pwd              change / show the remote folder
 lcd PATH / lls [PATH] / lpwd change / list / show the local folder
+lmkdir [-p] PATH             create a local folder
 mkdir [-p] PATH              create a remote folder
 rm [-r] PATH                 remove a remote file (folder with -r)
 mv FROM TO                   rename or move
 stat PATH                    show one entry
+df                           quota, used, free
 put [--resume] LOCAL [REMOTE]  upload, verified (BLAKE3)
 get [--resume] REMOTE [LOCAL]  download, verified (BLAKE3)
 exec COMMAND                 run COMMAND on the server, in the remote folder
-help / quit";
+help / quit (or exit, bye)";
 
 /// Parses one line; `Ok(None)` for a blank line or a `#` comment.
 ///
@@ -109,10 +127,21 @@ pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
     };
     let (flags, args): (Vec<&String>, Vec<&String>) =
         args.iter().partition(|a| a.starts_with('-') && a.len() > 1);
+    // Short options may come together: `ls -la` is `ls -l -a`.
+    let flags: Vec<String> = flags
+        .into_iter()
+        .flat_map(|f| match f.strip_prefix('-') {
+            Some(shorts) if !shorts.starts_with('-') => {
+                shorts.chars().map(|c| format!("-{c}")).collect()
+            }
+            _ => vec![f.clone()],
+        })
+        .collect();
     let flag = |short: &str, long: &str| flags.iter().any(|f| *f == short || *f == long);
     let known: &[&str] = match name.as_str() {
+        "ls" | "dir" => &["-l", "-a"],
         "rm" => &["-r", "--recursive"],
-        "mkdir" => &["-p", "--parents"],
+        "mkdir" | "lmkdir" => &["-p", "--parents"],
         "put" | "get" => &["--resume"],
         _ => &[],
     };
@@ -131,12 +160,21 @@ pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
         Ok(())
     };
     let cmd = match name.as_str() {
-        "ls" | "dir" => want(0, 1).map(|_| ShellCommand::Ls(arg(0)))?,
+        "ls" | "dir" => want(0, 1).map(|_| ShellCommand::Ls {
+            path: arg(0),
+            long: flag("-l", "-l"),
+            all: flag("-a", "-a"),
+        })?,
         "cd" => want(0, 1).map(|_| ShellCommand::Cd(arg(0)))?,
         "pwd" => want(0, 0).map(|_| ShellCommand::Pwd)?,
         "lcd" => want(1, 1).map(|_| ShellCommand::Lcd(args[0].clone()))?,
         "lls" => want(0, 1).map(|_| ShellCommand::Lls(arg(0)))?,
         "lpwd" => want(0, 0).map(|_| ShellCommand::Lpwd)?,
+        "lmkdir" => want(1, 1).map(|_| ShellCommand::Lmkdir {
+            path: args[0].clone(),
+            parents: flag("-p", "--parents"),
+        })?,
+        "df" => want(0, 0).map(|_| ShellCommand::Df)?,
         "mkdir" => want(1, 1).map(|_| ShellCommand::Mkdir {
             path: args[0].clone(),
             parents: flag("-p", "--parents"),
@@ -220,8 +258,13 @@ mod tests {
 
     #[test]
     fn parses_commands_with_flags_and_quotes() {
-        assert_eq!(p("ls"), ShellCommand::Ls(None));
-        assert_eq!(p("  ls docs "), ShellCommand::Ls(Some("docs".into())));
+        let ls = |path: Option<&str>, long, all| ShellCommand::Ls {
+            path: path.map(String::from),
+            long,
+            all,
+        };
+        assert_eq!(p("ls"), ls(None, false, false));
+        assert_eq!(p("  ls docs "), ls(Some("docs"), false, false));
         assert_eq!(
             p("rm -r 'my folder'"),
             ShellCommand::Rm {
@@ -239,6 +282,53 @@ mod tests {
         );
         assert_eq!(p("mv a b"), ShellCommand::Mv("a".into(), "b".into()));
         assert_eq!(p("exit"), ShellCommand::Quit);
+    }
+
+    #[test]
+    fn ls_takes_long_and_all_alone_or_together() {
+        let ls = |long, all| ShellCommand::Ls {
+            path: Some("d".into()),
+            long,
+            all,
+        };
+        assert_eq!(p("ls -l d"), ls(true, false));
+        assert_eq!(p("ls -a d"), ls(false, true));
+        assert_eq!(p("ls -la d"), ls(true, true));
+        assert_eq!(p("ls -al d"), ls(true, true));
+        assert_eq!(p("ls -l -a d"), ls(true, true));
+        assert!(
+            parse_line("ls -lx")
+                .unwrap_err()
+                .contains("unknown option -x")
+        );
+        assert_eq!(
+            p("rm -r x"),
+            ShellCommand::Rm {
+                path: "x".into(),
+                recursive: true
+            }
+        );
+    }
+
+    #[test]
+    fn df_and_lmkdir() {
+        assert_eq!(p("df"), ShellCommand::Df);
+        assert!(parse_line("df x").unwrap_err().starts_with("usage: df"));
+        assert_eq!(
+            p("lmkdir -p a/b"),
+            ShellCommand::Lmkdir {
+                path: "a/b".into(),
+                parents: true
+            }
+        );
+        assert!(
+            parse_line("lmkdir")
+                .unwrap_err()
+                .starts_with("usage: lmkdir")
+        );
+        for name in COMMANDS {
+            assert!(HELP.contains(name), "{name} is in help");
+        }
     }
 
     #[test]

@@ -48,6 +48,23 @@ pub struct Welcome {
     pub used: u64,
 }
 
+/// `df`: the user's quota and what their home costs against it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    /// The quota in bytes; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
+    /// What the home costs: bytes plus [`crate::quota::ENTRY_COST`] per entry.
+    pub used: u64,
+}
+
+impl Space {
+    /// What is left under the quota; `None` when unlimited.
+    pub fn free(&self) -> Option<u64> {
+        self.quota.map(|q| q.saturating_sub(self.used))
+    }
+}
+
 /// `login` by key, first step: what the client must sign (base64 of 32 random bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {

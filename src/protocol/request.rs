@@ -64,6 +64,8 @@ pub enum Request {
         /// New path.
         to: String,
     },
+    /// How much of the quota the home uses now (`login` tells it once, at the start).
+    Df,
     /// Start an upload of `size` bytes; the server answers with the offset to send from.
     Put {
         /// Destination path in the user's home.

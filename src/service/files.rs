@@ -1,4 +1,4 @@
-//! File ops of a logged-in user: `ls`, `stat`, `mkdir`, `rm`, `mv`.
+//! File ops of a logged-in user: `ls`, `stat`, `mkdir`, `rm`, `mv`, `df`.
 //!
 //! Every path is resolved inside the user's home by [`crate::storage`] (pure normalisation,
 //! then a root-confined folder handle). The file system work runs on the blocking pool.
@@ -28,6 +28,8 @@ pub(crate) enum FileOp {
     Rm(String, bool),
     /// Rename `from` to `to`.
     Mv(String, String),
+    /// The quota and what the home uses.
+    Df,
 }
 
 /// Runs one file op and queues its reply.
@@ -72,6 +74,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             home.rename(&from, &to).await?;
             conn.queue(&Reply::ok(Empty {}), b"")
         }
+        FileOp::Df => conn.queue(&Reply::ok(home.space()), b""),
     }
 }
 

@@ -165,6 +165,7 @@ impl Native {
             Request::Mkdir { path, parents } => FileOp::Mkdir(path, parents),
             Request::Rm { path, recursive } => FileOp::Rm(path, recursive),
             Request::Mv { from, to } => FileOp::Mv(from, to),
+            Request::Df => FileOp::Df,
         };
         files::handle(self.home(cx)?, file_op, conn).await
     }

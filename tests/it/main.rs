@@ -3,6 +3,7 @@
 mod accounts;
 mod bench;
 mod cli;
+mod cli_client;
 mod codec;
 mod common;
 mod conn_limits;
