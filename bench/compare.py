@@ -8,6 +8,8 @@ Started by bench/run.sh (which installs the peers and builds sockit). Sections:
   files  one SIZE file, file to file: sockit put/get (BLAKE3-verified in-band, timed), nc and
          socat pipes, scp and sftp against a private sshd, curl against vsftpd and pyftpdlib.
          Every destination is checked against the source's md5 afterwards (not timed).
+  tree   folders of many small files both ways: sockit put -r / get -r against rsync over
+         ssh, scp -r and sftp -r.
   sessions  fresh connections, each a TLS handshake + login + stat (`sockit bench sessions`,
          and `sockit stat` as a process each), against `ssh host true` repeated.
   idle   K idle connections held on sockit, then one echo on each; server RSS while idle.
@@ -412,6 +414,90 @@ class Suite:
         self.ssh = (sshport, opts)
         return self.ssh
 
+    def tree(self):
+        """Folders of many small files, both ways: sockit put -r / get -r (TLS, verified,
+        durable) against rsync over ssh, scp -r and sftp put -r / get -r (none of which
+        syncs). Fresh destination each round; rounds interleave the contenders."""
+        a = self.a
+        sshport, opts = self.sshd()
+        ssh_cmd = " ".join(["ssh", "-p", str(sshport), *opts])
+        data = os.path.join(self.work, "tree-data")
+        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        p, port = self.sockit_server(data)
+        env = {**self.client_env(port, tls=True), "SOCKIT_PASSWORD": "bench-pass",
+               "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
+        home = os.path.join(data, "homes", "bench")
+        for count, size in ((a.tree_files, a.tree_size), (a.tree_many, 1024)):
+            if count == 0:
+                continue
+            label = f"{count} × {size} B"
+            src = os.path.join(self.work, f"tree-{count}")
+            per = max(1, count // 10)
+            for i in range(count):
+                d = os.path.join(src, f"d{i // per:03d}")
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, f"f{i:06d}"), "wb") as f:
+                    f.write(os.urandom(size))
+            remote_dir = os.path.join(self.work, "tree-remote")
+            local_dir = os.path.join(self.work, "tree-local")
+
+            def fresh(*paths):
+                for path in paths:
+                    shutil.rmtree(path, ignore_errors=True)
+
+            def seeded():  # a remote copy for the downloads
+                fresh(remote_dir)
+                shutil.copytree(src, remote_dir)
+
+            contenders = {
+                "sockit put -r": (lambda: fresh(os.path.join(home, "t")),
+                                  [a.sockit, "put", "-r", "-q", src, "t"]),
+                "sockit get -r": (lambda: (fresh(local_dir), fresh(os.path.join(home, "t")),
+                                           shutil.copytree(src, os.path.join(home, "t"))),
+                                  [a.sockit, "get", "-r", "-q", "t", local_dir]),
+                "rsync -a over ssh, up": (lambda: fresh(remote_dir),
+                                          ["rsync", "-a", "-e", ssh_cmd, src + "/",
+                                           f"root@127.0.0.1:{remote_dir}/"]),
+                "rsync -a over ssh, down": (lambda: (fresh(local_dir), seeded()),
+                                            ["rsync", "-a", "-e", ssh_cmd,
+                                             f"root@127.0.0.1:{remote_dir}/", local_dir + "/"]),
+                "scp -r, up": (lambda: fresh(remote_dir),
+                               ["scp", "-q", "-r", "-P", str(sshport), *opts, src,
+                                f"root@127.0.0.1:{remote_dir}"]),
+                "scp -r, down": (lambda: (fresh(local_dir), seeded()),
+                                 ["scp", "-q", "-r", "-P", str(sshport), *opts,
+                                  f"root@127.0.0.1:{remote_dir}", local_dir]),
+            }
+            for up in (True, False):
+                batch = os.path.join(self.work, f"sftp-{up}.batch")
+                with open(batch, "w") as f:
+                    f.write(f"put -r {src} {remote_dir}\n" if up else
+                            f"get -r {remote_dir} {local_dir}\n")
+                contenders["sftp put -r" if up else "sftp get -r"] = (
+                    (lambda: fresh(remote_dir)) if up else (lambda: (fresh(local_dir), seeded())),
+                    ["sftp", "-q", "-b", batch, "-P", str(sshport), *opts, "root@127.0.0.1"])
+            contenders = self.chosen(contenders)
+            times = {name: [] for name in contenders}
+            reps = a.tree_reps if count == a.tree_files else 1
+            for _ in range(reps):
+                for name, (prepare, cmd) in contenders.items():
+                    prepare()
+                    run(["sync"], 120)
+                    try:
+                        times[name].append(timed(lambda: run(cmd, 1800, env=env,
+                                                             stdout=subprocess.DEVNULL)))
+                    except Exception as e:  # one broken peer must not lose the table
+                        print(f"{name}: {e}", file=sys.stderr)
+            for name, ts in times.items():
+                secs = statistics.median(ts) if ts else None
+                self.rows.append(("tree", f"{label}: {name}", {
+                    "secs": secs, "files_s": count / secs if secs else None,
+                    "runs": [round(t, 2) for t in ts],
+                }))
+            shutil.rmtree(src, ignore_errors=True)
+        stop(p)
+
     def sessions(self):
         """Fresh connections, each a handshake, a login and one small request: sockit's
         `bench sessions` (in process: handshake + login + stat, password and key), the
@@ -542,6 +628,25 @@ class Suite:
                 mbs = f"{f['mb_s']:.0f}" if f["mb_s"] else "failed"
                 out.append(f"| {name} | {mbs} | {f['mb_s_all']} | {f['verified']} | {ratio} |")
             out.append("")
+        trees = [(name, f) for s, name, f in self.rows if s == "tree"]
+        if trees:
+            out.append(f"### Folders: many small files, file to file (sockit: TLS, every file "
+                       f"verified and durable; the others sync nothing), median of "
+                       f"{a.tree_reps} interleaved rounds for the first size, one for the second\n")
+            out.append("| transfer | seconds | files/s | runs | sockit × |")
+            out.append("|---|---|---|---|---|")
+            secs = {name: f["secs"] for name, f in trees}
+            for name, f in trees:
+                ratio = ""
+                size, _, who = name.partition(": ")
+                up = "up" in who or "put" in who
+                ours = secs.get(f"{size}: sockit {'put' if up else 'get'} -r")
+                if f["secs"] and ours and not who.startswith("sockit"):
+                    ratio = f"{f['secs'] / ours:.2f}×"
+                shown = f"{f['secs']:.2f}" if f["secs"] else "failed"
+                rate = f"{f['files_s']:,.0f}" if f["files_s"] else ""
+                out.append(f"| {name} | {shown} | {rate} | {f['runs']} | {ratio} |")
+            out.append("")
         sessions = [(name, f) for s, name, f in self.rows if s == "sessions"]
         if sessions:
             out.append(f"### Sessions: fresh connection + handshake + login + one request, "
@@ -572,7 +677,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockit", required=True)
     ap.add_argument("--tokio-echo", required=True)
-    ap.add_argument("--only", choices=["echo", "files", "sessions", "idle"], action="append")
+    ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle"],
+                    action="append")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--body", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5)
@@ -587,8 +693,13 @@ def main():
     ap.add_argument("--process-sessions", type=int, default=200,
                     help="runs of `sockit stat` and of `ssh host true`")
     ap.add_argument("--session-concurrency", type=int, default=8)
+    ap.add_argument("--tree-files", type=int, default=1000)
+    ap.add_argument("--tree-size", type=int, default=4096)
+    ap.add_argument("--tree-reps", type=int, default=3)
+    ap.add_argument("--tree-many", type=int, default=100000,
+                    help="files of 1 KiB in the second folder test (0: skip it)")
     a = ap.parse_args()
-    sections = a.only or ["echo", "files", "sessions", "idle"]
+    sections = a.only or ["echo", "files", "tree", "sessions", "idle"]
     suite = Suite(a)
     uname = os.uname()
     print(f"sockit comparison suite: {os.cpu_count()} CPUs, {uname.sysname} {uname.release}, "

@@ -7,7 +7,7 @@
 #   bash bench/run.sh --help          # sizes, durations, repetitions
 #
 # It installs the peers by package name when missing (apt-get: socat netcat-openbsd
-# openssh-server openssh-client vsftpd curl; pip: pyftpdlib), builds sockit and the minimal
+# openssh-server openssh-client vsftpd curl rsync; pip: pyftpdlib), builds sockit and the minimal
 # tokio echo in release mode, then hands over to bench/compare.py, which starts every
 # contender on a free loopback port, drives them with the same load, and stops them by PID.
 set -euo pipefail
@@ -20,6 +20,7 @@ command -v nc >/dev/null || need_apt+=(netcat-openbsd)
 command -v scp >/dev/null || need_apt+=(openssh-client)
 [ -x /usr/sbin/vsftpd ] || need_apt+=(vsftpd)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v rsync >/dev/null || need_apt+=(rsync)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2

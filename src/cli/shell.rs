@@ -194,7 +194,35 @@ impl Shell {
             ShellCommand::Put {
                 local,
                 remote,
+                recursive: true,
+                ..
+            } => {
+                let local = PathBuf::from(local);
+                let name = match remote {
+                    Some(r) => r,
+                    None => sockit::client::tree::default_name(&local.to_string_lossy())?,
+                };
+                let remote = self.cwd.resolve(&name)?;
+                crate::cli::tree::put_with(c, &local, &remote, self.login.quiet).await?;
+            }
+            ShellCommand::Get {
+                remote,
+                local,
+                recursive: true,
+                ..
+            } => {
+                let local = match local {
+                    Some(l) => PathBuf::from(l),
+                    None => sockit::client::tree::default_name(&remote)?.into(),
+                };
+                let remote = self.cwd.resolve(&remote)?;
+                crate::cli::tree::get_with(c, &remote, &local, self.login.quiet).await?;
+            }
+            ShellCommand::Put {
+                local,
+                remote,
                 resume,
+                ..
             } => {
                 let local = PathBuf::from(local);
                 let name = match remote {
@@ -210,6 +238,7 @@ impl Shell {
                 remote,
                 local,
                 resume,
+                ..
             } => {
                 let local = match local {
                     Some(dir) if Path::new(&dir).is_dir() => {
@@ -293,6 +322,7 @@ mod tests {
             kind,
             size: 1,
             modified: 0,
+            mode: None,
         }
     }
 

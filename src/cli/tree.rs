@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use sockit::client::Client;
 use sockit::client::tree::{TreeProgress, TreeReport, default_name};
 
 use crate::cli::files::{GetArgs, LoginArgs};
@@ -21,10 +22,33 @@ pub async fn put(login: &LoginArgs, local: &Path, remote: Option<&str>) -> Resul
         None => default_name(&local.to_string_lossy())?,
     };
     let mut client = login.connect().await?;
-    let mut bar = FolderBar::new(login.quiet);
-    let report = client.put_tree(local, &remote, &mut bar).await?;
+    put_with(&mut client, local, &remote, login.quiet).await
+}
+
+/// `put -r` on a logged-in `client` (the command, or the shell's).
+///
+/// # Errors
+/// As [`put`].
+pub async fn put_with(client: &mut Client, local: &Path, remote: &str, quiet: bool) -> Result<()> {
+    let mut bar = FolderBar::new(quiet);
+    let report = client.put_tree(local, remote, &mut bar).await?;
     bar.0.finish_and_clear();
     summary("sent", &report, &format!("{} -> {remote}", local.display()))
+}
+
+/// `get -r` on a logged-in `client` (the command, or the shell's).
+///
+/// # Errors
+/// As [`put`].
+pub async fn get_with(client: &mut Client, remote: &str, local: &Path, quiet: bool) -> Result<()> {
+    let mut bar = FolderBar::new(quiet);
+    let report = client.get_tree(remote, local, &mut bar).await?;
+    bar.0.finish_and_clear();
+    summary(
+        "fetched",
+        &report,
+        &format!("{remote} -> {}", local.display()),
+    )
 }
 
 /// `sockit get -r REMOTE [LOCAL]`: LOCAL (default: REMOTE's name, here) becomes its copy.
@@ -37,14 +61,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
         None => default_name(&args.remote)?.into(),
     };
     let mut client = args.login.connect().await?;
-    let mut bar = FolderBar::new(args.login.quiet);
-    let report = client.get_tree(&args.remote, &local, &mut bar).await?;
-    bar.0.finish_and_clear();
-    summary(
-        "fetched",
-        &report,
-        &format!("{} -> {}", args.remote, local.display()),
-    )
+    get_with(&mut client, &args.remote, &local, args.login.quiet).await
 }
 
 /// Prints the report; fails when any file did.

@@ -63,8 +63,10 @@ pub enum ShellCommand {
         remote: Option<String>,
         /// Continue a partial upload.
         resume: bool,
+        /// A whole folder (`-r`).
+        recursive: bool,
     },
-    /// `get [--resume] REMOTE [LOCAL]`
+    /// `get [-r|--resume] REMOTE [LOCAL]`
     Get {
         /// Remote file.
         remote: String,
@@ -72,6 +74,8 @@ pub enum ShellCommand {
         local: Option<String>,
         /// Continue a partial download.
         resume: bool,
+        /// A whole folder (`-r`).
+        recursive: bool,
     },
     /// `exec COMMAND`: run COMMAND on the server, in the current remote folder.
     Exec(String),
@@ -98,8 +102,8 @@ rm [-r] PATH                 remove a remote file (folder with -r)
 mv FROM TO                   rename or move
 stat PATH                    show one entry
 df                           quota, used, free
-put [--resume] LOCAL [REMOTE]  upload, verified (BLAKE3)
-get [--resume] REMOTE [LOCAL]  download, verified (BLAKE3)
+put [-r|--resume] LOCAL [REMOTE]  upload, verified (BLAKE3); -r: a folder
+get [-r|--resume] REMOTE [LOCAL]  download, verified (BLAKE3); -r: a folder
 exec COMMAND                 run COMMAND on the server, in the remote folder
 help / quit (or exit, bye)";
 
@@ -142,7 +146,7 @@ pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
         "ls" | "dir" => &["-l", "-a"],
         "rm" => &["-r", "--recursive"],
         "mkdir" | "lmkdir" => &["-p", "--parents"],
-        "put" | "get" => &["--resume"],
+        "put" | "get" => &["--resume", "-r", "--recursive"],
         _ => &[],
     };
     if let Some(bad) = flags.iter().find(|f| !known.contains(&f.as_str())) {
@@ -189,11 +193,13 @@ pub fn parse_line(line: &str) -> Result<Option<ShellCommand>, String> {
             local: args[0].clone(),
             remote: arg(1),
             resume: flag("--resume", "--resume"),
+            recursive: flag("-r", "--recursive"),
         })?,
         "get" => want(1, 2).map(|_| ShellCommand::Get {
             remote: args[0].clone(),
             local: arg(1),
             resume: flag("--resume", "--resume"),
+            recursive: flag("-r", "--recursive"),
         })?,
         "help" | "?" => ShellCommand::Help,
         "quit" | "exit" | "bye" => ShellCommand::Quit,
@@ -277,7 +283,17 @@ mod tests {
             ShellCommand::Put {
                 local: "a b.bin".into(),
                 remote: Some("remote.bin".into()),
-                resume: true
+                resume: true,
+                recursive: false,
+            }
+        );
+        assert_eq!(
+            p("get -r docs"),
+            ShellCommand::Get {
+                remote: "docs".into(),
+                local: None,
+                resume: false,
+                recursive: true,
             }
         );
         assert_eq!(p("mv a b"), ShellCommand::Mv("a".into(), "b".into()));

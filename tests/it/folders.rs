@@ -201,10 +201,16 @@ impl Progress for RewriteMidway {
         self.seen += n;
         if !self.done && self.seen >= self.total / 2 {
             self.done = true;
-            let mut bytes = std::fs::read(&self.path).unwrap();
-            bytes[0] ^= 0xff;
-            bytes.push(1);
-            std::fs::write(&self.path, bytes).unwrap();
+            // In place, never shorter (a truncating rewrite would be a different failure):
+            // its first byte flipped and one byte added at the end.
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .unwrap();
+            let len = file.metadata().unwrap().len();
+            file.write_all_at(&[0xAA], 0).unwrap();
+            file.write_all_at(&[1], len).unwrap();
         }
     }
 }
