@@ -9,7 +9,9 @@
 //! renamed into place (the rule holds: nothing is visible under its name before it is
 //! verified and durable), a second `syncfs` makes the renames durable, and the replies
 //! leave in request order, refusals included. A thousand small files cost a few dozen
-//! syncs instead of a thousand `fsync`s.
+//! syncs instead of a thousand `fsync`s. A group of fewer than [`MIN_GROUP`] files is made
+//! durable file by file instead, so a client cannot turn each tiny file into a `syncfs` of
+//! the whole file system.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
@@ -28,6 +30,10 @@ use crate::{Error, Result};
 pub(super) const MAX_FILES: usize = 64;
 /// Bytes in one group at most.
 pub(super) const MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Fewer stored files than this are made durable one `fsync` each, as `put` does: a
+/// `syncfs` flushes the whole file system, which a client must not be able to ask for
+/// once per tiny file.
+const MIN_GROUP: usize = 4;
 
 /// The `write` requests received and not answered yet, in request order.
 #[derive(Default)]
@@ -151,8 +157,13 @@ impl Batch {
         let Some(home) = self.home.take() else {
             return queue_refusals(items, conn);
         };
-        // The bytes of every file, durable in one call.
-        let synced = home.sync().await;
+        let stored = items
+            .iter()
+            .filter(|i| matches!(i, Item::Stored { .. }))
+            .count();
+        let grouped = stored >= MIN_GROUP;
+        // The bytes of every file, durable in one call (or, for a few, one fsync each).
+        let synced = if grouped { home.sync().await } else { Ok(()) };
         let mut committed = 0;
         for item in items {
             match item {
@@ -165,7 +176,9 @@ impl Batch {
                 } => {
                     let done = match &synced {
                         Ok(()) => {
-                            pending.upload.synced();
+                            if grouped {
+                                pending.upload.synced();
+                            }
                             home.commit(&mut pending, size).await
                         }
                         Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
@@ -188,7 +201,7 @@ impl Batch {
                 }
             }
         }
-        if committed > 0 {
+        if grouped && committed > 0 {
             // The renames, durable too, before anyone is told the files are stored.
             if let Err(e) = home.sync().await {
                 tracing::warn!(error = %e, "syncing a group of commits");
