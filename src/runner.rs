@@ -22,6 +22,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 mod access;
+mod cgroup;
 mod helper;
 mod sandbox;
 pub use helper::{SANDBOX_FAILED, helper_main};
@@ -142,6 +143,7 @@ pub(crate) struct Process {
     timer: JoinHandle<()>,
     exit: Option<Exit>,
     tmp: Option<TempDir>,
+    cgroup: Option<cgroup::Group>,
 }
 
 /// The output pipes of a [`Process`], read together, counted against the output cap.
@@ -168,10 +170,20 @@ pub(crate) fn spawn(
     sandbox: &Sandbox,
 ) -> io::Result<(Process, Output, Option<ChildStdin>)> {
     let tmp = tempfile::Builder::new().prefix("sockit-exec-").tempdir()?;
-    let mut child = sandbox
-        .command(spec, tmp.path(), limits)
+    let cgroup = sandbox.group(limits)?;
+    let spawned = sandbox
+        .command(spec, tmp.path(), limits, cgroup.as_ref())
         .kill_on_drop(true)
-        .spawn()?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            return Err(e);
+        }
+    };
     // process_group(0): the group id is the child's pid.
     let group = Group(
         child
@@ -204,6 +216,7 @@ pub(crate) fn spawn(
         timer,
         exit: None,
         tmp: Some(tmp),
+        cgroup,
     };
     Ok((process, output, stdin))
 }
@@ -250,12 +263,18 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.timer.abort();
         self.group.kill();
-        // A command may leave many files behind: remove them off the async workers.
-        if let Some(tmp) = self.tmp.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(tmp))),
-                Err(_) => drop(tmp),
+        // A command may leave many files behind, and its control groups can only go once
+        // the kernel has reaped its processes: both off the async workers.
+        let (tmp, cgroup) = (self.tmp.take(), self.cgroup.take());
+        let clean = move || {
+            drop(tmp);
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(clean)),
+            Err(_) => clean(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! stderr (the binary prints it) and exit status [`SANDBOX_FAILED`].
 //!
 //! The helper, in this order:
+//! 0. joins the command's control groups (made and limited by the server), if any;
 //! 1. `unshare`s a user, PID and mount namespace (and a network namespace when the network is
 //!    off), mapping the server's uid and gid to themselves;
 //! 2. starts the namespace's PID 1, `__sandbox-init`, which mounts a fresh `/proc` (showing
@@ -35,9 +36,10 @@ const INIT_ARG: &str = "__sandbox-init";
 /// The exit status of a command that never ran because its sandbox could not be built (as
 /// `env`, `chroot` and container runtimes use 125 for their own failures).
 pub const SANDBOX_FAILED: u8 = 125;
-/// Processes of the sandbox itself in the command's user namespace (the helper and its PID
-/// 1), added to the process limit so that the command gets the number asked for.
-const OWN_PROCESSES: u64 = 2;
+/// Tasks of the sandbox itself in the command's user namespace (the helper, and its PID 1
+/// with the thread that watches the lifeline), added to the process limit so that the
+/// command gets the number asked for.
+pub(crate) const OWN_PROCESSES: u64 = 3;
 
 /// Parts of the sandbox (for the test hook that pretends one is missing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +72,8 @@ pub(crate) struct Plan {
     pub(crate) network: bool,
     /// Every layer or no command (otherwise each layer only where the machine has it).
     pub(crate) strict: bool,
+    /// Control groups to join first (their limits set by the server), if the machine has them.
+    pub(crate) cgroups: Vec<PathBuf>,
     /// A layer to treat as missing (the test hook of [`super::sandbox`]).
     pub(crate) missing: Option<Layer>,
 }
@@ -96,12 +100,18 @@ fn helper(args: &[OsString]) -> Result<ExitCode, String> {
         .to_str()
         .and_then(|p| serde_json::from_str(p).ok())
         .ok_or("the plan is not valid JSON")?;
-    let mut init = match plan.layer(Layer::Namespaces, namespaces(plan.network)) {
-        Ok(true) => Some(Init::start(plan.strict)?),
-        Ok(false) => None,
-        Err(e) => return Err(e),
+    close_inherited();
+    // First, so that every process of the command is counted.
+    if let Err(e) = super::cgroup::join(&plan.cgroups)
+        && plan.strict
+    {
+        return Err(e);
+    }
+    let mut init = match plan.layer(Layer::Namespaces, || namespaces(plan.network))? {
+        true => Some(Init::start(plan.strict)?),
+        false => None,
     };
-    plan.layer(Layer::Landlock, super::access::restrict(&plan))?;
+    plan.layer(Layer::Landlock, || super::access::restrict(&plan))?;
     limits(&plan, init.is_some())?;
     let status = Command::new("/bin/sh")
         .arg("-c")
@@ -115,15 +125,20 @@ fn helper(args: &[OsString]) -> Result<ExitCode, String> {
 }
 
 impl Plan {
-    /// A layer's outcome under this plan: its error in strict mode, `false` (not in effect)
-    /// when best effort lets it go, and a pretended failure for the test hook's layer.
-    fn layer(&self, layer: Layer, outcome: Result<(), String>) -> Result<bool, String> {
+    /// Builds a layer under this plan: its error in strict mode, `false` (not in effect) when
+    /// best effort lets it go, and a pretended failure, without trying, for the test hook's
+    /// layer.
+    fn layer(
+        &self,
+        layer: Layer,
+        build: impl FnOnce() -> Result<(), String>,
+    ) -> Result<bool, String> {
         let outcome = match self.missing {
             Some(missing) if missing == layer => Err(format!(
                 "{}: pretended missing (SOCKIT_EXEC_PRETEND_MISSING)",
                 layer.name()
             )),
-            _ => outcome,
+            _ => build(),
         };
         match outcome {
             Ok(()) => Ok(true),
@@ -140,6 +155,23 @@ impl Layer {
             Layer::Namespaces => "namespaces",
             Layer::Helper => "helper",
         }
+    }
+}
+
+/// Closes every descriptor but stdin, stdout and stderr: whatever the server inherited
+/// without close-on-exec and passed on would be open to the command, Landlock or not (it
+/// checks opens, not descriptors already open).
+fn close_inherited() {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    // The folder's own descriptor is in the list, and closed already (EBADF).
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
     }
 }
 

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::helper::{HELPER_ARG, Layer, Plan};
+use super::cgroup::{Cgroups, Controller, Group};
+use super::helper::{HELPER_ARG, Layer, OWN_PROCESSES, Plan};
 use super::{ExecLimits, PATH, Spec};
 
 /// The environment variable that makes the sandbox pretend a part is missing, for tests and
@@ -46,7 +47,7 @@ pub enum Confinement {
 }
 
 /// How this server runs commands; made once by [`Sandbox::start`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sandbox {
     confinement: Confinement,
     /// The sockit binary, run as the helper.
@@ -56,6 +57,8 @@ pub struct Sandbox {
     missing: Option<Layer>,
     /// What the machine lacks, when the sandbox is not [`Confinement::Full`].
     lacking: Option<String>,
+    /// Where commands get control groups.
+    cgroups: Cgroups,
 }
 
 impl Sandbox {
@@ -69,14 +72,30 @@ impl Sandbox {
         let missing = std::env::var(PRETEND_MISSING)
             .ok()
             .and_then(|v| serde_json::from_value::<Layer>(serde_json::Value::String(v)).ok());
+        let cgroups = tokio::task::spawn_blocking(Cgroups::find)
+            .await
+            .unwrap_or_default();
         let mut sandbox = Sandbox {
             confinement: Confinement::Full,
             helper,
             network: options.network,
             missing,
             lacking: None,
+            cgroups,
         };
-        let probe = sandbox.probe().await;
+        let probe = match sandbox.probe().await {
+            // RLIMIT_NPROC does not bind root (commands of a root server are root), so a
+            // root server needs a pids group to keep a fork bomb to its limit.
+            Ok(()) if !sandbox.cgroups.has(Controller::Pids) && nix::unistd::getuid().is_root() => {
+                Err(Lack {
+                    helper_runs: true,
+                    why: "processes: no pids control group can be made here, and \
+                          RLIMIT_NPROC does not bind a server that runs as root"
+                        .into(),
+                })
+            }
+            probe => probe,
+        };
         sandbox.confinement = decide(&probe, options.unconfined)?;
         sandbox.lacking = probe.err().map(|lack| lack.why);
         Ok(sandbox)
@@ -91,6 +110,7 @@ impl Sandbox {
             network: true,
             missing: None,
             lacking: Some("no sandbox asked for".into()),
+            cgroups: Cgroups::default(),
         }
     }
 
@@ -125,10 +145,18 @@ impl Sandbox {
             home: home.path(),
             stdin: false,
         };
-        let mut command = self.command(&spec, home.path(), &ExecLimits::default());
+        let limits = ExecLimits::default();
+        let group = self
+            .group(&limits)
+            .map_err(|e| lack(true, format!("cgroups: {e}")))?;
+        let mut command = self.command(&spec, home.path(), &limits, group.as_ref());
         command.kill_on_drop(true);
         let run = command.output();
-        let output = match tokio::time::timeout(Duration::from_secs(30), run).await {
+        let output = tokio::time::timeout(Duration::from_secs(30), run).await;
+        if let Some(group) = group {
+            let _ = tokio::task::spawn_blocking(move || group.remove()).await;
+        }
+        let output = match output {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => {
                 let why = format!("cannot run the helper {}: {e}", self.helper.display());
@@ -141,12 +169,28 @@ impl Sandbox {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let why = match stderr.lines().next().map(str::trim) {
-            Some(why) if !why.is_empty() => why.trim_start_matches("sockit: ").to_string(),
+            Some(why) if !why.is_empty() => why
+                .trim_start_matches("sockit: ")
+                .trim_start_matches("exec sandbox: ")
+                .to_string(),
             _ => format!("the helper failed ({})", output.status),
         };
         // Only the helper's own failure status means it ran and found a part missing.
         let ran = output.status.code() == Some(i32::from(super::helper::SANDBOX_FAILED));
         Err(lack(ran, why))
+    }
+
+    /// The control groups of one command within `limits`, where the machine has them (and
+    /// the sandbox is on).
+    ///
+    /// # Errors
+    /// A group cannot be made.
+    pub(super) fn group(&self, limits: &ExecLimits) -> std::io::Result<Option<Group>> {
+        if self.confinement == Confinement::None || !self.cgroups.has(Controller::Pids) {
+            return Ok(None);
+        }
+        let tasks = limits.processes.saturating_add(OWN_PROCESSES);
+        self.cgroups.make(tasks, limits.memory).map(Some)
     }
 
     /// The process for `spec` with `tmp` as its private temp folder, in a process group of
@@ -157,6 +201,7 @@ impl Sandbox {
         spec: &Spec<'_>,
         tmp: &Path,
         limits: &ExecLimits,
+        group: Option<&Group>,
     ) -> tokio::process::Command {
         let mut command = match self.confinement {
             Confinement::None => {
@@ -174,6 +219,7 @@ impl Sandbox {
                     cpu_secs: limits.cpu_secs,
                     network: self.network,
                     strict: self.confinement == Confinement::Full,
+                    cgroups: group.map(|g| g.dirs().to_vec()).unwrap_or_default(),
                     missing: self.missing,
                 };
                 let plan = serde_json::to_string(&plan).unwrap_or_default();
