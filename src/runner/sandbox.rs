@@ -72,9 +72,12 @@ impl Sandbox {
         let missing = std::env::var(PRETEND_MISSING)
             .ok()
             .and_then(|v| serde_json::from_value::<Layer>(serde_json::Value::String(v)).ok());
-        let cgroups = tokio::task::spawn_blocking(Cgroups::find)
-            .await
-            .unwrap_or_default();
+        let cgroups = tokio::task::spawn_blocking(|| {
+            super::sweep_private_folders();
+            Cgroups::find()
+        })
+        .await
+        .unwrap_or_default();
         let mut sandbox = Sandbox {
             confinement: Confinement::Full,
             helper,

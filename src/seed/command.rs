@@ -41,9 +41,7 @@ impl TcpService for Exec {
         let mut buf = [0u8; SEED_BUFSIZE];
         // The connection's commands share one folder, as the seed's share the server's
         // working folder; it goes with the connection.
-        let scratch = tempfile::Builder::new()
-            .prefix("sockit-seed-exec-")
-            .tempdir()?;
+        let scratch = crate::runner::private_folder("seed")?;
         while let Some(n) = super::recv(&mut conn, &mut buf).await? {
             let command = String::from_utf8_lossy(&buf[..n]).into_owned();
             info!(peer = %conn.peer, command = %command, "seed exec");

@@ -254,7 +254,7 @@ async fn seed_exec_commands_run_in_the_same_sandbox_in_a_scratch_folder() {
     let d = data.path().display();
     let out = ask("pwd; echo hi > f; cat f".into()).await;
     assert!(
-        out.contains("/sockit-seed-exec-") && out.ends_with("\nhi\n"),
+        out.contains("/sockit-seed-") && out.ends_with("\nhi\n"),
         "{out}"
     );
     for command in [
