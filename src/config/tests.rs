@@ -106,7 +106,12 @@ fn errors_name_the_setting_and_the_file() {
 fn exec_limits_and_sandbox_settings_have_defaults_and_floors() {
     let s = Options::default().resolve().unwrap();
     assert_eq!(
-        (s.exec.memory, s.exec.processes, s.exec.open_files, s.exec.cpu_secs),
+        (
+            s.exec.memory,
+            s.exec.processes,
+            s.exec.open_files,
+            s.exec.cpu_secs
+        ),
         (512 << 20, 64, 256, 60)
     );
     assert!(!s.exec_sandbox.network && !s.exec_sandbox.unconfined);
@@ -114,13 +119,22 @@ fn exec_limits_and_sandbox_settings_have_defaults_and_floors() {
                 exec-cpu-secs = 5\nexec-network = \"on\"\nexec-unconfined = true";
     let s = Options::from_toml(file).unwrap().resolve().unwrap();
     assert_eq!(
-        (s.exec.memory, s.exec.processes, s.exec.open_files, s.exec.cpu_secs),
+        (
+            s.exec.memory,
+            s.exec.processes,
+            s.exec.open_files,
+            s.exec.cpu_secs
+        ),
         (1 << 30, 8, 64, 5)
     );
     assert!(s.exec_sandbox.network && s.exec_sandbox.unconfined);
     assert!(Options::from_toml("exec-network = \"maybe\"").is_err());
     assert!(Options::from_toml("exec-network = false").is_ok());
-    for low in ["exec-memory = \"1MiB\"", "exec-processes = 0", "exec-open-files = 3"] {
+    for low in [
+        "exec-memory = \"1MiB\"",
+        "exec-processes = 0",
+        "exec-open-files = 3",
+    ] {
         let e = Options::from_toml(low).unwrap().resolve().unwrap_err();
         assert!(e.to_string().contains("must be at least"), "{low}: {e}");
     }

@@ -107,7 +107,7 @@ fn helper(args: &[OsString]) -> Result<ExitCode, String> {
     {
         return Err(e);
     }
-    let mut init = match plan.layer(Layer::Namespaces, || namespaces(plan.network))? {
+    let mut init = match plan.layer(Layer::Namespaces, || namespaces(&plan))? {
         true => Some(Init::start(plan.strict)?),
         false => None,
     };
@@ -175,13 +175,20 @@ fn close_inherited() {
     }
 }
 
-/// New user, PID and mount namespaces (and network, unless `network`): the server's ids
-/// mapped to themselves, mounts private to the namespace. The helper's next child becomes
+/// Folders of the machine's UNIX sockets (the Docker daemon's, D-Bus, systemd's) and shared
+/// memory, hidden under an empty file system of the command's own: Landlock (before ABI 9)
+/// does not check `connect` to a socket file, and the network namespace covers only the
+/// abstract ones.
+const HIDDEN: &[&str] = &["/run", "/var/run", "/dev/shm"];
+
+/// New user, PID and mount namespaces (and network, unless the plan allows it): the
+/// server's ids mapped to themselves, mounts private to the namespace, [`HIDDEN`] folders
+/// hidden (those that do not hold the home or temp folder). The helper's next child becomes
 /// the new PID namespace's PID 1.
-fn namespaces(network: bool) -> Result<(), String> {
+fn namespaces(plan: &Plan) -> Result<(), String> {
     let (uid, gid) = (getuid(), getgid());
     let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS;
-    if !network {
+    if !plan.network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("namespaces: unshare({flags:?}): {e}"))?;
@@ -199,7 +206,25 @@ fn namespaces(network: bool) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("namespaces: making mounts private: {e}"))
+    .map_err(|e| format!("namespaces: making mounts private: {e}"))?;
+    for dir in HIDDEN {
+        let Ok(real) = std::fs::canonicalize(dir) else {
+            continue;
+        };
+        // `/var/run` is mostly a link to `/run`, hidden already.
+        if real.as_os_str() != *dir || plan.home.starts_with(&real) || plan.tmp.starts_with(&real) {
+            continue;
+        }
+        mount(
+            Some("sockit-hidden"),
+            &real,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            Some("size=4k,mode=0755"),
+        )
+        .map_err(|e| format!("namespaces: hiding {dir}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The PID namespace's first process, and the pipe whose end tells it to go.

@@ -267,3 +267,26 @@ async fn seed_exec_commands_run_in_the_same_sandbox_in_a_scratch_folder() {
         assert!(out.contains(DENIED), "`{command}`: {out}");
     }
 }
+
+#[tokio::test]
+async fn the_machine_s_unix_sockets_under_run_are_out_of_reach() {
+    let (_server, _data, mut ann) = setup().await;
+    // A service's socket where services keep theirs (the Docker daemon's, D-Bus): Landlock
+    // does not check `connect` to a socket file, so the sandbox hides /run instead.
+    let path = std::path::PathBuf::from(format!("/run/sockit-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let connect = format!(
+        "python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{}')\"",
+        path.display()
+    );
+    refused(&mut ann, &connect, "FileNotFoundError").await;
+    refused(
+        &mut ann,
+        &format!("ls -l {}", path.display()),
+        "No such file",
+    )
+    .await;
+    drop(listener);
+    std::fs::remove_file(&path).unwrap();
+}
