@@ -72,6 +72,16 @@ impl Fixture {
         self.dir.path().join("homes").join(user)
     }
 
+    /// A fresh [`mark`] for a command of `user`, and the guard that kills what is left of it.
+    fn mark(&self, user: &str) -> (String, Leftovers) {
+        let mark = mark();
+        let left = Leftovers {
+            mark: mark.clone(),
+            home: self.home(user),
+        };
+        (mark, left)
+    }
+
     async fn client(&self, user: &str) -> Client {
         let mut c = Client::connect(&self.server.endpoint).await.unwrap();
         c.login(user, &format!("pw-{user}")).await.unwrap();
@@ -312,11 +322,7 @@ async fn exec_timeout_kills_everything_the_command_started() {
     }))
     .await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     // The jobs are seen running before the deadline, and gone after it.
     let command = marks_then_wait(&mark);
     let (ran, ()) = tokio::join!(
@@ -364,11 +370,7 @@ async fn started(c: &mut Client, command: &str) {
 async fn a_client_that_disconnects_takes_everything_its_command_started() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     started(&mut c, &marks_then_wait(&mark)).await;
     wait_count("started", DETACHED + 1, || marked(&mark)).await;
     drop(c);

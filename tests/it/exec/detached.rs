@@ -4,19 +4,13 @@
 
 use sockit::runner::{ExecLimits, Exit};
 
-use super::{
-    DETACHED, Fixture, Leftovers, detach_then_exit, mark, marked, run, wait_count, wait_ended,
-};
+use super::{DETACHED, Fixture, detach_then_exit, marked, run, wait_count, wait_ended};
 
 #[tokio::test]
 async fn jobs_that_detach_end_with_their_command() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     // The command waits until each job has started (a fifo each) before it exits.
     let (_, err, exit) = run(&mut c, &detach_then_exit(&mark)).await.unwrap();
     assert_eq!(exit, Exit::Code(7), "{err}");
@@ -28,11 +22,7 @@ async fn jobs_that_detach_end_with_their_command() {
 async fn detached_jobs_are_seen_running_then_end_with_the_command() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     // The command stays until the test has seen its jobs from outside, then exits.
     let command = format!(
         "{}read x < go.fifo; exit 7",
@@ -66,11 +56,7 @@ async fn detached_jobs_do_not_get_past_the_per_user_limit() {
     }))
     .await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     // Each command frees its slot when it exits; its detached jobs must not run on without one.
     for _ in 0..limit + 1 {
         let (_, err, exit) = run(&mut c, &detach_then_exit(&mark)).await.unwrap();

@@ -57,11 +57,7 @@ async fn a_reader_that_stops_holds_the_command_back() {
 async fn server_shutdown_kills_running_commands_and_says_so() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     started(&mut c, &marks_then_wait(&mark)).await;
     wait_count("started", DETACHED + 1, || marked(&mark)).await;
     fx.server.shutdown.trigger();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sockit::protocol::ErrorCode;
 use sockit::runner::{ExecLimits, Exit, SandboxOptions};
 
-use super::{Fixture, Leftovers, code, mark, marked, run, running_in, wait_count, wait_ended};
+use super::{Fixture, code, marked, run, running_in, wait_count, wait_ended};
 
 #[tokio::test]
 async fn the_process_limit_counts_one_command_s_processes() {
@@ -19,11 +19,7 @@ async fn the_process_limit_counts_one_command_s_processes() {
     }))
     .await;
     let (mut ann, mut bob) = (fx.client("ann").await, fx.client("bob").await);
-    let mark = mark();
-    let _left = Leftovers {
-        mark: mark.clone(),
-        home: fx.home("ann"),
-    };
+    let (mark, _left) = fx.mark("ann");
     // Twenty `sleep MARK`s, started until the kernel says no, then the starter becomes one
     // too: seven of them and the starter fit, eight processes, the limit.
     let command = format!(
@@ -78,10 +74,7 @@ async fn a_fork_bomb_hits_the_limit_and_hurts_nobody_else() {
     }))
     .await;
     let (mut ann, mut bob) = (fx.client("ann").await, fx.client("bob").await);
-    let _left = Leftovers {
-        mark: mark(),
-        home: fx.home("ann"),
-    };
+    let (_, _left) = fx.mark("ann");
     let bomb = async { code(run(&mut ann, FORK_BOMB).await) };
     // Its processes, the sandbox's helper and PID 1 all run in ann's home.
     let in_ann_s_home = || running_in(&fx.home("ann")).len();
