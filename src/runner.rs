@@ -26,6 +26,7 @@ mod cgroup;
 mod helper;
 mod sandbox;
 pub use helper::{SANDBOX_FAILED, helper_main};
+pub(crate) use sandbox::private_folder;
 pub use sandbox::{Confinement, Lack, PRETEND_MISSING, Sandbox, SandboxOptions, decide};
 
 /// The `PATH` every command gets; nothing else is inherited from the server.
@@ -156,42 +157,6 @@ pub(crate) struct Output {
     over: bool,
     /// Which pipe is tried first next time, so a chatty one cannot starve the other.
     stderr_first: bool,
-}
-
-/// A new folder only the server's user may enter, in the system's temp folder:
-/// `sockit-WHAT-PID-XXXXXX`, PID being the server's, so that [`sweep_private_folders`] can
-/// tell those of a server that is gone.
-///
-/// # Errors
-/// The folder cannot be made.
-pub(crate) fn private_folder(what: &str) -> io::Result<TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(&format!("sockit-{what}-{}-", std::process::id()))
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
-}
-
-/// Removes the private folders ([`private_folder`]) of servers that were killed before they
-/// could remove them.
-pub(crate) fn sweep_private_folders() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("sockit-"))
-            .and_then(|n| n.split_once('-'))
-            .filter(|(what, _)| ["exec", "seed"].contains(what))
-            .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// Starts `spec` in `sandbox` within `limits`: the process, its output pipes, and its stdin

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
 use super::cgroup::{Cgroups, Controller, Group};
 use super::helper::{HELPER_ARG, Layer, OWN_PROCESSES, Plan};
 use super::{ExecLimits, PATH, Spec};
@@ -73,7 +75,7 @@ impl Sandbox {
             .ok()
             .and_then(|v| serde_json::from_value::<Layer>(serde_json::Value::String(v)).ok());
         let cgroups = tokio::task::spawn_blocking(|| {
-            super::sweep_private_folders();
+            sweep_private_folders();
             Cgroups::find()
         })
         .await
@@ -258,6 +260,42 @@ impl Sandbox {
         match self.confinement {
             Confinement::Full | Confinement::Partial => super::access::exposed_by(path),
             Confinement::None => None,
+        }
+    }
+}
+
+/// A new folder only the server's user may enter, in the system's temp folder:
+/// `sockit-WHAT-PID-XXXXXX`, PID being the server's, so that [`sweep_private_folders`] can
+/// tell those of a server that is gone.
+///
+/// # Errors
+/// The folder cannot be made.
+pub(crate) fn private_folder(what: &str) -> std::io::Result<TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&format!("sockit-{what}-{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
+/// Removes the private folders ([`private_folder`]) of servers that were killed before they
+/// could remove them.
+fn sweep_private_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("sockit-"))
+            .and_then(|n| n.split_once('-'))
+            .filter(|(what, _)| ["exec", "seed"].contains(what))
+            .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
