@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 use crate::error::{Error, Result};
 use crate::net::Endpoint;
 use crate::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
+use crate::runner::SandboxOptions;
 use crate::seed::command::ExecLimits;
 use crate::server::{DEFAULT_MAX_CONNECTIONS_PER_IP, ServerConfig};
 use crate::service::chat::ChatLimits;
@@ -91,6 +92,21 @@ pub struct Options {
     pub exec_max_output: Option<u64>,
     /// Commands one user may run at once over the native protocol [default: 4].
     pub exec_max_per_user: Option<usize>,
+    /// Address space of each process of a command (RLIMIT_AS) [default: 512MiB].
+    #[serde(deserialize_with = "de_size")]
+    pub exec_memory: Option<u64>,
+    /// Processes and threads one command may have at once [default: 64].
+    pub exec_processes: Option<u64>,
+    /// Files each process of a command may have open (RLIMIT_NOFILE) [default: 256].
+    pub exec_open_files: Option<u64>,
+    /// CPU seconds each process of a command may use (RLIMIT_CPU) [default: 60].
+    pub exec_cpu_secs: Option<u64>,
+    /// Whether commands may use the network: "on" or "off" [default: off].
+    #[serde(deserialize_with = "de_switch")]
+    pub exec_network: Option<bool>,
+    /// Start exec even on a machine that lacks its sandbox (Landlock, namespaces), with only
+    /// what the machine allows (off: such a server refuses to start with exec).
+    pub exec_unconfined: bool,
     /// Members the chat room holds at once [default: 256].
     pub chat_max_members: Option<usize>,
     /// Seconds a silent chat member stays in the room [default: 60].
@@ -131,6 +147,8 @@ pub struct Settings {
     udp_chat: Option<String>,
     /// Limits of remote commands (native exec and seed-exec).
     pub exec: ExecLimits,
+    /// What the sandbox of remote commands is asked for.
+    pub exec_sandbox: SandboxOptions,
     /// Limits of the chat room.
     chat: ChatLimits,
     /// The time service.
@@ -162,6 +180,7 @@ impl Options {
     /// # Errors
     /// [`Error::Config`]: a value out of its range.
     pub fn resolve(self) -> Result<Settings> {
+        let exec = exec_limits(&self)?;
         let max_header = self.max_header.unwrap_or(u64::from(MAX_HEADER_LEN));
         let max_header_len = u32::try_from(max_header)
             .ok()
@@ -212,10 +231,10 @@ impl Options {
             udp_echo: self.udp_echo,
             udp_time: self.udp_time,
             udp_chat: self.udp_chat,
-            exec: ExecLimits {
-                timeout: Duration::from_secs(self.exec_timeout.unwrap_or(30).max(1)),
-                max_output: self.exec_max_output.unwrap_or(16 << 20),
-                max_per_user: self.exec_max_per_user.unwrap_or(4).max(1),
+            exec,
+            exec_sandbox: SandboxOptions {
+                network: self.exec_network.unwrap_or(false),
+                unconfined: self.exec_unconfined,
             },
             chat: ChatLimits {
                 max_members: self.chat_max_members.unwrap_or(256).max(1),
@@ -227,6 +246,46 @@ impl Options {
                 max_format: self.time_max_format.unwrap_or(256),
             },
         })
+    }
+}
+
+/// The limits of remote commands, defaults filled in.
+///
+/// # Errors
+/// A memory, process or open-file limit too small for any command to start.
+fn exec_limits(options: &Options) -> Result<ExecLimits> {
+    let defaults = ExecLimits::default();
+    let limits = ExecLimits {
+        timeout: Duration::from_secs(options.exec_timeout.unwrap_or(30).max(1)),
+        max_output: options.exec_max_output.unwrap_or(defaults.max_output),
+        max_per_user: options.exec_max_per_user.unwrap_or(4).max(1),
+        memory: options.exec_memory.unwrap_or(defaults.memory),
+        processes: options.exec_processes.unwrap_or(defaults.processes),
+        open_files: options.exec_open_files.unwrap_or(defaults.open_files),
+        cpu_secs: options.exec_cpu_secs.unwrap_or(defaults.cpu_secs).max(1),
+    };
+    // Below these, not even `sh -c true` starts: a refusal now beats every command failing.
+    if limits.memory < 16 << 20 {
+        return Err(refused("exec-memory must be at least 16MiB"));
+    }
+    if limits.processes < 1 {
+        return Err(refused("exec-processes must be at least 1"));
+    }
+    if limits.open_files < 16 {
+        return Err(refused("exec-open-files must be at least 16"));
+    }
+    Ok(limits)
+}
+
+/// Parses a switch: `on` or `off` (also `true`/`false`, `yes`/`no`).
+///
+/// # Errors
+/// Anything else, as a message (a `String`, as clap's and serde's parsers take it).
+pub fn parse_switch(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("`{s}` is not on or off")),
     }
 }
 
@@ -289,6 +348,20 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, 
     match Raw::deserialize(d)? {
         Raw::N(n) => Ok(Some(n)),
         Raw::S(s) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A switch in a file: `"on"`/`"off"`, or a boolean.
+fn de_switch<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        B(bool),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::B(b) => Ok(Some(b)),
+        Raw::S(s) => parse_switch(&s).map(Some).map_err(serde::de::Error::custom),
     }
 }
 

@@ -26,8 +26,8 @@
 //!   login throttle.
 //! - [`service`]: the native protocol's door (frame loop, login, file ops, transfers, exec)
 //!   and the UDP time and chat services.
-//! - [`runner`]: child processes of remote commands: process groups in PID namespaces,
-//!   limits, kill on drop.
+//! - [`runner`]: child processes of remote commands: the exec sandbox (namespaces, Landlock,
+//!   control groups, limits), kill on drop.
 //! - [`filecopy`]: file bytes to and from a connection on the blocking pool, with digests.
 //! - [`seed`]: the seeds' raw protocols (echo, command, upload), server and client side.
 //! - [`client`]: the calling side: the native protocol, exec's streams, the shell's

@@ -17,6 +17,16 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The exec sandbox runs this binary as its helper (`__sandbox`) and as its namespace's
+    // PID 1: before clap, logging and the runtime, while the process has one thread, as
+    // `unshare` of a user namespace needs.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(ran) = sockit::runner::helper_main(&args) {
+        return ran.unwrap_or_else(|e| {
+            eprintln!("sockit: exec sandbox: {e}");
+            ExitCode::from(sockit::runner::SANDBOX_FAILED)
+        });
+    }
     // The matches are kept: they say which settings a flag gave (see cli::precedence).
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());

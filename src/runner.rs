@@ -1,5 +1,6 @@
-//! Child processes for remote commands: `sh -c` in a process group and a PID namespace of its
-//! own ([`sandbox()`]), with a minimal environment, a wall-clock deadline and an output cap.
+//! Child processes for remote commands: `sh -c` in the exec sandbox ([`Sandbox`]: its own
+//! namespaces, Landlock rules, resource limits), in a process group of its own, with a
+//! minimal environment, a private temp folder, a wall-clock deadline and an output cap.
 //! Everything it started (detached jobs too) is killed when the deadline passes, when the
 //! output passes the cap, when the shell exits, and whenever the `Process` handle drops.
 //! No sockets here: the native `exec` op streams the pipes, the seed-exec listener buffers them.
@@ -15,12 +16,18 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tempfile::TempDir;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
+mod access;
+mod cgroup;
+mod helper;
 mod sandbox;
-pub use sandbox::{Sandbox, sandbox};
+pub use helper::{SANDBOX_FAILED, helper_main};
+pub(crate) use sandbox::private_folder;
+pub use sandbox::{Confinement, Lack, PRETEND_MISSING, Sandbox, SandboxOptions, decide};
 
 /// The `PATH` every command gets; nothing else is inherited from the server.
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -28,7 +35,7 @@ const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Bytes read from a pipe at a time (and so the largest output frame).
 pub(crate) const OUTPUT_CHUNK: usize = 64 * 1024;
 
-/// How long, how loud and how many commands may run (`serve --exec-*`).
+/// How long, how loud, how big and how many commands may run (`serve --exec-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecLimits {
     /// Wall-clock time before the command (everything it started) is killed (`--exec-timeout`).
@@ -37,6 +44,15 @@ pub struct ExecLimits {
     pub max_output: u64,
     /// Commands one user may run at once over the native protocol (`--exec-max-per-user`).
     pub max_per_user: usize,
+    /// Address space of each process of a command, in bytes (`RLIMIT_AS`, `--exec-memory`).
+    pub memory: u64,
+    /// Processes and threads of one command at once (`RLIMIT_NPROC` in the command's own
+    /// user namespace, `--exec-processes`).
+    pub processes: u64,
+    /// Open files of each process (`RLIMIT_NOFILE`, `--exec-open-files`).
+    pub open_files: u64,
+    /// CPU seconds of each process (`RLIMIT_CPU`, `--exec-cpu-secs`).
+    pub cpu_secs: u64,
 }
 
 impl Default for ExecLimits {
@@ -45,6 +61,10 @@ impl Default for ExecLimits {
             timeout: Duration::from_secs(30),
             max_output: 16 << 20,
             max_per_user: 4,
+            memory: 512 << 20,
+            processes: 64,
+            open_files: 256,
+            cpu_secs: 60,
         }
     }
 }
@@ -54,9 +74,11 @@ impl Default for ExecLimits {
 pub(crate) struct Spec<'a> {
     /// The command line, given to `sh -c`.
     pub(crate) command: &'a str,
-    /// The user's name and home: the command runs there with `HOME`, `USER` and `LOGNAME`
-    /// set. Without one (the seed listener) it runs in the server's folder.
-    pub(crate) user: Option<(&'a str, &'a Path)>,
+    /// The user's name, for `USER` and `LOGNAME` (none for the seed listener).
+    pub(crate) user: Option<&'a str>,
+    /// The folder the command runs in, as `HOME`, and the only one it may write to besides
+    /// its temp folder: the user's home, or the seed listener's scratch folder. Absolute.
+    pub(crate) home: &'a Path,
     /// Whether the command gets a stdin pipe (the third value of [`spawn`]); otherwise
     /// `/dev/null`.
     pub(crate) stdin: bool,
@@ -97,8 +119,9 @@ pub(crate) enum End {
     OutputLimit,
 }
 
-/// A process group to kill; a copy of the group id, no ownership. In a [`Sandbox::PidNamespace`]
-/// the group holds the namespace's PID 1, so the kill reaches every process of the command.
+/// A process group to kill; a copy of the group id, no ownership. In the sandbox the group
+/// holds the helper and the namespace's PID 1, so the kill reaches every process of the
+/// command.
 #[derive(Debug, Clone, Copy)]
 struct Group(Option<Pid>);
 
@@ -111,7 +134,8 @@ impl Group {
     }
 }
 
-/// A running command. Dropping it kills the whole process group (and namespace).
+/// A running command. Dropping it kills the whole process group (and namespace), then
+/// removes the command's temp folder.
 #[derive(Debug)]
 pub(crate) struct Process {
     child: Child,
@@ -119,6 +143,8 @@ pub(crate) struct Process {
     timed_out: Arc<AtomicBool>,
     timer: JoinHandle<()>,
     exit: Option<Exit>,
+    tmp: Option<TempDir>,
+    cgroup: Option<cgroup::Group>,
 }
 
 /// The output pipes of a [`Process`], read together, counted against the output cap.
@@ -133,19 +159,33 @@ pub(crate) struct Output {
     stderr_first: bool,
 }
 
-/// Starts `spec` within `limits`: the process, its output pipes, and its stdin pipe when
-/// `spec.stdin` asked for one.
+/// Starts `spec` in `sandbox` within `limits`: the process, its output pipes, and its stdin
+/// pipe when `spec.stdin` asked for one.
 ///
 /// # Errors
-/// When `sh` (or `unshare`) cannot be started, or the home is missing.
+/// When the temp folder cannot be made, or the helper (or `sh`) cannot be started, or the
+/// home is missing.
 pub(crate) fn spawn(
     spec: &Spec<'_>,
     limits: &ExecLimits,
+    sandbox: &Sandbox,
 ) -> io::Result<(Process, Output, Option<ChildStdin>)> {
-    let mut child = sandbox::command(spec, sandbox())
+    let tmp = private_folder("exec")?;
+    let cgroup = sandbox.group(limits)?;
+    let spawned = sandbox
+        .command(spec, tmp.path(), limits, cgroup.as_ref())
         .kill_on_drop(true)
-        .spawn()?;
-    // process_group(0): the group id is the shell's pid.
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+            return Err(e);
+        }
+    };
+    // process_group(0): the group id is the child's pid.
     let group = Group(
         child
             .id()
@@ -176,6 +216,8 @@ pub(crate) fn spawn(
         timed_out,
         timer,
         exit: None,
+        tmp: Some(tmp),
+        cgroup,
     };
     Ok((process, output, stdin))
 }
@@ -222,6 +264,19 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.timer.abort();
         self.group.kill();
+        // A command may leave many files behind, and its control groups can only go once
+        // the kernel has reaped its processes: both off the async workers.
+        let (tmp, cgroup) = (self.tmp.take(), self.cgroup.take());
+        let clean = move || {
+            drop(tmp);
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(clean)),
+            Err(_) => clean(),
+        }
     }
 }
 
@@ -309,8 +364,12 @@ pub(crate) struct Buffered {
 ///
 /// # Errors
 /// When the command cannot be started or waited for.
-pub(crate) async fn run_buffered(spec: &Spec<'_>, limits: &ExecLimits) -> io::Result<Buffered> {
-    let (mut process, mut output, stdin) = spawn(spec, limits)?;
+pub(crate) async fn run_buffered(
+    spec: &Spec<'_>,
+    limits: &ExecLimits,
+    sandbox: &Sandbox,
+) -> io::Result<Buffered> {
+    let (mut process, mut output, stdin) = spawn(spec, limits, sandbox)?;
     drop(stdin);
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; OUTPUT_CHUNK];

@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use tracing::info;
 
-use sockit::config::{Options, Settings, parse_size};
+use sockit::config::{Options, Settings, parse_size, parse_switch};
 use sockit::net::Endpoint;
 
 /// `sockit serve`: every setting, each optional so that flags and file can be merged.
@@ -91,6 +91,26 @@ pub struct ServeOptions {
     /// Commands one user may run at once over the native protocol [default: 4].
     #[arg(long, value_name = "N")]
     pub exec_max_per_user: Option<usize>,
+    /// Address space of each process of a command (RLIMIT_AS) [default: 512MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exec_memory: Option<u64>,
+    /// Processes and threads one command may have at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub exec_processes: Option<u64>,
+    /// Files each process of a command may have open (RLIMIT_NOFILE) [default: 256].
+    #[arg(long, value_name = "N")]
+    pub exec_open_files: Option<u64>,
+    /// CPU seconds each process of a command may use (RLIMIT_CPU) [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub exec_cpu_secs: Option<u64>,
+    /// Whether commands may use the network: on or off (off: no socket reaches anything)
+    /// [default: off].
+    #[arg(long, value_name = "on|off", value_parser = parse_switch)]
+    pub exec_network: Option<bool>,
+    /// Start exec even on a machine that lacks its sandbox (Landlock, namespaces): commands
+    /// then get only what the machine allows, possibly the server's own rights.
+    #[arg(long)]
+    pub exec_unconfined: bool,
     /// Members the chat room holds at once [default: 256].
     #[arg(long, value_name = "N")]
     pub chat_max_members: Option<usize>,
@@ -146,6 +166,12 @@ impl ServeOptions {
             exec_timeout,
             exec_max_output,
             exec_max_per_user,
+            exec_memory,
+            exec_processes,
+            exec_open_files,
+            exec_cpu_secs,
+            exec_network,
+            exec_unconfined,
             chat_max_members,
             chat_expiry,
             chat_max_message,
@@ -176,6 +202,12 @@ impl ServeOptions {
             exec_timeout: exec_timeout.or(file.exec_timeout),
             exec_max_output: exec_max_output.or(file.exec_max_output),
             exec_max_per_user: exec_max_per_user.or(file.exec_max_per_user),
+            exec_memory: exec_memory.or(file.exec_memory),
+            exec_processes: exec_processes.or(file.exec_processes),
+            exec_open_files: exec_open_files.or(file.exec_open_files),
+            exec_cpu_secs: exec_cpu_secs.or(file.exec_cpu_secs),
+            exec_network: exec_network.or(file.exec_network),
+            exec_unconfined: exec_unconfined || file.exec_unconfined,
             chat_max_members: chat_max_members.or(file.chat_max_members),
             chat_expiry: chat_expiry.or(file.chat_expiry),
             chat_max_message: chat_max_message.or(file.chat_max_message),
@@ -282,6 +314,7 @@ mod tests {
                 _ if !arg.get_action().takes_values() => "true",
                 Some("N" | "SECS" | "BYTES") => "1",
                 Some("SIZE") => "\"1KiB\"",
+                Some("on|off") => "\"off\"",
                 Some("DIR" | "FILE") => "\"d\"",
                 _ => "\"127.0.0.1:0\"",
             };
@@ -289,7 +322,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 27, "every flag but --config");
+        assert_eq!(checked, 33, "every flag but --config");
     }
 
     #[test]

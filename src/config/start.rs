@@ -4,10 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 use super::{Settings, failed, refused};
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
+use crate::runner::{Confinement, Sandbox};
 use crate::seed;
 use crate::server::{ServerConfig, Shutdown, TcpService, UdpService, serve_tcp, serve_udp};
 use crate::service::Native;
@@ -109,8 +111,12 @@ pub async fn start(settings: Settings) -> Result<Running> {
     let transport = Transport::new(&identity, settings.allow_plaintext)?;
     running.fingerprint = Some(transport.fingerprint().to_owned());
     let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
-    if settings.allow_exec {
-        native = native.with_exec(settings.exec);
+    let sandbox = match settings.allow_exec {
+        true => Some(Arc::new(exec_sandbox(&settings).await?)),
+        false => None,
+    };
+    if let Some(sandbox) = &sandbox {
+        native = native.with_exec(settings.exec, sandbox.clone());
     }
     running
         .tcp("native protocol", &settings.listen, native, &config)
@@ -120,9 +126,10 @@ pub async fn start(settings: Settings) -> Result<Running> {
             .tcp("seed-echo", endpoint, seed::echo::Tcp {}, &config)
             .await?;
     }
-    if let Some(endpoint) = &settings.seed_exec {
+    if let (Some(endpoint), Some(sandbox)) = (&settings.seed_exec, &sandbox) {
         let exec = seed::command::Exec {
             limits: settings.exec,
+            sandbox: sandbox.clone(),
         };
         running.tcp("seed-exec", endpoint, exec, &config).await?;
     }
@@ -144,6 +151,55 @@ pub async fn start(settings: Settings) -> Result<Running> {
             .await?;
     }
     Ok(running)
+}
+
+/// The sandbox of remote commands, tried on this machine (the helper is this very binary),
+/// and a check that it keeps the server's own files from commands.
+///
+/// # Errors
+/// [`Error::Config`]: the machine lacks part of the sandbox and `--exec-unconfined` was not
+/// given, or the data folder or TLS files lie under a path every command may read.
+async fn exec_sandbox(settings: &Settings) -> Result<Sandbox> {
+    let helper = std::env::current_exe().map_err(|e| failed("finding the sockit binary", e))?;
+    let sandbox = Sandbox::start(helper, settings.exec_sandbox)
+        .await
+        .map_err(refused)?;
+    let mut own = vec![("the data folder", settings.data.clone())];
+    if let Some((cert, key)) = &settings.tls_files {
+        own.extend([
+            ("the TLS certificate", cert.clone()),
+            ("the TLS key", key.clone()),
+        ]);
+    }
+    for (what, path) in own {
+        if let Some(granted) = sandbox.exposes(&path) {
+            return Err(refused(format!(
+                "{what} {} lies under {}, which every remote command may read: move it, or \
+                 run without --allow-exec",
+                path.display(),
+                granted.display()
+            )));
+        }
+    }
+    let network = if sandbox.network() { "on" } else { "off" };
+    match (sandbox.confinement(), sandbox.lacking()) {
+        (Confinement::Full, _) => info!(
+            network,
+            "exec: commands run in their sandbox (namespaces, Landlock, limits)"
+        ),
+        (Confinement::Partial, why) => warn!(
+            network,
+            "exec: --exec-unconfined: this machine lacks part of the sandbox ({}); commands \
+             get only the parts it has, and may reach files of other users",
+            why.unwrap_or("?")
+        ),
+        (Confinement::None, why) => warn!(
+            "exec: --exec-unconfined: no sandbox here ({}); commands run as plain `sh -c` \
+             with the server's rights, and jobs that detach outlive them",
+            why.unwrap_or("?")
+        ),
+    }
+    Ok(sandbox)
 }
 
 impl Running {

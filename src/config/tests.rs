@@ -101,3 +101,41 @@ fn errors_name_the_setting_and_the_file() {
     let e = Options::from_file(&dir.path().join("missing.toml")).unwrap_err();
     assert!(e.to_string().starts_with("reading "), "{e}");
 }
+
+#[test]
+fn exec_limits_and_sandbox_settings_have_defaults_and_floors() {
+    let s = Options::default().resolve().unwrap();
+    assert_eq!(
+        (
+            s.exec.memory,
+            s.exec.processes,
+            s.exec.open_files,
+            s.exec.cpu_secs
+        ),
+        (512 << 20, 64, 256, 60)
+    );
+    assert!(!s.exec_sandbox.network && !s.exec_sandbox.unconfined);
+    let file = "exec-memory = \"1GiB\"\nexec_processes = 8\nexec-open-files = 64\n\
+                exec-cpu-secs = 5\nexec-network = \"on\"\nexec-unconfined = true";
+    let s = Options::from_toml(file).unwrap().resolve().unwrap();
+    assert_eq!(
+        (
+            s.exec.memory,
+            s.exec.processes,
+            s.exec.open_files,
+            s.exec.cpu_secs
+        ),
+        (1 << 30, 8, 64, 5)
+    );
+    assert!(s.exec_sandbox.network && s.exec_sandbox.unconfined);
+    assert!(Options::from_toml("exec-network = \"maybe\"").is_err());
+    assert!(Options::from_toml("exec-network = false").is_ok());
+    for low in [
+        "exec-memory = \"1MiB\"",
+        "exec-processes = 0",
+        "exec-open-files = 3",
+    ] {
+        let e = Options::from_toml(low).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("must be at least"), "{low}: {e}");
+    }
+}

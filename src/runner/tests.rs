@@ -1,13 +1,28 @@
-//! The runner with real shells: streams, exits, signals, environment, cap, deadline.
+//! The runner with real shells: streams, exits, signals, environment, cap, deadline; and the
+//! sandbox's decisions. The sandbox itself needs the sockit binary as its helper, which unit
+//! tests do not have: tests/it/exec/sandbox.rs runs commands in it through real servers.
+
+use std::path::PathBuf;
 
 use super::*;
+
+/// A folder for commands to run in, kept for the whole test run.
+fn scratch() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
 
 fn spec(command: &str) -> Spec<'_> {
     Spec {
         command,
         user: None,
+        home: scratch(),
         stdin: false,
     }
+}
+
+async fn run_buffered(spec: &Spec<'_>, limits: &ExecLimits) -> io::Result<Buffered> {
+    super::run_buffered(spec, limits, &Sandbox::none()).await
 }
 
 #[tokio::test]
@@ -36,8 +51,9 @@ async fn runner_reports_a_signal() {
 async fn runner_environment_is_minimal_and_in_the_home() {
     let home = tempfile::tempdir().unwrap();
     let spec = Spec {
-        command: "pwd; env | sort",
-        user: Some(("ann", home.path())),
+        command: "pwd; env | sort; echo tmp=$TMPDIR; ls -d $TMPDIR",
+        user: Some("ann"),
+        home: home.path(),
         stdin: false,
     };
     let r = run_buffered(&spec, &ExecLimits::default()).await.unwrap();
@@ -48,17 +64,29 @@ async fn runner_environment_is_minimal_and_in_the_home() {
         std::fs::canonicalize(pwd).unwrap(),
         std::fs::canonicalize(home.path()).unwrap()
     );
-    let vars: Vec<&str> = lines.map(|l| l.split('=').next().unwrap()).collect();
+    let vars: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("tmp="))
+        .map(|l| l.split('=').next().unwrap())
+        .collect();
     for var in &vars {
         assert!(
             [
-                "HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHLVL", "USER", "_"
+                "HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHLVL", "TMPDIR", "USER", "_"
             ]
             .contains(var),
             "unexpected variable {var} in {text}"
         );
     }
     assert!(text.contains("USER=ann\n") && text.contains(&format!("PATH={PATH}\n")));
+    // A temp folder of the command's own, there while it runs, gone once it ended.
+    let tmp = text.lines().find_map(|l| l.strip_prefix("tmp=")).unwrap();
+    assert!(tmp.contains("sockit-exec-"), "{text}");
+    assert!(text.ends_with(&format!("{tmp}\n")), "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while Path::new(tmp).exists() {
+        assert!(std::time::Instant::now() < deadline, "{tmp} stayed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -100,31 +128,46 @@ async fn runner_kills_background_jobs_when_the_shell_exits() {
     assert_eq!(r.end, End::Exit(Exit::Code(0)));
 }
 
-#[tokio::test]
-async fn runner_kills_detached_jobs_when_the_shell_exits() {
-    if sandbox() == Sandbox::ProcessGroup {
-        eprintln!("skipped: no user and PID namespaces on this machine");
-        return;
-    }
-    // The sleep leaves the process group (a session of its own) and holds stdout open: only
-    // the end of the command's PID namespace ends the output. Left alive, it would hold the
-    // run for a minute (past the deadline, whose group kill misses it too).
-    let limits = ExecLimits {
-        timeout: Duration::from_secs(60),
-        ..ExecLimits::default()
+#[test]
+fn exec_starts_with_the_whole_sandbox_or_only_when_told_to() {
+    let missing = |helper_runs| {
+        Err(Lack {
+            helper_runs,
+            why: "landlock: not supported".into(),
+        })
     };
-    // The fifo: the shell exits only once the sleep has left the group.
-    let home = tempfile::tempdir().unwrap();
-    let detach = Spec {
-        command: "mkfifo f; setsid -f sh -c 'echo > f; exec sleep 60'; read x < f; echo bye",
-        user: Some(("ann", home.path())),
-        stdin: false,
-    };
-    let run = run_buffered(&detach, &limits);
-    let r = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("the detached sleep outlived its command")
-        .unwrap();
-    assert_eq!(r.stdout, b"bye\n");
-    assert_eq!(r.end, End::Exit(Exit::Code(0)));
+    assert_eq!(decide(&Ok(()), false), Ok(Confinement::Full));
+    assert_eq!(decide(&Ok(()), true), Ok(Confinement::Full));
+    let refused = decide(&missing(true), false).unwrap_err();
+    assert!(refused.contains("(landlock: not supported)"), "{refused}");
+    assert!(refused.contains("--exec-unconfined"), "{refused}");
+    assert_eq!(decide(&missing(true), true), Ok(Confinement::Partial));
+    assert!(decide(&missing(false), false).is_err());
+    assert_eq!(decide(&missing(false), true), Ok(Confinement::None));
+}
+
+#[test]
+fn server_files_under_a_path_every_command_reads_are_found() {
+    assert_eq!(
+        access::exposed_by(Path::new("/usr/share")),
+        Some(PathBuf::from("/usr"))
+    );
+    assert!(access::exposed_by(Path::new("/etc/passwd")).is_some());
+    let data = tempfile::tempdir().unwrap();
+    assert_eq!(access::exposed_by(data.path()), None);
+    // Landlock cannot take a file out of a folder it grants: /etc is granted file by file.
+    assert_eq!(access::exposed_by(Path::new("/etc/shadow")), None);
+    assert_eq!(access::exposed_by(Path::new("/etc/ssl/private")), None);
+}
+
+#[test]
+fn helper_roles_are_found_by_their_first_argument() {
+    let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+    assert!(helper_main(&args(&["sockit", "serve"])).is_none());
+    assert!(helper_main(&args(&["sockit"])).is_none());
+    let bad = helper_main(&args(&["sockit", "__sandbox", "{", "true"]));
+    assert!(
+        matches!(&bad, Some(Err(e)) if e == "the plan is not valid JSON"),
+        "{bad:?}"
+    );
 }

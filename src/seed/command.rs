@@ -2,11 +2,16 @@
 //! `recv(1024)`, answered with `struct.pack('i', len(header))` + `{"total_size": n}` + n bytes
 //! of stdout followed by stderr, in one write.
 //!
-//! Unlike the seed, every command runs bounded, through [`crate::runner`]: `sh -c` in its own
-//! process group and PID namespace with a minimal environment, killed (with everything it
-//! started) past a wall-clock timeout or an output cap, and the reply says so. The output is
-//! buffered (the reply's header carries its size first), never more than the cap.
-//! The listener has no login, so `sockit serve` opens it only on loopback with `--allow-exec`.
+//! Unlike the seed, every command runs bounded, through [`crate::runner`]: `sh -c` in the
+//! same sandbox as a user's command, rooted at a scratch folder of the connection's own
+//! (removed when it closes) instead of a home, with a minimal environment, killed (with
+//! everything it started) past a wall-clock timeout or an output cap, and the reply says so.
+//! The output is buffered (the reply's header carries its size first), never more than the
+//! cap. The listener has no login, so `sockit serve` opens it only on loopback with
+//! `--allow-exec`.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -18,24 +23,29 @@ use crate::net::{Endpoint, connect};
 use crate::protocol::header::Empty;
 use crate::protocol::{Limits, encode_head};
 pub(crate) use crate::runner::ExecLimits;
-use crate::runner::{End, Spec, run_buffered};
+use crate::runner::{End, Sandbox, Spec, run_buffered};
 use crate::server::{Conn, TcpService};
 use crate::{Error, Result};
 
 /// The seed exec server (`--seed-exec`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Exec {
     /// Limits of every command.
     pub(crate) limits: ExecLimits,
+    /// The sandbox every command runs in.
+    pub(crate) sandbox: Arc<Sandbox>,
 }
 
 impl TcpService for Exec {
     async fn handle(&self, mut conn: Conn) -> Result<()> {
         let mut buf = [0u8; SEED_BUFSIZE];
+        // The connection's commands share one folder, as the seed's share the server's
+        // working folder; it goes with the connection.
+        let scratch = crate::runner::private_folder("seed")?;
         while let Some(n) = super::recv(&mut conn, &mut buf).await? {
             let command = String::from_utf8_lossy(&buf[..n]).into_owned();
             info!(peer = %conn.peer, command = %command, "seed exec");
-            let output = run(&command, self.limits).await;
+            let output = run(&command, scratch.path(), self.limits, &self.sandbox).await;
             let mut reply = BytesMut::with_capacity(64 + output.len());
             encode_head(&Empty {}, output.len() as u64, &mut reply)?;
             reply.extend_from_slice(&output);
@@ -45,15 +55,17 @@ impl TcpService for Exec {
     }
 }
 
-/// Runs `sh -c command` within `limits` and returns stdout then stderr, plus a note when the
-/// command was killed or could not start. Never fails: the seed client must get a reply.
-async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
+/// Runs `sh -c command` in `scratch` within `limits` and `sandbox`, and returns stdout then
+/// stderr, plus a note when the command was killed or could not start. Never fails: the seed
+/// client must get a reply.
+async fn run(command: &str, scratch: &Path, limits: ExecLimits, sandbox: &Sandbox) -> Vec<u8> {
     let spec = Spec {
         command,
         user: None,
+        home: scratch,
         stdin: false,
     };
-    let done = match run_buffered(&spec, &limits).await {
+    let done = match run_buffered(&spec, &limits, sandbox).await {
         Ok(done) => done,
         Err(e) => return format!("sockit: cannot run the command: {e}\n").into_bytes(),
     };
@@ -112,6 +124,13 @@ pub async fn request(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// `command` in a scratch folder, without a sandbox (the helper is the sockit binary,
+    /// which unit tests do not have; tests/it/exec/sandbox.rs runs the seed listener in it).
+    async fn run(command: &str, limits: ExecLimits) -> Vec<u8> {
+        let scratch = tempfile::tempdir().unwrap();
+        super::run(command, scratch.path(), limits, &Sandbox::none()).await
+    }
 
     #[tokio::test]
     async fn stdout_comes_before_stderr() {

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -27,26 +27,26 @@ use super::session::LoggedIn;
 use crate::connection::Connection;
 use crate::protocol::ops::{Output, Started};
 use crate::protocol::{ErrorCode, Head, Reply, Request};
-use crate::runner::{self, End, ExecLimits, Exit, OUTPUT_CHUNK, Spec};
+use crate::runner::{self, End, ExecLimits, Exit, OUTPUT_CHUNK, Sandbox, Spec};
 use crate::{Error, Result};
 
 /// Largest stdin frame accepted (the client sends at most 64 KiB per frame).
 const MAX_STDIN_FRAME: u64 = 1 << 20;
 
-/// Remote commands of a server: their limits, and how many each user runs now.
-#[derive(Debug, Default)]
+/// Remote commands of a server: their limits and sandbox, and how many each user runs now.
+#[derive(Debug)]
 pub(crate) struct Exec {
     limits: ExecLimits,
+    sandbox: Arc<Sandbox>,
     running: Mutex<HashMap<String, usize>>,
 }
 
 impl Exec {
-    /// Commands allowed, within `limits`. Finds the [`runner::sandbox()`] now (once per
-    /// process), so that a machine without one says so in the log at start.
-    pub(crate) fn new(limits: ExecLimits) -> Exec {
-        runner::sandbox();
+    /// Commands allowed, within `limits`, in `sandbox`.
+    pub(crate) fn new(limits: ExecLimits, sandbox: Arc<Sandbox>) -> Exec {
         Exec {
             limits,
+            sandbox,
             running: Mutex::default(),
         }
     }
@@ -120,10 +120,11 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| Error::Internal(format!("the home folder of {}: {e}", user.name)))?;
     let spec = Spec {
         command: &command,
-        user: Some((&user.name, &home)),
+        user: Some(&user.name),
+        home: &home,
         stdin,
     };
-    let (process, output, pipe) = runner::spawn(&spec, &exec.limits)
+    let (process, output, pipe) = runner::spawn(&spec, &exec.limits, &exec.sandbox)
         .map_err(|e| Error::Internal(format!("cannot start the command: {e}")))?;
     info!(user = %user.name, command = %command, "exec");
     conn.queue(&Reply::ok(Started { started: true }), b"")?;

@@ -74,10 +74,15 @@ impl Native {
         }
     }
 
-    /// This service with the `exec` op allowed, within `limits`.
-    pub fn with_exec(self, limits: crate::runner::ExecLimits) -> Self {
+    /// This service with the `exec` op allowed, within `limits`, in `sandbox` (see
+    /// [`crate::runner::Sandbox::start`]).
+    pub fn with_exec(
+        self,
+        limits: crate::runner::ExecLimits,
+        sandbox: Arc<crate::runner::Sandbox>,
+    ) -> Self {
         Native {
-            exec: Some(Arc::new(exec::Exec::new(limits))),
+            exec: Some(Arc::new(exec::Exec::new(limits, sandbox))),
             ..self
         }
     }

@@ -12,19 +12,22 @@ use sockit::Error;
 use sockit::client::Client;
 use sockit::client::command::Sinks;
 use sockit::protocol::{ErrorCode, Reply};
-use sockit::runner::{ExecLimits, Exit, Sandbox, sandbox};
+use sockit::runner::{ExecLimits, Exit, Sandbox, SandboxOptions};
 use sockit::server::ServerConfig;
 use sockit::service::Native;
 use sockit::service::session::FileService;
 use sockit::users::{HashCost, Password, Users};
 use tempfile::TempDir;
 
-use crate::common::{TestServer, spawn_tcp};
+use crate::common::{TestServer, sockit_bin, spawn_tcp};
 
 mod limits;
 
 mod cli;
+mod confined;
+mod degraded;
 mod detached;
+mod resources;
 
 /// A hang guard for polls and child processes, not a synchronisation.
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -39,7 +42,8 @@ fn add_users(data: &Path) {
     }
 }
 
-/// An in-process server; `limits: None` runs it without `--allow-exec`.
+/// An in-process server; `limits: None` runs it without `--allow-exec`. Its commands run in
+/// the whole sandbox, with the sockit binary as the helper (the test binary cannot be one).
 struct Fixture {
     dir: TempDir,
     server: TestServer,
@@ -47,12 +51,18 @@ struct Fixture {
 
 impl Fixture {
     async fn new(limits: Option<ExecLimits>) -> Fixture {
+        Fixture::with_sandbox(limits, SandboxOptions::default()).await
+    }
+
+    async fn with_sandbox(limits: Option<ExecLimits>, options: SandboxOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         add_users(dir.path());
         let users = Users::open_with(dir.path(), HashCost::Minimal).unwrap();
         let mut native = Native::with_files(Arc::new(FileService::with_users(users)));
         if let Some(limits) = limits {
-            native = native.with_exec(limits);
+            let sandbox = Sandbox::start(sockit_bin().into(), options).await;
+            let sandbox = sandbox.expect("this machine has the exec sandbox");
+            native = native.with_exec(limits, Arc::new(sandbox));
         }
         let server = spawn_tcp(native, ServerConfig::default()).await;
         Fixture { dir, server }
@@ -60,6 +70,16 @@ impl Fixture {
 
     fn home(&self, user: &str) -> PathBuf {
         self.dir.path().join("homes").join(user)
+    }
+
+    /// A fresh [`mark`] for a command of `user`, and the guard that kills what is left of it.
+    fn mark(&self, user: &str) -> (String, Leftovers) {
+        let mark = mark();
+        let left = Leftovers {
+            mark: mark.clone(),
+            home: self.home(user),
+        };
+        (mark, left)
     }
 
     async fn client(&self, user: &str) -> Client {
@@ -102,97 +122,121 @@ fn gone(pid: u32) -> bool {
     }
 }
 
-/// Waits (bounded) until every process of `pids` is gone, letting in-process servers run.
-async fn wait_gone(pids: &[u32]) {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let running: Vec<u32> = pids.iter().copied().filter(|p| !gone(*p)).collect();
-        if running.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still running: {running:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The pids a command wrote to `*.pid` files in `home` (the shell's, a background job's, and
-/// those of jobs that detached).
-fn pids(home: &Path) -> Vec<u32> {
+/// The running processes (not zombies) for which `pick(pid)` holds, from the server's side.
+fn running(pick: impl Fn(&Path) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
-    for entry in std::fs::read_dir(home).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "pid") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            pids.push(text.trim().parse().unwrap());
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if pick(&entry.path()) && !gone(pid) {
+            pids.push(pid);
         }
     }
     pids
 }
 
-/// Kills (SIGKILL) the processes of `pids` still running when it drops, so that a failed
-/// test leaves no sleeper behind.
-struct Leftovers(Vec<u32>);
+/// The processes that have `arg` as one of their arguments. A command sees the pids of its own
+/// PID namespace, not the server's: it marks the processes to find with an argument instead
+/// (`sleep MARK`, see [`mark`]).
+fn marked(arg: &str) -> Vec<u32> {
+    running(|proc| {
+        std::fs::read(proc.join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+    })
+}
+
+/// The processes whose current folder is `dir`: every process of a command that did not
+/// change folder, the sandbox's helper and PID 1 among them.
+fn running_in(dir: &Path) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    running(|proc| std::fs::read_link(proc.join("cwd")).is_ok_and(|cwd| cwd == dir))
+}
+
+/// A `sleep` duration no other command uses (600 s and a unique fraction), to mark
+/// processes: `sleep MARK`.
+fn mark() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("600.{}{n:03}", std::process::id())
+}
+
+/// Waits (bounded) until `pids()` finds exactly `n` processes, letting in-process servers run.
+async fn wait_count(what: &str, n: usize, pids: impl Fn() -> Vec<u32>) {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let found = pids();
+        if found.len() == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} processes, not {n}: {found:?}",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Kills (SIGKILL) what is left of a command when it drops (processes marked with its mark
+/// or running in its home), so that a failed test leaves no sleeper behind.
+struct Leftovers {
+    mark: String,
+    home: PathBuf,
+}
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        for &pid in &self.0 {
-            if !gone(pid) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
+        let mut pids = marked(&self.mark);
+        if self.home.exists() {
+            pids.extend(running_in(&self.home));
         }
+        kill("-KILL", &pids);
     }
 }
 
-/// Shell code that starts three `sleep 600`s detached from the command, as daemons are:
-/// `setsid` in the background, `setsid -f`, and a double fork into `setsid`, each in a session
-/// of its own with its stdio away from the command's pipes. Their pids go to `setsid.pid`,
-/// `setsid-f.pid` and `forked.pid` in the home before the command goes on.
-///
-/// A sleeper reads its pid from `/proc/self/stat` and passes it through a fifo: in the
-/// sandbox, `$$` of a grandchild is a pid of the command's own PID namespace, while `/proc` is
-/// the server's.
-macro_rules! detached {
-    () => {
-        r#"S='read pid rest < /proc/self/stat; echo $pid > "$0.fifo"; exec sleep 600'
-rm -f setsid.fifo setsid-f.fifo forked.fifo; mkfifo setsid.fifo setsid-f.fifo forked.fifo
+/// Sends `signal` (`-TERM`, `-KILL`) to `pids`; those already gone are no error.
+fn kill(signal: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Shell code that starts four `sleep MARK`s detached from the command, as daemons are:
+/// `setsid` in the background, `setsid -f`, a double fork into `setsid`, each in a session of
+/// its own, and one in a process group of its own (Python's `setpgid`), all with their stdio
+/// away from the command's pipes. It goes on once each has started (a fifo in the home).
+fn detach(mark: &str) -> String {
+    format!(
+        r#"S='echo > "$0.fifo"; exec sleep {mark}'
+rm -f setsid.fifo setsid-f.fifo forked.fifo pgrp.fifo
+mkfifo setsid.fifo setsid-f.fifo forked.fifo pgrp.fifo
 setsid sh -c "$S" setsid </dev/null >/dev/null 2>&1 &
 setsid -f sh -c "$S" setsid-f </dev/null >/dev/null 2>&1
 ( setsid sh -c "$S" forked </dev/null >/dev/null 2>&1 & )
-for n in setsid setsid-f forked; do read pid < $n.fifo; echo $pid > $n.pid; done
+python3 -c "import os; os.setpgid(0, 0); open('pgrp.fifo', 'w').write('\n'); os.execvp('sleep', ['sleep', '{mark}'])" </dev/null >/dev/null 2>&1 &
+for n in setsid setsid-f forked pgrp; do read x < $n.fifo; done
 "#
-    };
+    )
 }
 
-/// Starts three detached jobs (see [`detached!`]), then exits.
-const DETACH_THEN_EXIT: &str = concat!(detached!(), "exit 7");
+/// The jobs of [`detach`].
+const DETACHED: usize = 4;
 
-/// Writes its pids (the shell's and a background grandchild's), says `ready`, then waits.
-macro_rules! pids_then_wait {
-    () => {
-        "sleep 600 & echo $! > bg.pid; echo $$ > sh.pid; echo ready; wait"
-    };
+/// Starts the detached jobs of [`detach`], then exits 7.
+fn detach_then_exit(mark: &str) -> String {
+    detach(mark) + "exit 7"
 }
 
-/// [`pids_then_wait!`] with three detached jobs first (five pids in all), where the sandbox
-/// catches them; where it cannot (see [`isolated`]) without them.
-fn pids_then_wait() -> &'static str {
-    if sandbox() == Sandbox::PidNamespace {
-        concat!(detached!(), pids_then_wait!())
-    } else {
-        pids_then_wait!()
-    }
-}
-
-/// Whether commands run in a PID namespace here; says that `test` is skipped otherwise (the
-/// server then warns that detached jobs escape, and so they do).
-fn isolated(test: &str) -> bool {
-    let isolated = sandbox() == Sandbox::PidNamespace;
-    if !isolated {
-        eprintln!("{test}: skipped, no user and PID namespaces on this machine");
-    }
-    isolated
+/// Starts the detached jobs of [`detach`] and a background `sleep MARK` (five marked
+/// processes in all), says `ready`, then waits.
+fn marks_then_wait(mark: &str) -> String {
+    detach(mark) + &format!("sleep {mark} & echo ready; wait")
 }
 
 #[tokio::test]
@@ -271,26 +315,22 @@ async fn exec_forwards_stdin_while_output_streams_back() {
 
 #[tokio::test]
 async fn exec_timeout_kills_everything_the_command_started() {
-    // Long enough for the command to start its jobs (and tell their pids) first.
+    // Long enough for the command to start its jobs first.
     let fx = Fixture::new(Some(ExecLimits {
         timeout: Duration::from_secs(3),
         ..ExecLimits::default()
     }))
     .await;
     let mut c = fx.client("ann").await;
-    assert_eq!(
-        code(run(&mut c, pids_then_wait()).await),
-        ErrorCode::Timeout
+    let (mark, _left) = fx.mark("ann");
+    // The jobs are seen running before the deadline, and gone after it.
+    let command = marks_then_wait(&mark);
+    let (ran, ()) = tokio::join!(
+        run(&mut c, &command),
+        wait_count("started", DETACHED + 1, || marked(&mark))
     );
-    let pids = pids(&fx.home("ann"));
-    let _left = Leftovers(pids.clone());
-    let expected = if sandbox() == Sandbox::PidNamespace {
-        5
-    } else {
-        2
-    };
-    assert_eq!(pids.len(), expected, "{pids:?}");
-    wait_gone(&pids).await;
+    assert_eq!(code(ran), ErrorCode::Timeout);
+    wait_ended(&mark, &fx.home("ann")).await;
     assert_eq!(run(&mut c, "echo next").await.unwrap().0, "next\n");
 }
 
@@ -330,9 +370,16 @@ async fn started(c: &mut Client, command: &str) {
 async fn a_client_that_disconnects_takes_everything_its_command_started() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    started(&mut c, pids_then_wait()).await;
-    let pids = pids(&fx.home("ann"));
-    let _left = Leftovers(pids.clone());
+    let (mark, _left) = fx.mark("ann");
+    started(&mut c, &marks_then_wait(&mark)).await;
+    wait_count("started", DETACHED + 1, || marked(&mark)).await;
     drop(c);
-    wait_gone(&pids).await;
+    wait_ended(&mark, &fx.home("ann")).await;
+}
+
+/// Waits (bounded) until nothing marked `mark` runs, and nothing in `home` (the helper and
+/// PID 1 of the sandbox included).
+async fn wait_ended(mark: &str, home: &Path) {
+    wait_count("left running", 0, || marked(mark)).await;
+    wait_count("left in the home", 0, || running_in(home)).await;
 }

@@ -14,17 +14,21 @@ use sockit::client::command::Sinks;
 use sockit::runner::Exit;
 use tempfile::TempDir;
 
-use super::{HANG_GUARD, Leftovers, add_users, gone, pids, pids_then_wait, run};
+use super::{
+    DETACHED, HANG_GUARD, Leftovers, add_users, mark, marked, marks_then_wait, run, running_in,
+};
 use crate::common::{ServerProcess, sockit_bin};
 
-/// A `sockit serve --allow-exec` process with users ann and bob, and its data folder.
-fn serve(extra: &[&str]) -> (ServerProcess, TempDir) {
+/// A `sockit serve` process with users ann and bob, and its data folder; `extra` are more
+/// flags (`--allow-exec`, seed listeners).
+pub(super) fn serve(extra: &[&str]) -> (ServerProcess, TempDir) {
     let data = tempfile::tempdir().unwrap();
     add_users(data.path());
     let mut args = vec!["--listen", "127.0.0.1:0", "--data"];
     args.push(data.path().to_str().unwrap());
     args.extend_from_slice(extra);
-    (ServerProcess::start(&args, 1), data)
+    let listeners = 1 + extra.iter().filter(|a| a.starts_with("--seed-")).count();
+    (ServerProcess::start(&args, listeners), data)
 }
 
 /// Runs `sockit ARGS` as ann with `input` on stdin and waits (bounded) for it.
@@ -100,10 +104,15 @@ fn sockit_exec_is_refused_with_a_clear_line() {
 #[test]
 fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
     let (server, data) = serve(&["--allow-exec"]);
+    let (mark, home) = (mark(), data.path().join("homes/ann"));
+    let _left = Leftovers {
+        mark: mark.clone(),
+        home: home.clone(),
+    };
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
         .envs(server.client_env())
-        .arg(pids_then_wait())
+        .arg(marks_then_wait(&mark))
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,14 +124,20 @@ fn ctrl_c_on_sockit_exec_kills_the_remote_process_group() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "ready\n");
-    let pids = pids(&data.path().join("homes/ann"));
-    let _left = Leftovers(pids.clone());
+    wait_until("the jobs run", || marked(&mark).len() == DETACHED + 1);
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(!child.wait().unwrap().success());
+    wait_until("nothing left", || {
+        marked(&mark).is_empty() && running_in(&home).is_empty()
+    });
+}
+
+/// Waits (bounded, blocking) until `done()`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + HANG_GUARD;
-    while !pids.iter().all(|p| gone(*p)) {
-        assert!(Instant::now() < deadline, "still running: {pids:?}");
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -133,7 +148,7 @@ fn sockit_exec_into_a_closed_pipe_ends_quietly_and_so_does_the_command() {
     let mut child = Command::new(sockit_bin())
         .args(["exec", "-s", &server.addr("native"), "-u", "ann"])
         .envs(server.client_env())
-        .arg("echo $$ > sh.pid; echo $$ > bg.pid; exec yes")
+        .arg("exec yes")
         .env("SOCKIT_PASSWORD", "pw-ann")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -157,12 +172,8 @@ fn sockit_exec_into_a_closed_pipe_ends_quietly_and_so_does_the_command() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pids = pids(&data.path().join("homes/ann"));
-    let deadline = Instant::now() + HANG_GUARD;
-    while !pids.iter().all(|p| gone(*p)) {
-        assert!(Instant::now() < deadline, "still running: {pids:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let home = data.path().join("homes/ann");
+    wait_until("nothing left", || running_in(&home).is_empty());
 }
 
 #[test]

@@ -1,63 +1,54 @@
-//! Jobs that detach from their command (`setsid`, `setsid -f`, a double fork): they end with
-//! it, leave nothing running in the home, and so cannot get past the per-user limit.
-
-use std::path::Path;
-use std::time::{Duration, Instant};
+//! Jobs that detach from their command (`setsid`, `setsid -f`, a double fork, a process group
+//! of their own): they end with it, leave nothing running in the home, and so cannot get past
+//! the per-user limit.
 
 use sockit::runner::{ExecLimits, Exit};
 
-use super::{
-    DETACH_THEN_EXIT, Fixture, HANG_GUARD, Leftovers, gone, isolated, pids, run, wait_gone,
-};
+use super::{DETACHED, Fixture, detach_then_exit, marked, run, wait_count, wait_ended};
 
 #[tokio::test]
 async fn jobs_that_detach_end_with_their_command() {
-    if !isolated("jobs_that_detach_end_with_their_command") {
-        return;
-    }
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    let (_, err, exit) = run(&mut c, DETACH_THEN_EXIT).await.unwrap();
+    let (mark, _left) = fx.mark("ann");
+    // The command waits until each job has started (a fifo each) before it exits.
+    let (_, err, exit) = run(&mut c, &detach_then_exit(&mark)).await.unwrap();
     assert_eq!(exit, Exit::Code(7), "{err}");
-    let pids = pids(&fx.home("ann"));
-    let _left = Leftovers(pids.clone());
-    assert_eq!(pids.len(), 3, "{pids:?}");
-    wait_gone(&pids).await;
     // Nor does anything else of the command run on (the sandbox's own PID 1 included).
-    let home = std::fs::canonicalize(fx.home("ann")).unwrap();
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let running = running_in(&home);
-        if running.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running in the home: {running:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ended(&mark, &fx.home("ann")).await;
 }
 
-/// The processes (not zombies) whose current folder is `dir`.
-fn running_in(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) && !gone(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+#[tokio::test]
+async fn detached_jobs_are_seen_running_then_end_with_the_command() {
+    let fx = Fixture::new(Some(ExecLimits::default())).await;
+    let mut c = fx.client("ann").await;
+    let (mark, _left) = fx.mark("ann");
+    // The command stays until the test has seen its jobs from outside, then exits.
+    let command = format!(
+        "{}read x < go.fifo; exit 7",
+        detach_then_exit(&mark).trim_end_matches("exit 7")
+    );
+    std::fs::create_dir_all(fx.home("ann")).unwrap();
+    let go = fx.home("ann").join("go.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&go).status();
+    assert!(made.unwrap().success());
+    let release = async {
+        wait_count("started", DETACHED, || marked(&mark)).await;
+        // Opening the fifo for writing waits for the command's reader: off the runtime.
+        let go = go.clone();
+        tokio::task::spawn_blocking(move || std::fs::write(go, "\n"))
+            .await
+            .unwrap()
+            .unwrap();
+    };
+    let (ran, ()) = tokio::join!(run(&mut c, &command), release);
+    let (_, err, exit) = ran.unwrap();
+    assert_eq!(exit, Exit::Code(7), "{err}");
+    wait_ended(&mark, &fx.home("ann")).await;
 }
 
 #[tokio::test]
 async fn detached_jobs_do_not_get_past_the_per_user_limit() {
-    if !isolated("detached_jobs_do_not_get_past_the_per_user_limit") {
-        return;
-    }
     let limit = 2;
     let fx = Fixture::new(Some(ExecLimits {
         max_per_user: limit,
@@ -65,24 +56,11 @@ async fn detached_jobs_do_not_get_past_the_per_user_limit() {
     }))
     .await;
     let mut c = fx.client("ann").await;
+    let (mark, _left) = fx.mark("ann");
     // Each command frees its slot when it exits; its detached jobs must not run on without one.
-    let mut jobs = Vec::new();
     for _ in 0..limit + 1 {
-        let (_, err, exit) = run(&mut c, DETACH_THEN_EXIT).await.unwrap();
+        let (_, err, exit) = run(&mut c, &detach_then_exit(&mark)).await.unwrap();
         assert_eq!(exit, Exit::Code(7), "{err}");
-        jobs.extend(pids(&fx.home("ann")));
     }
-    let _left = Leftovers(jobs.clone());
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        let running = jobs.iter().filter(|p| !gone(**p)).count();
-        if running == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ann's ended commands left {running} detached jobs running (her limit is {limit} commands)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ended(&mark, &fx.home("ann")).await;
 }

@@ -10,7 +10,7 @@ async fn a_reader_that_stops_holds_the_command_back() {
     }))
     .await;
     let mut c = fx.client("ann").await;
-    let command = "echo $$ > sh.pid; exec head -c 500000000 /dev/zero";
+    let command = "exec head -c 500000000 /dev/zero";
     let conn = c.connection();
     conn.write_frame(&json!({"op": "exec", "command": command}), b"")
         .await
@@ -18,14 +18,19 @@ async fn a_reader_that_stops_holds_the_command_back() {
     let head = conn.read_head().await.unwrap().unwrap();
     Reply::from_head(&head).unwrap();
     // Read nothing more: the command must end up blocked writing to its full pipe, having
-    // written about what the pipe and the sockets hold, not its 500 MB.
-    let pid_file = fx.home("ann").join("sh.pid");
+    // written about what the pipe and the sockets hold, not its 500 MB. (Found from outside:
+    // the `head` running in ann's home.)
+    let home = fx.home("ann");
     let deadline = Instant::now() + HANG_GUARD;
     let pid = loop {
-        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", text.trim()));
-        if text.ends_with('\n') && wchan.is_ok_and(|w| w.contains("pipe_write")) {
-            break text.trim().to_string();
+        let head = running_in(&home).into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"head\0"))
+        });
+        let wchan = head.map(|pid| std::fs::read_to_string(format!("/proc/{pid}/wchan")));
+        if let (Some(pid), Some(Ok(wchan))) = (head, wchan)
+            && wchan.contains("pipe_write")
+        {
+            break pid.to_string();
         }
         assert!(
             Instant::now() < deadline,
@@ -45,16 +50,16 @@ async fn a_reader_that_stops_holds_the_command_back() {
     );
     assert!(written < 64 << 20, "the command wrote {written} bytes");
     drop(c);
-    wait_gone(&[pid.parse().unwrap()]).await;
+    wait_ended("no mark", &home).await;
 }
 
 #[tokio::test]
 async fn server_shutdown_kills_running_commands_and_says_so() {
     let fx = Fixture::new(Some(ExecLimits::default())).await;
     let mut c = fx.client("ann").await;
-    started(&mut c, pids_then_wait()).await;
-    let pids = pids(&fx.home("ann"));
-    let _left = Leftovers(pids.clone());
+    let (mark, _left) = fx.mark("ann");
+    started(&mut c, &marks_then_wait(&mark)).await;
+    wait_count("started", DETACHED + 1, || marked(&mark)).await;
     fx.server.shutdown.trigger();
     let head = c.connection().read_head().await.unwrap().unwrap();
     match Reply::from_head(&head) {
@@ -64,7 +69,7 @@ async fn server_shutdown_kills_running_commands_and_says_so() {
         }
         other => panic!("expected the command's end, got {other:?}"),
     }
-    wait_gone(&pids).await;
+    wait_ended(&mark, &fx.home("ann")).await;
 }
 
 #[tokio::test]
