@@ -363,7 +363,8 @@ class Suite:
         peers["sftp get"] = sftp(False)
 
         # FTP: vsftpd (anonymous, upload folder owned by `ftp`) and pyftpdlib, driven by curl.
-        for name, (port, root) in self.ftp_servers().items():
+        ftp = self.ftp_servers() if self.chosen({"vsftpd": 1, "pyftpdlib": 1}) else {}
+        for name, (port, root) in ftp.items():
             updir = os.path.join(root, "up")
 
             def curl(up, port=port, updir=updir):
