@@ -170,7 +170,7 @@ impl<S: Storage> Home<S> {
     ) -> Result<Pending<S::Upload>> {
         let _names = self.names().await;
         let upload = self.storage.begin_upload(path).await?;
-        let before = upload.cost().await;
+        let before = upload.cost_at_start();
         let have = upload.received();
         let offset = if resume && have <= size { have } else { 0 };
         let old = self.replaced_cost(path).await?;
@@ -233,7 +233,11 @@ impl<S: Storage> Home<S> {
     /// Ends an upload, whatever its outcome, booking what it changed in the home: the
     /// partial bytes kept for a resume, or the committed file.
     pub(crate) async fn settle(&self, pending: Pending<S::Upload>) {
-        let after = signed(pending.upload.cost().await);
+        // A committed upload's partial bytes are its file now: they cost nothing as an upload.
+        let after = match pending.committed {
+            Some(_) => 0,
+            None => signed(pending.upload.cost().await),
+        };
         let grown = after - signed(pending.before) + pending.committed.unwrap_or(0);
         pending.reservation.settle(grown);
     }

@@ -64,6 +64,8 @@ pub(crate) trait Upload: Send + 'static {
     fn received(&self) -> u64;
     /// What the upload's bytes cost against the quota now (0 once committed or discarded).
     fn cost(&self) -> impl Future<Output = u64> + Send;
+    /// What they cost when the upload began (measured then, with no extra trip).
+    fn cost_at_start(&self) -> u64;
     /// The path it is committed to.
     fn target(&self) -> &WirePath;
     /// Keeps `kept` (permission bits, modification time) on the committed file.
@@ -103,6 +105,7 @@ pub(crate) struct LocalUpload {
     pub(crate) partial: Option<PartialFile>,
     probe: Arc<PartProbe>,
     received: u64,
+    cost_at_start: u64,
     target: WirePath,
     kept: Kept,
     synced: bool,
@@ -116,6 +119,10 @@ impl Upload for LocalUpload {
     async fn cost(&self) -> u64 {
         let probe = self.probe.clone();
         blocking(move || Ok(probe.cost())).await.unwrap_or(0)
+    }
+
+    fn cost_at_start(&self) -> u64 {
+        self.cost_at_start
     }
 
     fn target(&self) -> &WirePath {
@@ -181,10 +188,12 @@ impl Storage for Local {
             let partial = root.partial(&path)?;
             let probe = Arc::new(partial.probe()?);
             let received = partial.len()?;
+            let cost_at_start = probe.cost();
             Ok(LocalUpload {
                 partial: Some(partial),
                 probe,
                 received,
+                cost_at_start,
                 target: path,
                 kept: Kept::default(),
                 synced: false,
