@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub use keys::KeyInfo;
-pub(crate) use throttle::{AuthThrottle, FAILED_LOGIN_DELAY, Refused};
+pub(crate) use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
 pub use crate::protocol::Password;

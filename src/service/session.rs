@@ -21,13 +21,17 @@ use tracing::{info, warn};
 
 use crate::connection::Connection;
 use crate::filecopy::blocking;
+use crate::home::Home;
 use crate::keys::{self, PublicKey};
 use crate::net::Peer;
 use crate::protocol::Reply;
 use crate::protocol::ops::{Challenge, Welcome};
 use crate::quota::QuotaLedger;
 use crate::storage::Root;
-use crate::users::{AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, Users};
+use crate::storage::backend::Local;
+use crate::users::{
+    Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users,
+};
 use crate::{Error, Result};
 
 /// What every connection of a file server shares.
@@ -186,41 +190,14 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     session.user = None;
     // Single-use: whatever this login is, the challenge before it is spent.
     let pending = session.challenge.take();
-    let ip = match peer {
-        Peer::Tcp(addr) => addr.ip(),
-        Peer::Unix => IpAddr::V6(Ipv6Addr::LOCALHOST),
-    };
-    // Counted from here: concurrent guesses all count against the limit.
-    let attempt = loop {
-        let ended = files.throttle.ended();
-        tokio::pin!(ended);
-        ended.as_mut().enable();
-        match files.throttle.begin(ip, Instant::now()) {
-            Ok(attempt) => break attempt,
-            Err(Refused::Wait) => ended.await,
-            Err(Refused::CoolingDown(left)) => {
-                return Err(Error::AuthFailed(format!(
-                    "too many failed logins from {ip}; try again in {} s",
-                    left.as_secs().max(1)
-                )));
-            }
-        }
-    };
+    let ip = peer_ip(peer);
+    let attempt = files.attempt(ip).await?;
     // Read before the check: a change made after it is seen by the next request.
     let seen = files.users.data_version()?;
     let users = files.users.clone();
     let who = name.clone();
     let verified = match credentials {
-        Credentials::Password(password) => {
-            let permit = files
-                .checks
-                .acquire()
-                .await
-                .map_err(|_| Error::Internal("the password checks were closed".into()))?;
-            let verified = blocking(move || users.verify(&who, &password)).await?;
-            drop(permit);
-            verified.map(|(info, stamp)| (info, stamp, None))
-        }
+        Credentials::Password(password) => files.check_password(&name, password).await?,
         Credentials::Key {
             key,
             signature: None,
@@ -269,53 +246,211 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let Some((info, stamp, key)) = verified else {
-        let cooldown = attempt.failed(Instant::now());
-        warn!(user = %name, %ip, ?cooldown, "failed login");
-        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-        return Err(Error::AuthFailed("wrong user name or password".into()));
+        return Err(refused(attempt, &name, ip).await);
     };
     attempt.succeeded();
-    welcome(files, session, (info, stamp, key, seen), conn).await
+    let (user, used) = files.open_home(info, stamp, key).await?;
+    info!(user = %user.name, "logged in");
+    session.seen = seen;
+    let welcome = Welcome {
+        user: user.name.clone(),
+        quota: user.quota,
+        used,
+    };
+    session.user = Some(user);
+    conn.queue(&Reply::ok(welcome), b"")
 }
 
-/// A checked login: opens the user's home, measures it once, and answers [`Welcome`].
-async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(
-    files: &FileService,
-    session: &mut Session,
-    (info, stamp, key, seen): (crate::users::UserInfo, Stamp, Option<PublicKey>, u64),
-    conn: &mut Connection<S>,
-) -> Result<()> {
-    let users = files.users.clone();
-    let user = info.name.clone();
-    let measured = files.ledger.used(&user);
-    let (root, used) = blocking(move || {
-        let home = users.home(&user)?;
-        std::fs::create_dir_all(&home)?;
-        let root = Root::open(&home)?;
-        // Measured once per server run; changes keep it up to date from then on.
-        let used = match measured {
-            Some(used) => used,
-            None => root.usage()?.cost(),
-        };
-        Ok((root, used))
-    })
-    .await?;
-    let used = files.ledger.measured(&info.name, used);
-    info!(user = %info.name, "logged in");
-    session.seen = seen;
-    session.user = Some(LoggedIn {
-        name: info.name.clone(),
-        root: Arc::new(root),
-        quota: info.quota,
-        stamp,
-        key,
-    });
-    conn.queue(
-        &Reply::ok(Welcome {
-            user: info.name,
+/// The address a login counts against: a Unix-socket peer counts as loopback.
+fn peer_ip(peer: Peer) -> IpAddr {
+    match peer {
+        Peer::Tcp(addr) => addr.ip(),
+        Peer::Unix => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
+}
+
+/// Books a failed login against its address, waits [`FAILED_LOGIN_DELAY`], and gives the
+/// error the client sees (the same whichever part was wrong).
+async fn refused(attempt: Attempt<'_>, name: &str, ip: IpAddr) -> Error {
+    let cooldown = attempt.failed(Instant::now());
+    warn!(user = %name, %ip, ?cooldown, "failed login");
+    tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+    Error::AuthFailed("wrong user name or password".into())
+}
+
+impl FileService {
+    /// Starts a login attempt from `ip`: counted from here, so that concurrent guesses all
+    /// count against the limit; waits while the address's attempts are all under way.
+    ///
+    /// # Errors
+    /// [`Error::AuthFailed`] while the address cools down after repeated failures.
+    async fn attempt(&self, ip: IpAddr) -> Result<Attempt<'_>> {
+        loop {
+            let ended = self.throttle.ended();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.throttle.begin(ip, Instant::now()) {
+                Ok(attempt) => return Ok(attempt),
+                Err(Refused::Wait) => ended.await,
+                Err(Refused::CoolingDown(left)) => {
+                    return Err(Error::AuthFailed(format!(
+                        "too many failed logins from {ip}; try again in {} s",
+                        left.as_secs().max(1)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Checks `password` on the blocking pool, a bounded number at once.
+    async fn check_password(
+        &self,
+        name: &str,
+        password: Password,
+    ) -> Result<Option<(UserInfo, Stamp, Option<PublicKey>)>> {
+        let permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("the password checks were closed".into()))?;
+        let users = self.users.clone();
+        let who = name.to_owned();
+        let verified = blocking(move || users.verify(&who, &password)).await?;
+        drop(permit);
+        Ok(verified.map(|(info, stamp)| (info, stamp, None)))
+    }
+
+    /// Opens a checked user's home (creating it) and measures it once per server run: the
+    /// logged-in user and what their home holds.
+    async fn open_home(
+        &self,
+        info: UserInfo,
+        stamp: Stamp,
+        key: Option<PublicKey>,
+    ) -> Result<(LoggedIn, u64)> {
+        let users = self.users.clone();
+        let user = info.name.clone();
+        let measured = self.ledger.used(&user);
+        let (root, used) = blocking(move || {
+            let home = users.home(&user)?;
+            std::fs::create_dir_all(&home)?;
+            let root = Root::open(&home)?;
+            // Measured once per server run; changes keep it up to date from then on.
+            let used = match measured {
+                Some(used) => used,
+                None => root.usage()?.cost(),
+            };
+            Ok((root, used))
+        })
+        .await?;
+        let used = self.ledger.measured(&info.name, used);
+        let user = LoggedIn {
+            name: info.name,
+            root: Arc::new(root),
             quota: info.quota,
-            used,
-        }),
-        b"",
-    )
+            stamp,
+            key,
+        };
+        Ok((user, used))
+    }
+
+    /// A password login for the doors other than the native protocol (the web page,
+    /// WebDAV, FTP): the same throttle per address, bounded checks, fixed delay on failure
+    /// and answer whichever part was wrong. Keep the returned [`DoorLogin`] and call
+    /// [`DoorLogin::user`] before each request, so that a removed user or changed password
+    /// ends the session there too.
+    ///
+    /// # Errors
+    /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn password_login(
+        &self,
+        name: &str,
+        password: Password,
+        ip: IpAddr,
+    ) -> Result<DoorLogin> {
+        let attempt = self.attempt(ip).await?;
+        let seen = self.users.data_version()?;
+        let Some((info, stamp, key)) = self.check_password(name, password).await? else {
+            return Err(refused(attempt, name, ip).await);
+        };
+        attempt.succeeded();
+        let (user, _) = self.open_home(info, stamp, key).await?;
+        info!(user = %user.name, %ip, "logged in");
+        let mut session = Session::new(None);
+        session.user = Some(user);
+        session.seen = seen;
+        Ok(DoorLogin { session })
+    }
+}
+
+/// A user logged in through a door other than the native protocol.
+#[derive(Debug)]
+pub(crate) struct DoorLogin {
+    session: Session,
+}
+
+// Used by the doors of issue 13 (the web page, WebDAV, FTP), which come next.
+#[cfg_attr(not(test), allow(dead_code))]
+impl DoorLogin {
+    /// The user as the user store says now (see [`Session::user`]).
+    ///
+    /// # Errors
+    /// [`Error::AuthFailed`] once the session ended (user removed, password changed).
+    pub(crate) fn user(&mut self, files: &FileService) -> Result<&LoggedIn> {
+        self.session.user(files)
+    }
+
+    /// The user's home, priced against their quota: the file-service core.
+    ///
+    /// # Errors
+    /// As [`DoorLogin::user`].
+    pub(crate) fn home(&mut self, files: &FileService) -> Result<Home> {
+        let user = self.session.user(files)?;
+        Ok(Home::new(
+            &user.name,
+            user.quota,
+            Local::new(user.root.clone()),
+            &files.ledger,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::storage::WirePath;
+    use crate::users::HashCost;
+
+    #[tokio::test]
+    async fn a_door_login_checks_the_password_and_ends_when_the_user_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let users = Users::open_with(tmp.path(), HashCost::Minimal).unwrap();
+        users.add("ann", &Password::from("right"), None).unwrap();
+        let files = FileService::with_users(users);
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+        let wrong = files.password_login("ann", "wrong".into(), ip).await;
+        assert!(matches!(wrong, Err(Error::AuthFailed(_))), "{wrong:?}");
+        let nobody = files.password_login("bob", "right".into(), ip).await;
+        assert!(matches!(nobody, Err(Error::AuthFailed(_))), "{nobody:?}");
+
+        let mut login = files
+            .password_login("ann", "right".into(), ip)
+            .await
+            .unwrap();
+        assert_eq!(login.user(&files).unwrap().name, "ann");
+        let home = login.home(&files).unwrap();
+        let docs = WirePath::root().resolve("docs").unwrap();
+        home.mkdir(&docs, false).await.unwrap();
+        assert!(tmp.path().join("homes/ann/docs").is_dir());
+
+        // As `sockit user del` does it: another process, another connection to the store.
+        let admin = Users::open_with(tmp.path(), HashCost::Minimal).unwrap();
+        admin.remove("ann", false).unwrap();
+        let ended = login.home(&files);
+        assert!(matches!(ended, Err(Error::AuthFailed(_))), "{ended:?}");
+    }
 }
