@@ -63,12 +63,35 @@ impl<S: Storage> Home<S> {
         self.names.lock().await
     }
 
-    /// Lists a folder.
+    /// Lists a whole folder at once, sorted by name (a file lists as itself).
     ///
     /// # Errors
-    /// As [`Storage::list`].
+    /// As [`Storage::open_list`] and [`Storage::next_page`].
+    // For the doors that list a folder in one answer (WebDAV, FTP), which come next.
+    #[allow(dead_code)]
     pub(crate) async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
-        self.storage.list(path).await
+        let mut listing = self.open_list(path).await?;
+        Ok(self.next_page(&mut listing, usize::MAX).await?.0)
+    }
+
+    /// Starts listing a folder a page at a time, in name order.
+    ///
+    /// # Errors
+    /// As [`Home::list`].
+    pub(crate) async fn open_list(&self, path: &WirePath) -> Result<S::Listing> {
+        self.storage.open_list(path).await
+    }
+
+    /// The listing's next (up to) `limit` entries, and whether more come after them.
+    ///
+    /// # Errors
+    /// As [`Storage::next_page`].
+    pub(crate) async fn next_page(
+        &self,
+        listing: &mut S::Listing,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool)> {
+        self.storage.next_page(listing, limit).await
     }
 
     /// Describes one path.

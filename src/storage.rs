@@ -10,6 +10,7 @@
 
 pub(crate) mod backend;
 mod errors;
+mod listing;
 mod partial;
 mod regular;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use crate::protocol::ops::{Entry, EntryKind};
 pub(crate) use crate::protocol::wire_path::{MAX_DEPTH, MAX_PATH_LEN, WirePath};
 pub(crate) use crate::quota::Usage;
 pub(crate) use errors::fs_error;
+pub(crate) use listing::Listing;
 #[cfg(test)]
 pub(crate) use partial::part_name;
 pub(crate) use partial::{PartProbe, PartialFile};
@@ -104,29 +106,22 @@ impl Root {
     /// # Errors
     /// [`Error::NotFound`], [`Error::PermissionDenied`] (a symlink out of the home), and
     /// other file system errors, each naming `path`.
+    #[cfg(test)]
     fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+        Ok(self.open_list(path)?.next_page(usize::MAX)?.0)
+    }
+
+    /// Starts listing `path` a page at a time (see [`Listing`]).
+    ///
+    /// # Errors
+    /// As [`Root::list`].
+    fn open_list(&self, path: &WirePath) -> Result<Listing> {
         let err = |e| fs_error(path, e);
         let rel = path.to_relative();
         if !self.dir.metadata(&rel).map_err(err)?.is_dir() {
-            return Ok(vec![self.stat(path)?]);
+            return Ok(Listing::one(self.stat(path)?));
         }
-        let dir = self.dir.open_dir(&rel).map_err(err)?;
-        let mut entries = Vec::new();
-        for entry in dir.entries().map_err(err)? {
-            let name = entry.map_err(err)?.file_name();
-            let shown = name.to_string_lossy().into_owned();
-            if partial::is_part_name(&shown) {
-                continue;
-            }
-            match dir.symlink_metadata(&name) {
-                Ok(meta) => entries.push(Entry::from_metadata(shown, &meta)),
-                // Removed between reading the folder and looking at the entry.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err(e)),
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Listing::folder(self.dir.open_dir(&rel).map_err(err)?, path)
     }
 
     /// Describes one path, following symlinks that stay inside the home.

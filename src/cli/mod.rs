@@ -243,7 +243,13 @@ pub async fn run(mut cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Get(args) => crate::cli::files::get(args).await,
         Command::Ls(args) => {
             let mut client = args.login.connect().await?;
-            crate::cli::files::print_entries(&client.ls(args.or_home()).await?);
+            // Printed a page at a time: a folder of any size, in flat memory.
+            client
+                .ls_pages(args.or_home(), |page| {
+                    crate::cli::files::print_entries(&page);
+                    Ok(())
+                })
+                .await?;
             Ok(())
         }
         Command::Stat(args) => {

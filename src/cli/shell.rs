@@ -135,15 +135,20 @@ impl Shell {
         match cmd {
             ShellCommand::Ls { path, long, all } => {
                 let path = self.cwd.resolve(path.as_deref().unwrap_or("."))?;
-                let entries = visible(c.ls(&path).await?, &path, all);
-                if long {
-                    print_entries(&entries);
-                } else {
-                    for e in entries {
-                        let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
-                        out!("{}{slash}", e.name);
+                // Printed a page at a time: a folder of any size, in flat memory.
+                c.ls_pages(&path, |page| {
+                    let entries = visible(page, &path, all);
+                    if long {
+                        print_entries(&entries);
+                    } else {
+                        for e in entries {
+                            let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
+                            out!("{}{slash}", e.name);
+                        }
                     }
-                }
+                    Ok(())
+                })
+                .await?;
             }
             ShellCommand::Cd(path) => {
                 let target = self.cwd.resolve(path.as_deref().unwrap_or("/"))?;

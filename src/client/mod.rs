@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::connection::Connection;
 use crate::filecopy::{Digests, Progress, receive_body, send_file};
 use crate::net::{Endpoint, Stream, connect};
-use crate::protocol::ops::{GetReady, PutReady, Stat, Trailer};
+use crate::protocol::ops::{GetReady, Listing, PutReady, Stat, Trailer};
 use crate::protocol::{DigestKind, Limits, MAX_INLINE_BODY, Password, Reply, Request};
 use crate::storage::Entry;
 use crate::{Error, Result};
@@ -214,8 +214,44 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] for a missing path or one outside the home.
     pub async fn ls(&mut self, path: &str) -> Result<Vec<Entry>> {
-        let (_, body) = self.call(&Request::Ls { path: path.into() }, b"").await?;
-        serde_json::from_slice(&body).map_err(|e| Error::BadReply(e.to_string()))
+        let mut all = Vec::new();
+        self.ls_pages(path, |page| {
+            all.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Lists a folder a page at a time, in name order: `each` gets every page as it arrives,
+    /// so a folder of any size is listed in flat memory. An error from `each` ends the
+    /// listing (its other pages are read and dropped, keeping the connection usable).
+    ///
+    /// # Errors
+    /// As [`Client::ls`], or the first error of `each`.
+    pub async fn ls_pages(
+        &mut self,
+        path: &str,
+        mut each: impl FnMut(Vec<Entry>) -> Result<()>,
+    ) -> Result<()> {
+        let request = Request::Ls {
+            path: path.into(),
+            page: Some(LS_PAGE),
+        };
+        let (mut fields, mut body) = self.call(&request, b"").await?;
+        let mut failed = None;
+        loop {
+            let listing = typed::<Listing>(fields)?;
+            if failed.is_none() {
+                let page =
+                    serde_json::from_slice(&body).map_err(|e| Error::BadReply(e.to_string()));
+                failed = page.and_then(&mut each).err();
+            }
+            if !listing.more {
+                return failed.map_or(Ok(()), Err);
+            }
+            (fields, body) = self.read_reply().await?;
+        }
     }
 
     /// Describes one path.
@@ -446,6 +482,9 @@ impl Client {
 }
 
 /// Reads a reply's fields into the op's typed reply.
+/// Entries per reply of a listing by pages: about 100 KB of JSON each.
+const LS_PAGE: u32 = 1_000;
+
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
     serde_json::from_value(Value::Object(fields)).map_err(|e| Error::BadReply(e.to_string()))
 }

@@ -77,6 +77,9 @@ pub struct Challenge {
 pub struct Listing {
     /// Entries in the body.
     pub count: usize,
+    /// A listing asked for by pages: another reply of the same listing follows this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 /// `stat`: the entry.

@@ -30,11 +30,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
     },
-    /// List a folder (or show one file): reply body is a JSON array of entries.
+    /// List a folder (or show one file): reply body is a JSON array of entries. With
+    /// `page`, the listing comes as several replies of up to `page` entries each, every one
+    /// but the last marked `more` (a folder of any size, in flat memory on both sides).
     Ls {
         /// Path in the user's home; empty or `/` is the home itself.
         #[serde(default)]
         path: String,
+        /// Entries per reply; `None` sends the whole listing in one reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page: Option<u32>,
     },
     /// Show one entry.
     Stat {

@@ -3,7 +3,8 @@
 //! Every path is resolved inside the user's home by [`crate::storage`] (pure normalisation,
 //! then a root-confined folder handle). The file system work runs on the blocking pool.
 //! Replies: `ls` sends its entries as a JSON array in the body (a listing can outgrow the
-//! 64 KiB header limit); the others answer in the header.
+//! 64 KiB header limit), in one reply or, asked for by pages, in several, each written as
+//! soon as it is made; the others answer in the header.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -15,11 +16,14 @@ use crate::protocol::header::Empty;
 use crate::protocol::ops::{Listing, Stat};
 use crate::storage::WirePath;
 
+/// The most entries one reply of a listing by pages holds (about 1 MiB of JSON).
+const MAX_PAGE: u32 = 10_000;
+
 /// A file op on the user's home.
 #[derive(Debug)]
 pub(crate) enum FileOp {
-    /// List `path`.
-    Ls(String),
+    /// List `path`, in one reply or by pages of this many entries.
+    Ls(String, Option<u32>),
     /// Describe `path`.
     Stat(String),
     /// Create a folder.
@@ -43,16 +47,21 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<()> {
     match op {
-        FileOp::Ls(path) => {
+        FileOp::Ls(path, page) => {
             let path = resolve(&path)?;
-            let entries = home.list(&path).await?;
-            let body = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
-            conn.queue(
-                &Reply::ok(Listing {
-                    count: entries.len(),
-                }),
-                &body,
-            )
+            let mut listing = home.open_list(&path).await?;
+            let limit = page.map_or(usize::MAX, |n| n.clamp(1, MAX_PAGE) as usize);
+            loop {
+                let (entries, more) = home.next_page(&mut listing, limit).await?;
+                let body = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
+                let count = entries.len();
+                conn.queue(&Reply::ok(Listing { count, more }), &body)?;
+                if !more {
+                    return Ok(());
+                }
+                // Each page leaves before the next is made: memory stays one page deep.
+                conn.flush().await?;
+            }
         }
         FileOp::Stat(path) => {
             let path = resolve(&path)?;

@@ -165,7 +165,7 @@ impl Native {
                     "`stdin` is only valid inside a running exec".into(),
                 ));
             }
-            Request::Ls { path } => FileOp::Ls(path),
+            Request::Ls { path, page } => FileOp::Ls(path, page),
             Request::Stat { path } => FileOp::Stat(path),
             Request::Mkdir { path, parents } => FileOp::Mkdir(path, parents),
             Request::Rm { path, recursive } => FileOp::Rm(path, recursive),

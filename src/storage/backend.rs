@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{Entry, PartProbe, PartialFile, Root, Usage, WirePath};
+use super::{Entry, Listing, PartProbe, PartialFile, Root, Usage, WirePath};
 use crate::Result;
 use crate::filecopy::blocking;
 use crate::protocol::Kept;
@@ -20,8 +20,17 @@ pub(crate) trait Storage: Send + Sync + 'static {
     /// An upload in progress: holds its one-writer lock until dropped.
     type Upload: Upload;
 
-    /// Lists a folder, sorted by name (a file lists as itself).
-    fn list(&self, path: &WirePath) -> impl Future<Output = Result<Vec<Entry>>> + Send;
+    /// A listing under way.
+    type Listing: Send + 'static;
+
+    /// Starts listing a folder a page at a time, in name order (a file lists as itself).
+    fn open_list(&self, path: &WirePath) -> impl Future<Output = Result<Self::Listing>> + Send;
+    /// The listing's next (up to) `limit` entries, and whether more come after them.
+    fn next_page(
+        &self,
+        listing: &mut Self::Listing,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Entry>, bool)>> + Send;
     /// Describes one path.
     fn stat(&self, path: &WirePath) -> impl Future<Output = Result<Entry>> + Send;
     /// Creates a folder (with `parents`, the missing ones above it too).
@@ -141,10 +150,23 @@ impl Upload for LocalUpload {
 impl Storage for Local {
     type Reader = std::fs::File;
     type Upload = LocalUpload;
+    type Listing = Listing;
 
-    async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
+    async fn open_list(&self, path: &WirePath) -> Result<Listing> {
         let path = path.clone();
-        self.run(move |root| root.list(&path)).await
+        self.run(move |root| root.open_list(&path)).await
+    }
+
+    async fn next_page(&self, listing: &mut Listing, limit: usize) -> Result<(Vec<Entry>, bool)> {
+        // Lent to the blocking pool and given back; a page that fails ends the listing.
+        let mut lent = std::mem::replace(listing, Listing::done());
+        let (lent, page) = blocking(move || {
+            let page = lent.next_page(limit);
+            Ok((lent, page))
+        })
+        .await?;
+        *listing = lent;
+        page
     }
 
     async fn stat(&self, path: &WirePath) -> Result<Entry> {
