@@ -72,8 +72,12 @@ fn summary(verb: &str, report: &TreeReport, what: &str) -> Result<()> {
     for (path, error) in &report.failed {
         eprintln!("sockit: failed {path}: {error}");
     }
+    let compared = match report.compared {
+        0 => String::new(),
+        n => format!(" ({n} by digest)"),
+    };
     out!(
-        "{what}: {verb} {} files ({}), {} unchanged, {} folders made, {} skipped, {} failed",
+        "{what}: {verb} {} files ({}), {} unchanged{compared}, {} folders made, {} skipped, {} failed",
         report.transferred,
         indicatif::HumanBytes(report.bytes),
         report.unchanged,

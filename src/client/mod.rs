@@ -254,6 +254,28 @@ impl Client {
         }
     }
 
+    /// The BLAKE3 (hex) of the remote file `remote`, hashed by the server, if the file is
+    /// `size` bytes long (`None` when it is not): a `get` from the file's end, so no bytes
+    /// move, only the trailer's digest.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for a missing file or one outside the home; connection errors.
+    pub async fn remote_blake3(&mut self, remote: &str, size: u64) -> Result<Option<String>> {
+        let request = Request::Get {
+            path: remote.into(),
+            offset: size,
+            digest: DigestKind::Blake3,
+        };
+        self.conn.write_frame(&request, b"").await?;
+        let head = self.conn.read_head().await?.ok_or_else(closed)?;
+        let ready: GetReady = typed(Reply::from_head(&head)?)?;
+        // A file that grew sends what it has past `size`: read and dropped.
+        tokio::io::copy(&mut self.conn.body(), &mut tokio::io::sink()).await?;
+        let head = self.conn.read_head().await?.ok_or_else(closed)?;
+        let trailer: Trailer = typed(Reply::from_head(&head)?)?;
+        Ok(trailer.blake3.filter(|_| ready.size == size))
+    }
+
     /// Describes one path.
     ///
     /// # Errors
@@ -481,10 +503,10 @@ impl Client {
     }
 }
 
-/// Reads a reply's fields into the op's typed reply.
 /// Entries per reply of a listing by pages: about 100 KB of JSON each.
 const LS_PAGE: u32 = 1_000;
 
+/// Reads a reply's fields into the op's typed reply.
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
     serde_json::from_value(Value::Object(fields)).map_err(|e| Error::BadReply(e.to_string()))
 }

@@ -3,7 +3,12 @@
 //! Both sides are compared first (a listing of each remote folder, a walk of the local
 //! tree) and only what is missing or changed moves: a file whose size and modification time
 //! match on both sides is skipped, as rsync and `lftp mirror --continue` skip it, so a rerun
-//! after an interruption sends only the rest. Small files (up to [`MAX_WRITE`]) travel in
+//! after an interruption sends only the rest. Where in doubt (the same size, another time:
+//! a copy made without keeping times, a file touched), the digests decide: the server hashes
+//! its file (a `get` from its end, so no bytes move) and this side its own, and equal BLAKE3s
+//! skip the file. A download then sets the local time to the server's; an upload leaves the
+//! server's time as it is (the protocol has no op to change it), so the next run compares
+//! again. Small files (up to [`MAX_WRITE`]) travel in
 //! pipelined `write` frames, [`WINDOW`] in flight, which the server makes durable in groups;
 //! larger ones go one at a time by `put`/`get`, resuming a partial file left by an earlier
 //! run. Permission bits and modification times are kept; empty folders are made.
@@ -34,8 +39,12 @@ pub struct TreeReport {
     pub transferred: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Files skipped because the other side has them already (same size and time).
+    /// Files skipped because the other side has them already: the same size and time, or
+    /// the same size and the same BLAKE3 (see [`TreeReport::compared`]).
     pub unchanged: u64,
+    /// Of the unchanged files, those whose times differed and whose digests were compared
+    /// (the same bytes: a copy made without keeping times, a file touched).
+    pub compared: u64,
     /// Folders created on the other side.
     pub folders_made: u64,
     /// What was left out on purpose: (path, why), e.g. a symlink, a FIFO.
@@ -66,6 +75,40 @@ struct Job {
 impl Job {
     fn small(&self) -> bool {
         self.size <= MAX_WRITE
+    }
+}
+
+/// Whether `have` has `job`'s size but another time: perhaps the same bytes, which the
+/// digests tell.
+fn in_doubt(job: &Job, have: Option<&Entry>) -> bool {
+    have.is_some_and(|e| {
+        e.kind == EntryKind::File && e.size == job.size && e.modified != job.modified
+    })
+}
+
+/// Whether the local file `local` and the remote file `remote`, both of `size` bytes, hold
+/// the same bytes: their BLAKE3, the remote one hashed by the server (no bytes move). An
+/// error that leaves the connection usable (the file gone, say) counts as "not the same".
+///
+/// # Errors
+/// Connection errors.
+async fn same_bytes(client: &mut Client, local: &Path, remote: &str, size: u64) -> Result<bool> {
+    let path = local.to_path_buf();
+    let ours = crate::filecopy::blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|e| crate::client::local_error(&path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher
+            .update_reader(file)
+            .map_err(|e| crate::client::local_error(&path, e))?;
+        Ok(hasher.finalize().to_hex().to_string())
+    });
+    let Ok(ours) = ours.await else {
+        return Ok(false);
+    };
+    match client.remote_blake3(remote, size).await {
+        Ok(theirs) => Ok(theirs.is_some_and(|t| t.eq_ignore_ascii_case(&ours))),
+        Err(e) if !e.closes_connection() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -112,6 +112,52 @@ async fn a_folder_goes_up_and_down_whole_and_a_rerun_moves_only_what_changed() {
         (down_again.transferred, down_again.unchanged),
         (0, files.len() as u64 + 1)
     );
+    // Same size, another time: the digests decide. Two touched files are not sent; one
+    // rewritten with as many other bytes is.
+    let touch = |path: &Path, secs: u64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    };
+    touch(&files[0], 1_000_000_000);
+    touch(&files[1], 1_000_000_000);
+    let same_size = std::fs::read(&files[2])
+        .unwrap()
+        .iter()
+        .map(|b| b ^ 0x5a)
+        .collect::<Vec<_>>();
+    std::fs::write(&files[2], &same_size).unwrap();
+    touch(&files[2], 1_000_000_000);
+    let fourth = c.put_tree(&src, "backup", &mut Quiet).await.unwrap();
+    assert_eq!(
+        (fourth.transferred, fourth.unchanged, fourth.compared),
+        (1, files.len() as u64, 2),
+        "{fourth:?}"
+    );
+    for file in &files[..3] {
+        let there = home.join(file.strip_prefix(&src).unwrap());
+        assert_eq!(std::fs::read(there).unwrap(), std::fs::read(file).unwrap());
+    }
+
+    // Down too: a touched copy gets the server's time back without a transfer (and the file
+    // rewritten above comes down).
+    let copy = back.join(files[0].strip_prefix(&src).unwrap());
+    touch(&copy, 1_100_000_000);
+    let down_doubt = c.get_tree("backup", &back, &mut Quiet).await.unwrap();
+    assert_eq!(
+        (down_doubt.transferred, down_doubt.compared),
+        (1, 1),
+        "{down_doubt:?}"
+    );
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().mtime();
+    assert_eq!(
+        mtime(&copy),
+        mtime(&home.join(files[0].strip_prefix(&src).unwrap()))
+    );
     let leftovers = walk_names(&back).into_iter().chain(walk_names(&home));
     assert!(leftovers.filter(|n| n.ends_with(".sockit-part")).count() == 0);
 }

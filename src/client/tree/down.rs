@@ -80,8 +80,17 @@ impl Client {
                             modified: m.mtime(),
                             mode: None,
                         });
+                        let dest = local.join(&job.rel);
                         if super::same(&job, here.as_ref()) {
                             report.unchanged += 1;
+                        } else if super::in_doubt(&job, here.as_ref())
+                            && super::same_bytes(self, &dest, &join(remote, &job.rel), job.size)
+                                .await?
+                        {
+                            // The same bytes: only the time (and mode) are brought over.
+                            keep(&dest, &job)?;
+                            report.unchanged += 1;
+                            report.compared += 1;
                         } else {
                             jobs.push(job);
                         }

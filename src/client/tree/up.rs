@@ -4,7 +4,10 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::{Job, TreeProgress, TreeReport, WINDOW, join, local_folder, remote_folder, same};
+use super::{
+    Job, TreeProgress, TreeReport, WINDOW, in_doubt, join, local_folder, remote_folder, same,
+    same_bytes,
+};
 use crate::client::{Client, kept_of, typed, unchanged_since};
 use crate::filecopy::Quiet;
 use crate::protocol::ops::Verified;
@@ -139,8 +142,20 @@ impl Client {
                 continue;
             };
             let name = job.rel.rsplit('/').next().unwrap_or(&job.rel);
-            if same(&job, listing.get(name)) {
+            let have = listing.get(name);
+            if same(&job, have) {
                 report.unchanged += 1;
+            } else if in_doubt(&job, have)
+                && same_bytes(
+                    self,
+                    &local.join(&job.rel),
+                    &join(remote, &job.rel),
+                    job.size,
+                )
+                .await?
+            {
+                report.unchanged += 1;
+                report.compared += 1;
             } else {
                 jobs.push(job);
             }
