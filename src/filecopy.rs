@@ -16,12 +16,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 
 mod digest;
+mod direct;
 
 pub(crate) use digest::{Digests, Sums, remember_sums, remembered_sums};
 
 use crate::connection::Connection;
 use crate::{Error, Result};
 use digest::Summer;
+use direct::DirectWriter;
 
 /// Bytes per chunk moved between the socket and the disk.
 const TRANSFER_CHUNK: usize = 256 * 1024;
@@ -61,8 +63,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// position. With `hash = Some((n, which))`, also returns the digests `which` of the file's
 /// first `n` bytes (read back from `file`, which must then be readable) followed by the
 /// body: the whole file's digests after a resumed transfer. Without, the sums are empty.
-/// With `durable`, the disk starts writing the bytes while more arrive (the caller will
-/// `fsync` the file, and finds little left to wait for).
+/// With `durable`, the bytes go to the disk while more arrive (the caller will `fsync` the
+/// file, and finds little left to wait for): written with `O_DIRECT` where the file system
+/// takes it (see [`direct`]), else through the page cache with a write-behind.
 ///
 /// # Errors
 /// I/O errors on either side; an `UnexpectedEof` when the peer closes inside the body.
@@ -84,18 +87,36 @@ pub(crate) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
             Some((n, which)) => Some(Summer::start(&mut file, n, which)?),
             None => None,
         };
-        let mut behind = durable.then(|| WriteBehind::start(&file)).transpose()?;
+        let mut direct = match durable {
+            true => Some(DirectWriter::new(
+                file.try_clone()?,
+                file.stream_position()?,
+            )),
+            false => None,
+        };
+        let mut behind = None;
         while let Some(chunk) = rx.blocking_recv() {
             if let Some(s) = summer.as_mut() {
                 s.update(&chunk);
             }
-            file.write_all(&chunk)?;
-            if let Some(b) = behind.as_mut() {
-                b.wrote(chunk.len());
+            match direct.as_mut() {
+                Some(d) => {
+                    d.write(&chunk)?;
+                    if !d.is_direct() {
+                        // A file system without O_DIRECT: the page cache and a write-behind.
+                        let b = match behind.as_mut() {
+                            Some(b) => b,
+                            None => behind.insert(WriteBehind::start(&file)?),
+                        };
+                        b.wrote(chunk.len());
+                    }
+                }
+                None => file.write_all(&chunk)?,
             }
             let _ = spare_tx.send(chunk); // back to the socket side, for the next chunk
         }
         file.flush()?;
+        direct.map_or(Ok(()), DirectWriter::finish)?;
         behind.map_or(Ok(()), WriteBehind::finish)?;
         if writer_failed.load(std::sync::atomic::Ordering::Acquire) {
             // Dropping the summer lets its md5 thread finish the queued chunks on its own.
