@@ -473,7 +473,8 @@ impl Client {
             ("md5", Digests::Md5)
         };
         let hash = Some((have, which));
-        let sums = receive_body(&mut self.conn, file, hash, false, progress).await?;
+        // Durable like an upload: straight to the disk where it can, synced before the name.
+        let sums = receive_body(&mut self.conn, file, hash, true, progress).await?;
         progress.finish();
         let head = self.conn.read_head().await?.ok_or_else(closed)?;
         let trailer: Trailer = typed(Reply::from_head(&head)?)?;
@@ -493,7 +494,7 @@ impl Client {
                  the partial download was removed"
             )));
         }
-        std::fs::rename(&part, local).map_err(|e| local_error(local, e))?;
+        durable(&part, local)?;
         Ok(Verified {
             size: ready.size,
             md5: trailer.md5.map(|m| m.to_ascii_lowercase()),
@@ -509,6 +510,22 @@ const LS_PAGE: u32 = 1_000;
 /// Reads a reply's fields into the op's typed reply.
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T> {
     serde_json::from_value(Value::Object(fields)).map_err(|e| Error::BadReply(e.to_string()))
+}
+
+/// Makes the verified download `part` durable and gives it its name `local`: the bytes
+/// synced, then the rename, then the folder that holds the name.
+fn durable(part: &Path, local: &Path) -> Result<()> {
+    std::fs::File::open(part)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| local_error(part, e))?;
+    std::fs::rename(part, local).map_err(|e| local_error(local, e))?;
+    let folder = match local.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(folder)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| local_error(folder, e))
 }
 
 fn closed() -> Error {
