@@ -9,9 +9,9 @@
 //! (server side) and by the client alike.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -23,7 +23,7 @@ pub(crate) use digest::{Digests, Sums, remember_sums, remembered_sums};
 use crate::connection::Connection;
 use crate::{Error, Result};
 use digest::Summer;
-use direct::DirectWriter;
+use direct::{ALIGN, BLOCK, DirectWriter};
 
 /// Bytes per chunk moved between the socket and the disk.
 const TRANSFER_CHUNK: usize = 256 * 1024;
@@ -77,46 +77,36 @@ pub(crate) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     durable: bool,
     progress: &mut dyn Progress,
 ) -> Result<Sums> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+    // Blocks of a MiB (see `direct`): fewer in flight than the smaller chunks of a send.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     let (spare_tx, mut spare) = mpsc::unbounded_channel::<Bytes>();
     // Set when the socket side failed: the digests are then not worth waiting for.
     let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer_failed = failed.clone();
+    let start = file.stream_position()?;
     let writer = tokio::task::spawn_blocking(move || -> Result<Sums> {
         let mut summer = match hash {
             Some((n, which)) => Some(Summer::start(&mut file, n, which)?),
             None => None,
         };
-        let mut direct = match durable {
-            true => Some(DirectWriter::new(
-                file.try_clone()?,
-                file.stream_position()?,
-            )),
-            false => None,
-        };
+        let mut writer = DirectWriter::new(file.try_clone()?, start, durable, spare_tx);
         let mut behind = None;
         while let Some(chunk) = rx.blocking_recv() {
             if let Some(s) = summer.as_mut() {
                 s.update(&chunk);
             }
-            match direct.as_mut() {
-                Some(d) => {
-                    d.write(&chunk)?;
-                    if !d.is_direct() {
-                        // A file system without O_DIRECT: the page cache and a write-behind.
-                        let b = match behind.as_mut() {
-                            Some(b) => b,
-                            None => behind.insert(WriteBehind::start(&file)?),
-                        };
-                        b.wrote(chunk.len());
-                    }
-                }
-                None => file.write_all(&chunk)?,
+            let n = chunk.len();
+            writer.write(chunk)?;
+            if durable && !writer.is_direct() {
+                // Through the page cache after all: a write-behind keeps the fsync short.
+                let b = match behind.as_mut() {
+                    Some(b) => b,
+                    None => behind.insert(WriteBehind::start(&file)?),
+                };
+                b.wrote(n);
             }
-            let _ = spare_tx.send(chunk); // back to the socket side, for the next chunk
         }
-        file.flush()?;
-        direct.map_or(Ok(()), DirectWriter::finish)?;
+        writer.finish()?;
         behind.map_or(Ok(()), WriteBehind::finish)?;
         if writer_failed.load(std::sync::atomic::Ordering::Acquire) {
             // Dropping the summer lets its md5 thread finish the queued chunks on its own.
@@ -125,20 +115,28 @@ pub(crate) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
         summer.map_or(Ok(Sums::default()), Summer::finish)
     });
     let mut body = conn.body();
+    // The first block ends on a block boundary of the file, so the others start on one.
+    let mut want = match (start % ALIGN as u64) as usize {
+        0 => BLOCK,
+        into => ALIGN - into,
+    };
     let read_result: Result<()> = async {
         loop {
+            // A block the writer is done with, if it came back whole; else a new one.
             let mut buf = spare
                 .try_recv()
                 .ok()
                 .and_then(|b| b.try_into_mut().ok())
+                .filter(direct::is_block)
                 .map(|mut b| {
                     b.clear();
                     b
                 })
-                .unwrap_or_else(|| BytesMut::with_capacity(TRANSFER_CHUNK));
+                .unwrap_or_else(direct::block);
             let mut failed = None;
-            while buf.len() < TRANSFER_CHUNK {
-                match body.read_buf(&mut buf).await {
+            while buf.len() < want {
+                let room = want - buf.len();
+                match body.read_buf(&mut (&mut buf).limit(room)).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) => {
@@ -147,6 +145,7 @@ pub(crate) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
+            want = BLOCK;
             if let Some(e) = failed {
                 // Keep what did arrive: a resumed transfer continues after it.
                 if !buf.is_empty() {
