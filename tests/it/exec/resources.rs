@@ -102,7 +102,9 @@ async fn memory_open_files_and_cpu_time_have_limits() {
     let fx = Fixture::new(Some(ExecLimits {
         memory: 256 << 20,
         open_files: 32,
-        cpu_secs: 1,
+        // Room for the memory hogs below to fail by memory first on a loaded machine, where
+        // faulting in 256 MB can take most of a second of CPU.
+        cpu_secs: 3,
         ..ExecLimits::default()
     }))
     .await;
@@ -125,7 +127,7 @@ async fn memory_open_files_and_cpu_time_have_limits() {
     let (out, err, exit) = run(&mut ann, files).await.unwrap();
     assert_eq!((out.as_str(), exit), ("32\n", Exit::Code(1)), "{err}");
     assert!(err.contains("Too many open files"), "{err}");
-    // CPU: a loop that never sleeps gets SIGXCPU after its second.
+    // CPU: a loop that never sleeps gets SIGXCPU after its three seconds.
     let (_, err, exit) = run(&mut ann, "while :; do :; done").await.unwrap();
     assert_eq!(exit, Exit::Signal(24), "{err}");
     // The server was not touched by any of it.
