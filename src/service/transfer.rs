@@ -20,6 +20,9 @@
 //! and never compute md5 at all. A get that asks for md5 of a file stored that way hashes it
 //! while sending, on a thread of its own.
 
+use std::io::Read;
+
+use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
@@ -183,38 +186,72 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<()> {
     let source = resolve(&path)?;
     let (file, size) = home.open_read(&source).await?;
-    let (file, known) = blocking(move || {
-        let known = remembered_sums(&file).unwrap_or_default();
-        Ok((file, known))
-    })
-    .await?;
     if offset > size {
         return Err(Error::BadRequest(format!(
             "cannot resume {path} at byte {offset}: it has {size} bytes"
         )));
     }
-    conn.queue_head(
-        &Reply::ok(GetReady {
-            size,
-            offset,
-            blake3: true,
-        }),
-        size - offset,
-    )?;
     // Digests remembered at upload time spare the server the hashing; md5 (its slowest
-    // part) is computed only for a client that checks it.
-    let hash = match digest {
-        DigestKind::Blake3 if known.blake3.is_none() => Some(Digests::Blake3),
-        DigestKind::Md5 if known.md5.is_none() => Some(Digests::Both),
-        _ => None,
+    // part) is computed only for a client that checks it. A small file is read and hashed
+    // whole in the same trip to the blocking pool (`put -r`'s thousands of small files);
+    // a larger one streams.
+    let small = offset == 0 && size <= SMALL_GET;
+    let (file, known, whole) = blocking(move || {
+        let known = remembered_sums(&file).unwrap_or_default();
+        if !small {
+            return Ok((file, known, None));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&file).take(size).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != size {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file got shorter while it was being sent",
+            )));
+        }
+        let known = Sums {
+            // Always: `GetReady` promises it.
+            blake3: known.blake3.or_else(|| Some(blake3_hex(&bytes))),
+            md5: known
+                .md5
+                .or_else(|| (digest == DigestKind::Md5).then(|| hex::encode(Md5::digest(&bytes)))),
+        };
+        Ok((file, known, Some(bytes)))
+    })
+    .await?;
+    let ready = Reply::ok(GetReady {
+        size,
+        offset,
+        blake3: true,
+    });
+    let sent = match whole {
+        Some(bytes) => {
+            conn.queue(&ready, &bytes)?;
+            Sums::default()
+        }
+        None => {
+            conn.queue_head(&ready, size - offset)?;
+            let hash = match digest {
+                DigestKind::Blake3 if known.blake3.is_none() => Some(Digests::Blake3),
+                DigestKind::Md5 if known.md5.is_none() => Some(Digests::Both),
+                _ => None,
+            };
+            send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?
+        }
     };
-    let sent = send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?;
     info!(%path, size, offset, "sent");
     let digest = Trailer {
         md5: known.md5.or(sent.md5),
         blake3: known.blake3.or(sent.blake3),
     };
     conn.queue(&Reply::ok(digest), b"")
+}
+
+/// Files up to this size are read and sent in one piece (see [`get`]).
+const SMALL_GET: u64 = 256 * 1024;
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
 }
 
 fn disconnected() -> Error {
