@@ -116,6 +116,34 @@ pub struct Options {
     pub chat_max_message: Option<u64>,
     /// Longest strftime format the time server accepts, in bytes [default: 256].
     pub time_max_format: Option<usize>,
+    /// Prometheus metrics (`/metrics`) and health (`/healthz`) over HTTP on this address.
+    #[serde(deserialize_with = "de_parsed")]
+    pub metrics: Option<Endpoint>,
+    /// Log lines as `text` or `json` (one object per line) [default: text].
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written (`serve --log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{s}` is not a log format (text or json)")),
+        }
+    }
 }
 
 /// Settings with every default filled in.
@@ -153,6 +181,10 @@ pub struct Settings {
     chat: ChatLimits,
     /// The time service.
     time: Time,
+    /// The metrics listener asked for.
+    pub metrics: Option<Endpoint>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 impl Options {
@@ -245,6 +277,8 @@ impl Options {
             time: Time {
                 max_format: self.time_max_format.unwrap_or(256),
             },
+            metrics: self.metrics,
+            log_format: self.log_format.unwrap_or_default(),
         })
     }
 }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +24,7 @@ use super::per_ip::{IpSlot, PerIp};
 use super::{ServerConfig, Shutdown};
 use crate::Error;
 use crate::net::{Listener, Peer, Stream, ip_bucket};
+use crate::ops::metrics::{self, Door, Refusal};
 
 /// Refused connections that may say their last word at once; beyond these, a refused
 /// connection is closed without one.
@@ -67,7 +69,16 @@ pub trait TcpService: Send + Sync + 'static {
         let _ = error;
         None
     }
+
+    /// The door this service is, for the metrics of refused connections; `None` (the
+    /// default) counts none.
+    fn door(&self) -> Option<Door> {
+        None
+    }
 }
+
+/// The id of the next connection, for the log span of each (`conn{id=…}`).
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Serves `service` on `listener` until `shutdown` triggers.
 ///
@@ -127,6 +138,9 @@ pub async fn serve_tcp<S: TcpService>(
             Ok(slot) => slot,
             Err(error) => {
                 debug!(%peer, "refused: {error}");
+                if let Some(door) = service.door() {
+                    metrics::refused(door, Refusal::PerIpCap);
+                }
                 let last_word = service.refusal(&error);
                 match refusing.clone().try_acquire_owned() {
                     Ok(refusal) => {
@@ -148,7 +162,8 @@ pub async fn serve_tcp<S: TcpService>(
             config: config.clone(),
         };
         let service = service.clone();
-        let span = info_span!("conn", %peer);
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("conn", id, %peer);
         shutdown.tracker().spawn(
             async move {
                 debug!("connected");

@@ -11,6 +11,7 @@ pub mod chat;
 mod echo;
 mod exec;
 mod files;
+mod report;
 pub mod session;
 pub mod time;
 mod transfer;
@@ -25,6 +26,8 @@ use tracing::debug;
 use crate::connection::Connection;
 use crate::home::Home;
 use crate::net::Peer;
+use crate::ops::meter::Metered;
+use crate::ops::metrics::{self, Door};
 use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
 use crate::storage::backend::Local;
@@ -129,7 +132,8 @@ impl Native {
                 keep,
             } => {
                 let home = self.home(cx)?;
-                return transfer::put(home, (path, size, resume, keep), conn).await;
+                cx.moved = Some(transfer::put(home, (path, size, resume, keep), conn).await?);
+                return Ok(());
             }
             Request::Write { .. } => {
                 return Err(Error::Internal(
@@ -142,7 +146,8 @@ impl Native {
                 digest,
             } => {
                 let home = self.home(cx)?;
-                return transfer::get(home, (path, offset, digest), conn).await;
+                cx.moved = Some(transfer::get(home, (path, offset, digest), conn).await?);
+                return Ok(());
             }
             Request::Data { .. } | Request::Done { .. } => {
                 return Err(Error::BadRequest(format!(
@@ -191,6 +196,8 @@ struct Context {
     session: session::Session,
     /// The server's shutdown signal, for ops that run long (a command is killed on it).
     shutdown: tokio_util::sync::CancellationToken,
+    /// The file bytes the last transfer moved, for its log line.
+    moved: Option<u64>,
 }
 
 impl TcpService for Native {
@@ -204,15 +211,22 @@ impl TcpService for Native {
             }
             None => (conn.stream, None),
         };
+        let _open = metrics::connection(Door::Native);
+        let binding = stream.get_ref().tls_binding();
+        let stream = Metered::new(stream, Door::Native);
         let mut framed =
             Connection::new(stream, conn.config.limits).with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {
             peer: conn.peer,
-            session: session::Session::new(framed.get_ref().get_ref().tls_binding()),
+            session: session::Session::new(binding),
             shutdown: conn.shutdown.clone(),
+            moved: None,
         };
         let result = match refused {
-            Some(refused) => Err(refused),
+            Some(refused) => {
+                metrics::refused(Door::Native, metrics::Refusal::TlsRequired);
+                Err(refused)
+            }
             None => frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await,
         };
         match &result {
@@ -227,6 +241,10 @@ impl TcpService for Native {
             }
         }
         result
+    }
+
+    fn door(&self) -> Option<Door> {
+        Some(Door::Native)
     }
 
     /// One error frame.
@@ -246,7 +264,7 @@ impl TcpService for Native {
 async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
     native: &Native,
     cx: &mut Context,
-    conn: &mut Connection<S>,
+    conn: &mut Connection<Metered<S>>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let mut batch = batch::Batch::default();
@@ -261,7 +279,7 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
 async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     native: &Native,
     cx: &mut Context,
-    conn: &mut Connection<S>,
+    conn: &mut Connection<Metered<S>>,
     shutdown: &tokio_util::sync::CancellationToken,
     batch: &mut batch::Batch,
 ) -> Result<()> {
@@ -277,7 +295,10 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
         debug!(op, body_len = head.body_len, "request");
-        let result = match Request::from_head(&head) {
+        let request = Request::from_head(&head);
+        let report = report::Report::begin(&request, conn.get_ref());
+        cx.moved = None;
+        let result = match request {
             // Whole small files join the group commit (see `batch`), answered when it ends.
             Ok(Request::Write { path, blake3, keep }) => match native.home(cx) {
                 Ok(home) => batch.write(home, (path, blake3, keep), conn).await,
@@ -293,6 +314,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             },
             Err(e) => batch.flush(conn).await.and(Err(e)),
         };
+        report.end(&result, cx.session.name(), cx.moved, conn.get_ref());
         if let Err(e) = result {
             if e.closes_connection() {
                 return Err(e);

@@ -24,6 +24,7 @@ use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::keys::{self, PublicKey};
 use crate::net::Peer;
+use crate::ops::metrics::{self, Door};
 use crate::protocol::Reply;
 use crate::protocol::ops::{Challenge, Welcome};
 use crate::quota::QuotaLedger;
@@ -134,6 +135,11 @@ impl Session {
         }
     }
 
+    /// The name of the user logged in (as of the last look), for logs.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.name.as_str())
+    }
+
     /// The logged-in user, as the user store says now: a quota changed by `sockit user
     /// quota` applies from the next request on, and a removed user, a changed password or
     /// (for a login by key) a removed key ends the session.
@@ -191,7 +197,9 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // Single-use: whatever this login is, the challenge before it is spent.
     let pending = session.challenge.take();
     let ip = peer_ip(peer);
-    let attempt = files.attempt(ip).await?;
+    let attempt = files.attempt(ip).await.inspect_err(|_| {
+        metrics::login(Door::Native, false);
+    })?;
     // Read before the check: a change made after it is seen by the next request.
     let seen = files.users.data_version()?;
     let users = files.users.clone();
@@ -246,9 +254,11 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let Some((info, stamp, key)) = verified else {
+        metrics::login(Door::Native, false);
         return Err(refused(attempt, &name, ip).await);
     };
     attempt.succeeded();
+    metrics::login(Door::Native, true);
     let (user, used) = files.open_home(info, stamp, key).await?;
     info!(user = %user.name, "logged in");
     session.seen = seen;
@@ -273,7 +283,7 @@ fn peer_ip(peer: Peer) -> IpAddr {
 /// error the client sees (the same whichever part was wrong).
 async fn refused(attempt: Attempt<'_>, name: &str, ip: IpAddr) -> Error {
     let cooldown = attempt.failed(Instant::now());
-    warn!(user = %name, %ip, ?cooldown, "failed login");
+    warn!(user = %name, %ip, op = "login", result = "auth_failed", ?cooldown, "failed login");
     tokio::time::sleep(FAILED_LOGIN_DELAY).await;
     Error::AuthFailed("wrong user name or password".into())
 }
@@ -293,6 +303,8 @@ impl FileService {
                 Ok(attempt) => return Ok(attempt),
                 Err(Refused::Wait) => ended.await,
                 Err(Refused::CoolingDown(left)) => {
+                    metrics::login_throttled();
+                    warn!(%ip, op = "login", result = "auth_failed", "login refused: the address cools down after failed logins");
                     return Err(Error::AuthFailed(format!(
                         "too many failed logins from {ip}; try again in {} s",
                         left.as_secs().max(1)

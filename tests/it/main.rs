@@ -18,6 +18,7 @@ mod keys;
 mod lab;
 mod native;
 mod netns;
+mod ops;
 mod seeds;
 mod storage_rules;
 mod tls;
