@@ -130,6 +130,30 @@ pub struct ServeOptions {
     /// Log lines as text, or json: one object per line [default: text].
     #[arg(long, value_name = "text|json")]
     pub log_format: Option<LogFormat>,
+    /// New connections one address may open per second per listener, once past
+    /// --connection-burst; more are refused at once. 0: no limit [default: 100].
+    #[arg(long, value_name = "N")]
+    pub connection_rate: Option<u32>,
+    /// New connections one address may open at once after a quiet spell [default: 500].
+    #[arg(long, value_name = "N")]
+    pub connection_burst: Option<u32>,
+    /// Sessions (logged-in connections, any door) one user may hold at once; one more
+    /// login is refused [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_user: Option<usize>,
+    /// Bytes per second the server takes in, all clients together, e.g. 100MB
+    /// [default: no limit]. Per user: `sockit user limit NAME --up R`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_up: Option<u64>,
+    /// Bytes per second the server sends, all clients together [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_down: Option<u64>,
+    /// Bytes per second one connection may send the server [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_up_per_connection: Option<u64>,
+    /// Bytes per second one connection may receive [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_down_per_connection: Option<u64>,
 }
 
 impl ServeOptions {
@@ -192,6 +216,13 @@ impl ServeOptions {
             time_max_format,
             metrics,
             log_format,
+            connection_rate,
+            connection_burst,
+            max_sessions_per_user,
+            max_rate_up,
+            max_rate_down,
+            max_rate_up_per_connection,
+            max_rate_down_per_connection,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -230,6 +261,15 @@ impl ServeOptions {
             time_max_format: time_max_format.or(file.time_max_format),
             metrics: metrics.or(file.metrics),
             log_format: log_format.or(file.log_format),
+            connection_rate: connection_rate.or(file.connection_rate),
+            connection_burst: connection_burst.or(file.connection_burst),
+            max_sessions_per_user: max_sessions_per_user.or(file.max_sessions_per_user),
+            max_rate_up: max_rate_up.or(file.max_rate_up),
+            max_rate_down: max_rate_down.or(file.max_rate_down),
+            max_rate_up_per_connection: max_rate_up_per_connection
+                .or(file.max_rate_up_per_connection),
+            max_rate_down_per_connection: max_rate_down_per_connection
+                .or(file.max_rate_down_per_connection),
         }
     }
 }
@@ -341,7 +381,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 35, "every flag but --config");
+        assert_eq!(checked, 42, "every flag but --config");
     }
 
     #[test]

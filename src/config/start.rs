@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{Settings, failed, refused};
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
+use crate::ops::shape::ServerRates;
 use crate::ops::{self, Health, health::ListenerUp};
 use crate::runner::{Confinement, Sandbox};
 use crate::seed;
@@ -121,7 +122,10 @@ pub async fn start(settings: Settings) -> Result<Running> {
     running.fingerprint = Some(transport.fingerprint().to_owned());
     running.health.users(files.users.clone());
     running.health.folder(settings.data.join("homes"));
-    let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
+    let files = files.with_max_sessions_per_user(settings.max_sessions_per_user);
+    let mut native = Native::with_files(Arc::new(files))
+        .with_transport(transport)
+        .with_rates(ServerRates::new(settings.rates));
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
         false => None,

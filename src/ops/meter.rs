@@ -1,15 +1,18 @@
 //! [`Metered`]: a stream that counts the bytes through it into `sockit_bytes_*_total` of its
-//! door. Counted in the connection's own fields and handed to the shared counters every
-//! [`FLUSH_EVERY`] bytes and at the end, so a busy connection touches a shared cache line
-//! once per 256 KiB, not once per read; with metrics off it only adds two numbers.
+//! door, and shapes them when a bandwidth limit applies ([`Shaping`]). Counted in the
+//! connection's own fields and handed to the shared counters every [`FLUSH_EVERY`] bytes
+//! and at the end, so a busy connection touches a shared cache line once per 256 KiB, not
+//! once per read; with metrics off and no limit it only adds two numbers and a `None` check.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::metrics::{self, Door};
+use super::shape::{Bucket, MAX_SHAPED_WRITE, Shaping};
 
 /// Bytes a connection counts on its own before it adds them to the shared counters.
 const FLUSH_EVERY: u64 = 256 * 1024;
@@ -24,6 +27,8 @@ pub struct Metered<S> {
     sent: u64,
     /// Of those, the bytes handed to the shared counters.
     counted: (u64, u64),
+    /// The bandwidth limits that apply, if any.
+    shaping: Option<Box<Shaping>>,
 }
 
 impl<S> Metered<S> {
@@ -35,7 +40,26 @@ impl<S> Metered<S> {
             received: 0,
             sent: 0,
             counted: (0, 0),
+            shaping: None,
         }
+    }
+
+    /// Shapes the stream by the logged-in user's buckets, in place of an earlier user's.
+    pub fn shape_user(&mut self, up: Option<Arc<Bucket>>, down: Option<Arc<Bucket>>) {
+        match &mut self.shaping {
+            Some(shaping) => shaping.set_user(up, down),
+            None if up.is_none() && down.is_none() => {}
+            None => self.shaping.get_or_insert_default().set_user(up, down),
+        }
+    }
+
+    /// Shapes what the server reads by `up` and what it writes by `down` (on top of any
+    /// limit set before).
+    pub fn shape(&mut self, up: Option<Arc<Bucket>>, down: Option<Arc<Bucket>>) {
+        if up.is_none() && down.is_none() {
+            return;
+        }
+        self.shaping.get_or_insert_default().add(up, down);
     }
 
     /// Bytes read from the stream so far.
@@ -65,6 +89,14 @@ impl<S> Metered<S> {
         self.counted = (self.received, self.sent);
     }
 
+    /// Notes `n` bytes written, and charges them to the shaping's buckets.
+    fn wrote(&mut self, n: usize) {
+        self.note(0, n as u64);
+        if let Some(shaping) = &self.shaping {
+            shaping.wrote(n);
+        }
+    }
+
     /// Notes more bytes read or written, flushing past [`FLUSH_EVERY`].
     fn note(&mut self, received: u64, sent: u64) {
         self.received += received;
@@ -89,11 +121,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(shaping) = &mut this.shaping {
+            std::task::ready!(shaping.poll_read_ready(cx));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
         if n > 0 {
             this.note(n as u64, 0);
+            if let Some(shaping) = &this.shaping {
+                shaping.read(n);
+            }
         }
         polled
     }
@@ -106,9 +144,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let mut buf = buf;
+        if let Some(shaping) = &mut this.shaping {
+            std::task::ready!(shaping.poll_write_ready(cx));
+            buf = &buf[..buf.len().min(MAX_SHAPED_WRITE)];
+        }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            this.note(0, n as u64);
+            this.wrote(n);
         }
         polled
     }
@@ -119,9 +162,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(shaping) = &mut this.shaping {
+            // One slice at a time, within the shaped step.
+            std::task::ready!(shaping.poll_write_ready(cx));
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            let first = &first[..first.len().min(MAX_SHAPED_WRITE)];
+            let polled = Pin::new(&mut this.inner).poll_write(cx, first);
+            if let Poll::Ready(Ok(n)) = polled {
+                this.wrote(n);
+            }
+            return polled;
+        }
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
-            this.note(0, n as u64);
+            this.wrote(n);
         }
         polled
     }

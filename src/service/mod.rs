@@ -28,6 +28,7 @@ use crate::home::Home;
 use crate::net::Peer;
 use crate::ops::meter::Metered;
 use crate::ops::metrics::{self, Door};
+use crate::ops::shape::ServerRates;
 use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
 use crate::storage::backend::Local;
@@ -52,6 +53,8 @@ pub struct Native {
     exec: Option<Arc<exec::Exec>>,
     /// TLS on this port (next to plaintext for loopback); without it, plaintext only.
     transport: Option<transport::Shared>,
+    /// The server-wide and per-connection bandwidth limits.
+    rates: ServerRates,
 }
 
 impl Native {
@@ -90,6 +93,11 @@ impl Native {
         }
     }
 
+    /// This service with bandwidth limits (`--max-rate-*`).
+    pub fn with_rates(self, rates: ServerRates) -> Self {
+        Native { rates, ..self }
+    }
+
     /// The file service, or the reason there is none.
     fn files(&self) -> Result<&session::FileService> {
         self.files
@@ -103,7 +111,7 @@ impl Native {
         request: Request,
         op: &str,
         cx: &mut Context,
-        conn: &mut Connection<S>,
+        conn: &mut Connection<Metered<S>>,
     ) -> Result<()> {
         use files::FileOp;
         let file_op = match request {
@@ -123,7 +131,13 @@ impl Native {
                     }
                 };
                 let pair = (user, credentials);
-                return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
+                session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await?;
+                // The user's bandwidth limits, shared by their sessions, from here on.
+                if let Some(slot) = cx.session.slot() {
+                    let (up, down) = (slot.up.clone(), slot.down.clone());
+                    conn.get_mut().shape_user(up, down);
+                }
+                return Ok(());
             }
             Request::Put {
                 path,
@@ -213,7 +227,8 @@ impl TcpService for Native {
         };
         let _open = metrics::connection(Door::Native);
         let binding = stream.get_ref().tls_binding();
-        let stream = Metered::new(stream, Door::Native);
+        let mut stream = Metered::new(stream, Door::Native);
+        self.rates.apply(&mut stream);
         let mut framed =
             Connection::new(stream, conn.config.limits).with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {

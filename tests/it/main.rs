@@ -16,6 +16,7 @@ mod ftp;
 mod hostile;
 mod keys;
 mod lab;
+mod limits;
 mod native;
 mod netns;
 mod ops;
