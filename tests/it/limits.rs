@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,30 +11,10 @@ use serde_json::{Value, json};
 use sockit::client::Client;
 
 use crate::common::{ServerProcess, output_with_input, sockit_bin};
-
-/// `sockit ARGS` against `server` as a user runs it, password `pw`.
-fn sockit(dir: &Path, server: &ServerProcess, args: &[&str]) -> Output {
-    let mut command = Command::new(sockit_bin());
-    command
-        .args(args)
-        .envs(server.client_env())
-        .env("SOCKIT_PASSWORD", "pw")
-        .env("SOCKIT_KNOWN_HOSTS", dir.join("known_hosts"))
-        .env_remove("SOCKIT_USER")
-        .current_dir(dir);
-    output_with_input(&mut command, "")
-}
+use crate::ops::{PASSWORD, add_user, serve, sockit};
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn add_user(dir: &Path, name: &str) {
-    let mut command = Command::new(sockit_bin());
-    command
-        .args(["user", "add", name, "--password-stdin", "--data", "data"])
-        .current_dir(dir);
-    assert!(output_with_input(&mut command, "pw\n").status.success());
 }
 
 /// A connection from `source` (a loopback address) to `server`.
@@ -81,18 +60,7 @@ fn echo_from(source: &str, server: &str) -> Result<(), String> {
 #[test]
 fn an_address_over_its_connection_cap_is_refused_while_another_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--max-connections-per-ip",
-            "2",
-        ],
-        1,
-    );
+    let server = serve(dir.path(), &["--max-connections-per-ip", "2"], 1);
     let addr = server.addr("native");
     // Two connections held open from 127.0.0.1, each served (an echo proves it).
     let held: Vec<TcpStream> = (0..2)
@@ -119,18 +87,9 @@ fn an_address_over_its_connection_cap_is_refused_while_another_is_served() {
 #[test]
 fn an_address_opening_connections_too_fast_is_refused_while_another_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--connection-rate",
-            "1",
-            "--connection-burst",
-            "3",
-        ],
+    let server = serve(
+        dir.path(),
+        &["--connection-rate", "1", "--connection-burst", "3"],
         1,
     );
     let addr = server.addr("native");
@@ -154,23 +113,12 @@ fn an_address_opening_connections_too_fast_is_refused_while_another_is_served() 
 async fn a_user_over_their_sessions_cap_is_refused_until_one_ends() {
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "ann");
-    let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--max-sessions-per-user",
-            "1",
-        ],
-        1,
-    );
+    let server = serve(dir.path(), &["--max-sessions-per-user", "1"], 1);
     let addr = server.addr("native");
     let mut first = Client::connect(&addr.parse().unwrap()).await.unwrap();
-    first.login("ann", "pw").await.unwrap();
+    first.login("ann", PASSWORD).await.unwrap();
     let ls = ["ls", "-s", addr.as_str(), "-u", "ann"];
-    let refused = sockit(dir.path(), &server, &ls);
+    let refused = sockit(dir.path(), &server, PASSWORD, &ls);
     assert!(!refused.status.success());
     let message = text(&refused);
     assert!(
@@ -181,7 +129,7 @@ async fn a_user_over_their_sessions_cap_is_refused_until_one_ends() {
     // The server frees the session once it sees the close.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = sockit(dir.path(), &server, &ls);
+        let out = sockit(dir.path(), &server, PASSWORD, &ls);
         if out.status.success() {
             break;
         }
@@ -207,10 +155,7 @@ fn a_shaped_transfer_verifies_and_resumes() {
     assert!(listed.contains("up 1.9 MiB/s, down 1.9 MiB/s"), "{listed}");
 
     let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
-        1,
-    );
+    let server = serve(dir.path(), &[], 1);
     let addr = server.addr("native");
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
     std::fs::write(dir.path().join("big.bin"), &payload).unwrap();
@@ -223,7 +168,7 @@ fn a_shaped_transfer_verifies_and_resumes() {
     cut.args(["put", "big.bin"])
         .args(as_ann)
         .envs(server.client_env())
-        .env("SOCKIT_PASSWORD", "pw")
+        .env("SOCKIT_PASSWORD", PASSWORD)
         .env("SOCKIT_KNOWN_HOSTS", dir.path().join("known_hosts"))
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -243,7 +188,7 @@ fn a_shaped_transfer_verifies_and_resumes() {
     let server = ServerProcess::start(&["--listen", &addr, "--data", data.to_str().unwrap()], 1);
 
     let resume = [&["put", "--resume", "big.bin"][..], &as_ann].concat();
-    let put = sockit(dir.path(), &server, &resume);
+    let put = sockit(dir.path(), &server, PASSWORD, &resume);
     assert!(put.status.success(), "{put:?}");
     assert!(text(&put).contains(", resumed at "), "{}", text(&put));
     assert_eq!(
@@ -254,6 +199,7 @@ fn a_shaped_transfer_verifies_and_resumes() {
     let get = sockit(
         dir.path(),
         &server,
+        PASSWORD,
         &[&["get", "big.bin", "back.bin"][..], &as_ann].concat(),
     );
     assert!(get.status.success(), "{get:?}");

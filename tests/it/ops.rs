@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::{ServerProcess, output_with_input, sockit_bin};
 
-const PASSWORD: &str = "hunter2-correct-horse";
+/// The password of every test user (never to be seen in a log).
+pub(crate) const PASSWORD: &str = "hunter2-correct-horse";
 const WRONG: &str = "battery-staple-wrong";
 
 /// `sockit ARGS` as a user runs it against `server`, with `password`.
-fn sockit(dir: &Path, server: &ServerProcess, password: &str, args: &[&str]) -> Output {
+pub(crate) fn sockit(dir: &Path, server: &ServerProcess, password: &str, args: &[&str]) -> Output {
     let mut command = Command::new(sockit_bin());
     command
         .args(args)
@@ -23,14 +24,23 @@ fn sockit(dir: &Path, server: &ServerProcess, password: &str, args: &[&str]) -> 
     output_with_input(&mut command, "")
 }
 
-/// `sockit user add NAME` in `dir/data`.
-fn add_user(dir: &Path, name: &str) {
+/// `sockit user add NAME` in `dir/data`, password [`PASSWORD`].
+pub(crate) fn add_user(dir: &Path, name: &str) {
     let mut command = Command::new(sockit_bin());
     command
         .args(["user", "add", name, "--password-stdin", "--data", "data"])
         .current_dir(dir);
     let out = output_with_input(&mut command, &format!("{PASSWORD}\n"));
     assert!(out.status.success(), "{out:?}");
+}
+
+/// `sockit serve` on `dir/data`, the native port on 127.0.0.1:0, with `extra` flags;
+/// waits for `listeners` listener lines.
+pub(crate) fn serve(dir: &Path, extra: &[&str], listeners: usize) -> ServerProcess {
+    let data = dir.join("data");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ServerProcess::start(&args, listeners)
 }
 
 /// A plain HTTP GET with curl: the status and the body.
@@ -73,18 +83,7 @@ fn scrape_settled(metrics: &str) -> String {
 fn metrics_count_a_real_put_get_exec_and_echo_run() {
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "ann");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            dir.path().join("data").to_str().unwrap(),
-            "--allow-exec",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+    let server = serve(dir.path(), &["--allow-exec", "--metrics", "127.0.0.1:0"], 2);
     let (native, metrics) = (server.addr("native"), server.addr("metrics"));
     let size = 1_000_000usize;
     let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -168,17 +167,7 @@ fn metrics_count_a_real_put_get_exec_and_echo_run() {
 fn healthz_fails_when_the_storage_back_end_goes_away() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = ServerProcess::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+    let server = serve(dir.path(), &["--metrics", "127.0.0.1:0"], 2);
     let health = format!("http://{}/healthz", server.addr("metrics"));
     assert_eq!(curl(&health).0, 200);
     std::fs::rename(data.join("homes"), data.join("homes.moved")).unwrap();
