@@ -3,7 +3,7 @@
 //! back-end is up (503 and what is down otherwise).
 //!
 //! What a peer can make it spend: [`MAX_SCRAPERS`] connections at once (more wait in the
-//! backlog), each closed after [`IDLE`] without progress; hyper bounds each request head;
+//! backlog), each closed after `IDLE` (30 s) without progress; hyper bounds each request head;
 //! an answer costs one render of the series, whose number is bounded because no label is a
 //! peer's choice. Bind it to loopback or a private network: it has no login.
 

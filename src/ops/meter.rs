@@ -1,6 +1,6 @@
 //! [`Metered`]: a stream that counts the bytes through it into `sockit_bytes_*_total` of its
 //! door, and shapes them when a bandwidth limit applies ([`Shaping`]). Counted in the
-//! connection's own fields and handed to the shared counters every [`FLUSH_EVERY`] bytes
+//! connection's own fields and handed to the shared counters every `FLUSH_EVERY` bytes
 //! and at the end, so a busy connection touches a shared cache line once per 256 KiB, not
 //! once per read; with metrics off and no limit it only adds two numbers and a `None` check.
 
@@ -97,7 +97,7 @@ impl<S> Metered<S> {
         }
     }
 
-    /// Notes more bytes read or written, flushing past [`FLUSH_EVERY`].
+    /// Notes more bytes read or written, flushing past `FLUSH_EVERY`.
     fn note(&mut self, received: u64, sent: u64) {
         self.received += received;
         self.sent += sent;

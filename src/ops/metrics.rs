@@ -20,11 +20,13 @@
 //! | `sockit_exec_started_total`, `sockit_exec_ended_total` | reason ([`ExecEnd`]) |
 //! | `sockit_uploads_in_progress` | (none: counted in the core) |
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::protocol::ErrorCode;
@@ -211,11 +213,30 @@ pub fn request(door: Door, op: &'static str, result: Option<ErrorCode>, since: O
     let Some(since) = since else {
         return;
     };
-    let door = door.as_str();
     let result = result.map_or("ok", code_label);
-    counter!("sockit_requests_total", "door" => door, "op" => op, "result" => result).increment(1);
-    histogram!("sockit_request_duration_seconds", "door" => door, "op" => op)
-        .record(since.elapsed().as_secs_f64());
+    let elapsed = since.elapsed().as_secs_f64();
+    // The handles of each (door, op, result) are looked up in the registry once per worker
+    // thread, not once per request: a lookup builds the key and hashes it.
+    REQUEST_HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        let (count, latency) = handles.entry((door, op, result)).or_insert_with(|| {
+            let door = door.as_str();
+            (
+                counter!("sockit_requests_total", "door" => door, "op" => op, "result" => result),
+                histogram!("sockit_request_duration_seconds", "door" => door, "op" => op),
+            )
+        });
+        count.increment(1);
+        latency.record(elapsed);
+    });
+}
+
+/// The request series of one thread, by (door, op, result): a bounded set, each label a
+/// fixed word.
+type RequestHandles = HashMap<(Door, &'static str, &'static str), (Counter, Histogram)>;
+
+thread_local! {
+    static REQUEST_HANDLES: RefCell<RequestHandles> = RefCell::new(HashMap::new());
 }
 
 /// Bytes that arrived on (`received`) or left through (`sent`) `door`.

@@ -5,7 +5,7 @@
 //! A bucket may go into debt: a read or write moves what the socket gives, is charged
 //! after, and the next one waits until every bucket it draws on is out of debt. So a
 //! transfer averages the lowest rate among its buckets, with bursts of at most
-//! [`Bucket::burst`] plus one read or [`MAX_SHAPED_WRITE`]. A stream with no limit has no
+//! [`Bucket::burst`] plus one read or `MAX_SHAPED_WRITE`. A stream with no limit has no
 //! [`Shaping`] at all: it pays one `None` check per read or write.
 
 use std::future::Future;
