@@ -13,6 +13,9 @@ Started by bench/run.sh (which installs the peers and builds sockit). Sections:
   sessions  fresh connections, each a TLS handshake + login + stat (`sockit bench sessions`,
          and `sockit stat` as a process each), against `ssh host true` repeated.
   idle   K idle connections held on sockit, then one echo on each; server RSS while idle.
+  metrics  what `serve --metrics` costs (not in the default run): the same build with and
+         without it, echo (C connections, plaintext) and SIZE put/get (TLS), rounds
+         interleaved, no limits set either way.
 Every load has a count or time bound; every process is stopped by PID at exit. Loopback only.
 """
 import argparse
@@ -591,9 +594,63 @@ class Suite:
         }))
 
     # --- output ------------------------------------------------------------------------
+    def metrics(self):
+        """The same build with metrics off and on: echo and put/get, interleaved rounds."""
+        a = self.a
+        size = a.size_mib << 20
+        src = os.path.join(self.work, "metrics-source.bin")
+        with open(src, "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range(a.size_mib):
+                f.write(i.to_bytes(8, "little") + block[8:])
+        env = {**os.environ, "SOCKIT_PASSWORD": "bench-pass"}
+        servers = {}
+        for name, extra in (("metrics off", []), ("metrics on", ["--metrics", "127.0.0.1:0"])):
+            data = os.path.join(self.work, f"data-{name.replace(' ', '-')}")
+            run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+                input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+            servers[name] = self.sockit_server(data, extra)
+            p, port = servers[name]
+            run([a.sockit, "put", "-q", "-s", f"127.0.0.1:{port}", "-u", "bench", src,
+                 "bench-source.bin"], 600, env={**self.client_env(port, tls=True), **env},
+                stdout=subprocess.DEVNULL)
+        results = {(name, what): [] for name in servers for what in ("echo", "put", "get")}
+        for _ in range(a.reps):
+            for name, (p, port) in servers.items():
+                r = self.bench("echo", "-s", f"127.0.0.1:{port}", "-c", str(a.connections),
+                               "-b", str(a.body), "-d", str(a.seconds), "--server-pid", str(p.pid),
+                               timeout=a.seconds + 120, env={**os.environ, "SOCKIT_PLAINTEXT": "1"})
+                results[(name, "echo")].append(r["requests_per_sec"])
+                for mode in ("put", "get"):
+                    what = ["--file", src] if mode == "put" else ["--remote", "bench-source.bin"]
+                    out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{port}", "-u", "bench",
+                               *what, "--dir", self.work, "--json"], 600, capture_output=True,
+                              text=True, env={**self.client_env(port, tls=True), **env})
+                    r = json.loads(out.stdout)
+                    if r["ok"] != 1:
+                        raise RuntimeError(r["first_error"])
+                    results[(name, mode)].append(size / r["seconds"] / 1e6)
+        for (name, what), xs in results.items():
+            self.rows.append(("metrics", f"{what}: {name}", {
+                "median": statistics.median(xs), "all": [round(x) for x in xs]}))
+        for p, _ in servers.values():
+            stop(p)
+
     def table(self):
         a = self.a
         out = []
+        overhead = {name: f for s, name, f in self.rows if s == "metrics"}
+        if overhead:
+            out.append(f"### Metrics overhead: the same build without and with --metrics; echo "
+                       f"{a.connections} connections x {a.body} B plaintext, put/get one "
+                       f"{a.size_mib} MiB file over TLS; median of {a.reps} interleaved rounds\n")
+            out.append("| load | metrics off | metrics on | on ÷ off | runs off | runs on |")
+            out.append("|---|---|---|---|---|---|")
+            for what, unit in (("echo", "req/s"), ("put", "MB/s"), ("get", "MB/s")):
+                off, on = overhead[f"{what}: metrics off"], overhead[f"{what}: metrics on"]
+                out.append(f"| {what} ({unit}) | {off['median']:,.0f} | {on['median']:,.0f} | "
+                           f"{on['median'] / off['median']:.3f} | {off['all']} | {on['all']} |")
+            out.append("")
         echo = {name: f for s, name, f in self.rows if s == "echo"}
         if echo:
             ref = echo.get("sockit")
@@ -678,7 +735,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockit", required=True)
     ap.add_argument("--tokio-echo", required=True)
-    ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle"],
+    ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle", "metrics"],
                     action="append")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--body", type=int, default=64)

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 use crate::net::Endpoint;
+pub use crate::ops::shape::Rates;
 use crate::protocol::{Limits, MAX_BODY, MAX_HEADER_LEN, MAX_INLINE_BODY};
 use crate::runner::SandboxOptions;
 use crate::seed::command::ExecLimits;
@@ -27,6 +28,9 @@ mod tests;
 
 pub use size::parse_size;
 pub use start::{Running, start};
+
+/// The default of [`Options::max_sessions_per_user`].
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 64;
 
 /// The default listen address of the native protocol.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9900";
@@ -116,6 +120,53 @@ pub struct Options {
     pub chat_max_message: Option<u64>,
     /// Longest strftime format the time server accepts, in bytes [default: 256].
     pub time_max_format: Option<usize>,
+    /// Prometheus metrics (`/metrics`) and health (`/healthz`) over HTTP on this address.
+    #[serde(deserialize_with = "de_parsed")]
+    pub metrics: Option<Endpoint>,
+    /// Log lines as `text` or `json` (one object per line) [default: text].
+    pub log_format: Option<LogFormat>,
+    /// New connections one address may open per second per listener; 0: no limit
+    /// [default: 100].
+    pub connection_rate: Option<u32>,
+    /// New connections one address may open at once after a quiet spell [default: 500].
+    pub connection_burst: Option<u32>,
+    /// Sessions (logged-in connections, any door) one user may hold at once [default: 64].
+    pub max_sessions_per_user: Option<usize>,
+    /// Bytes per second the server takes in, all clients together [default: no limit].
+    #[serde(deserialize_with = "de_size")]
+    pub max_rate_up: Option<u64>,
+    /// Bytes per second the server sends, all clients together [default: no limit].
+    #[serde(deserialize_with = "de_size")]
+    pub max_rate_down: Option<u64>,
+    /// Bytes per second one connection may send the server [default: no limit].
+    #[serde(deserialize_with = "de_size")]
+    pub max_rate_up_per_connection: Option<u64>,
+    /// Bytes per second one connection may receive [default: no limit].
+    #[serde(deserialize_with = "de_size")]
+    pub max_rate_down_per_connection: Option<u64>,
+}
+
+/// How log lines are written (`serve --log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("`{s}` is not a log format (text or json)")),
+        }
+    }
 }
 
 /// Settings with every default filled in.
@@ -153,6 +204,14 @@ pub struct Settings {
     chat: ChatLimits,
     /// The time service.
     time: Time,
+    /// The metrics listener asked for.
+    pub metrics: Option<Endpoint>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Sessions one user may hold at once.
+    pub max_sessions_per_user: usize,
+    /// Bandwidth limits.
+    pub rates: Rates,
 }
 
 impl Options {
@@ -224,6 +283,8 @@ impl Options {
                     max_body: self.max_body.unwrap_or(MAX_BODY),
                 },
                 max_inline_body: self.max_inline_body.unwrap_or(MAX_INLINE_BODY),
+                connection_rate: self.connection_rate.unwrap_or(defaults.connection_rate),
+                connection_burst: self.connection_burst.unwrap_or(defaults.connection_burst),
             },
             seed_echo: self.seed_echo,
             seed_exec: self.seed_exec,
@@ -244,6 +305,18 @@ impl Options {
             },
             time: Time {
                 max_format: self.time_max_format.unwrap_or(256),
+            },
+            metrics: self.metrics,
+            log_format: self.log_format.unwrap_or_default(),
+            max_sessions_per_user: self
+                .max_sessions_per_user
+                .unwrap_or(DEFAULT_MAX_SESSIONS_PER_USER)
+                .max(1),
+            rates: Rates {
+                up: self.max_rate_up,
+                down: self.max_rate_down,
+                up_per_connection: self.max_rate_up_per_connection,
+                down_per_connection: self.max_rate_down_per_connection,
             },
         })
     }

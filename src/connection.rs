@@ -371,6 +371,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &self.stream
     }
 
+    /// The stream, to change how it is carried (its bandwidth limits); reading or writing
+    /// it directly would break the framing.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Gives back the stream and whatever was read past the last frame (for protocol hand-off).
     pub fn into_parts(self) -> (S, BytesMut) {
         (self.stream, self.rbuf)

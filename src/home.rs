@@ -41,6 +41,8 @@ pub(crate) struct Pending<U> {
     old: u64,
     /// Booked at the commit: the new file, less what it replaced and the shortfall charged.
     committed: Option<i64>,
+    /// Counts the upload in `sockit_uploads_in_progress` while it lasts.
+    _uploading: crate::ops::metrics::Open,
 }
 
 fn signed(n: u64) -> i64 {
@@ -210,6 +212,7 @@ impl<S: Storage> Home<S> {
             before,
             old,
             committed: None,
+            _uploading: crate::ops::metrics::upload(),
         })
     }
 

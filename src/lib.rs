@@ -33,6 +33,7 @@
 //! - [`client`]: the calling side: the native protocol, exec's streams, the shell's
 //!   language, UDP and chat clients, the load generator.
 //! - [`config`]: `sockit serve`'s settings (TOML file) and the listeners they open.
+//! - [`ops`]: what an operator sees and bounds: metrics (Prometheus), `/healthz`.
 //! - [`tls`]: the server's TLS identity (made on first start), its fingerprint, TLS 1.3.
 //! - [`keys`]: login keys (Ed25519): key files, fingerprints, the signed login message.
 //! - [`lab`]: `sockit lab`: the seeds' socket phenomena (粘包, Nagle, TIME_WAIT, UDP
@@ -49,6 +50,7 @@ mod home;
 pub mod keys;
 pub mod lab;
 pub mod net;
+pub mod ops;
 pub mod protocol;
 pub mod quota;
 pub mod runner;

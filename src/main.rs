@@ -14,6 +14,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
+use sockit::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -37,12 +38,24 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Colours only for a person at a terminal, not in a file or the journal.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        // One JSON object per line: the event's fields at the top, the connection's span
+        // (id, peer) under "span".
+        cli::Command::Serve(options) if options.log_format() == LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        _ => logs.init(),
+    }
     // Tasks polled between two looks at the I/O driver while a worker has work queued
     // (tokio's default: 61). Each look can move newly ready connections onto the busy
     // worker's queue, where they wait out its time slice if the OS preempts it; looking

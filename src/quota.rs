@@ -225,6 +225,7 @@ fn check(account: &Account, quota: Option<u64>, asked: u64) -> Result<(), QuotaE
         .checked_add(account.reserved)
         .and_then(|t| t.checked_add(asked));
     if total.is_none_or(|total| total > quota) {
+        crate::ops::metrics::quota_refused();
         return Err(QuotaError {
             used: account.used,
             reserved: account.reserved,

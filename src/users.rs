@@ -7,6 +7,7 @@
 
 mod argon;
 mod keys;
+mod limits;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub use keys::KeyInfo;
+pub use limits::UserRates;
 pub(crate) use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
@@ -217,6 +219,7 @@ impl Users {
         }
         // Their keys go with them: a later user of that name must not inherit them.
         tx.execute("DELETE FROM keys WHERE user = ?1", [name])?;
+        tx.execute("DELETE FROM limits WHERE user = ?1", [name])?;
         tx.commit()?;
         drop(conn);
         if remove_home {

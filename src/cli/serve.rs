@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use tracing::info;
 
-use sockit::config::{Options, Settings, parse_size, parse_switch};
+use sockit::config::{LogFormat, Options, Settings, parse_size, parse_switch};
 use sockit::net::Endpoint;
 
 /// `sockit serve`: every setting, each optional so that flags and file can be merged.
@@ -123,6 +123,37 @@ pub struct ServeOptions {
     /// Longest strftime format the time server accepts [default: 256].
     #[arg(long, value_name = "BYTES")]
     pub time_max_format: Option<usize>,
+    /// Prometheus metrics at /metrics and health at /healthz, over HTTP on ADDR (no login:
+    /// keep it on loopback or a private network).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<Endpoint>,
+    /// Log lines as text, or json: one object per line [default: text].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<LogFormat>,
+    /// New connections one address may open per second per listener, once past
+    /// --connection-burst; more are refused at once. 0: no limit [default: 100].
+    #[arg(long, value_name = "N")]
+    pub connection_rate: Option<u32>,
+    /// New connections one address may open at once after a quiet spell [default: 500].
+    #[arg(long, value_name = "N")]
+    pub connection_burst: Option<u32>,
+    /// Sessions (logged-in connections, any door) one user may hold at once; one more
+    /// login is refused [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_user: Option<usize>,
+    /// Bytes per second the server takes in, all clients together, e.g. 100MB
+    /// [default: no limit]. Per user: `sockit user limit NAME --up R`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_up: Option<u64>,
+    /// Bytes per second the server sends, all clients together [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_down: Option<u64>,
+    /// Bytes per second one connection may send the server [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_up_per_connection: Option<u64>,
+    /// Bytes per second one connection may receive [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_rate_down_per_connection: Option<u64>,
 }
 
 impl ServeOptions {
@@ -136,6 +167,13 @@ impl ServeOptions {
             None => Options::default(),
         };
         Ok(self.over(file).resolve()?)
+    }
+
+    /// The log format: the flag's, else the `--config` file's (a file that cannot be read
+    /// is reported by [`ServeOptions::settings`] once logging is set up).
+    pub fn log_format(&self) -> LogFormat {
+        let file = || Options::from_file(self.config.as_ref()?).ok()?.log_format;
+        self.log_format.or_else(file).unwrap_or_default()
     }
 
     /// These flags over `file`: each flag given wins; each left out takes the file's value.
@@ -176,6 +214,15 @@ impl ServeOptions {
             chat_expiry,
             chat_max_message,
             time_max_format,
+            metrics,
+            log_format,
+            connection_rate,
+            connection_burst,
+            max_sessions_per_user,
+            max_rate_up,
+            max_rate_down,
+            max_rate_up_per_connection,
+            max_rate_down_per_connection,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -212,6 +259,17 @@ impl ServeOptions {
             chat_expiry: chat_expiry.or(file.chat_expiry),
             chat_max_message: chat_max_message.or(file.chat_max_message),
             time_max_format: time_max_format.or(file.time_max_format),
+            metrics: metrics.or(file.metrics),
+            log_format: log_format.or(file.log_format),
+            connection_rate: connection_rate.or(file.connection_rate),
+            connection_burst: connection_burst.or(file.connection_burst),
+            max_sessions_per_user: max_sessions_per_user.or(file.max_sessions_per_user),
+            max_rate_up: max_rate_up.or(file.max_rate_up),
+            max_rate_down: max_rate_down.or(file.max_rate_down),
+            max_rate_up_per_connection: max_rate_up_per_connection
+                .or(file.max_rate_up_per_connection),
+            max_rate_down_per_connection: max_rate_down_per_connection
+                .or(file.max_rate_down_per_connection),
         }
     }
 }
@@ -315,6 +373,7 @@ mod tests {
                 Some("N" | "SECS" | "BYTES") => "1",
                 Some("SIZE") => "\"1KiB\"",
                 Some("on|off") => "\"off\"",
+                Some("text|json") => "\"json\"",
                 Some("DIR" | "FILE") => "\"d\"",
                 _ => "\"127.0.0.1:0\"",
             };
@@ -322,7 +381,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 33, "every flag but --config");
+        assert_eq!(checked, 42, "every flag but --config");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use sockit::config::parse_size;
 use sockit::keys::PublicKey;
-use sockit::users::{Password, Users};
+use sockit::users::{Password, UserRates, Users};
 
 /// `sockit user …`: manage the users of a data folder (run on the server's machine).
 #[derive(Debug, Args)]
@@ -66,6 +66,18 @@ pub enum UserAction {
         /// The new quota, e.g. 1GiB, or `none`.
         quota: String,
     },
+    /// Limit a user's bandwidth, all their sessions together, in bytes per second (a flag
+    /// left out keeps its value; `none` removes it). Applies from their next login.
+    Limit {
+        /// The login name.
+        name: String,
+        /// What they may send the server per second, e.g. 10MB, or `none`.
+        #[arg(long, value_name = "RATE")]
+        up: Option<String>,
+        /// What they may receive per second, e.g. 10MB, or `none`.
+        #[arg(long, value_name = "RATE")]
+        down: Option<String>,
+    },
 }
 
 /// The `user key` actions.
@@ -114,8 +126,13 @@ pub fn user(args: UserArgs) -> Result<()> {
                 let created = chrono::DateTime::from_timestamp(u.created, 0)
                     .map(|t| t.format("%Y-%m-%d").to_string())
                     .unwrap_or_default();
+                let rates = users.rates(&u.name)?;
+                let limits = match rates == UserRates::default() {
+                    true => String::new(),
+                    false => format!("  {}", rates_text(rates)),
+                };
                 out!(
-                    "{:<32} {:>14}  added {created}",
+                    "{:<32} {:>14}  added {created}{limits}",
                     u.name,
                     quota_text(u.quota)
                 );
@@ -145,6 +162,22 @@ pub fn user(args: UserArgs) -> Result<()> {
             };
             users.set_quota(&name, quota)?;
             out!("quota of {name}: {}", quota_text(quota));
+        }
+        UserAction::Limit { name, up, down } => {
+            users.get(&name)?;
+            let mut rates = users.rates(&name)?;
+            let parse = |text: &str| match text {
+                "none" | "unlimited" => Ok(None),
+                r => parse_size(r).map(Some).map_err(anyhow::Error::msg),
+            };
+            if let Some(up) = up {
+                rates.up = parse(&up)?;
+            }
+            if let Some(down) = down {
+                rates.down = parse(&down)?;
+            }
+            users.set_rates(&name, rates)?;
+            out!("limits of {name}: {}", rates_text(rates));
         }
     }
     Ok(())
@@ -178,6 +211,16 @@ fn date(seconds: i64) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
+}
+
+/// `up 10 MB/s, down unlimited`.
+fn rates_text(rates: UserRates) -> String {
+    let rate = |r: Option<u64>| {
+        r.map_or("unlimited".into(), |r| {
+            format!("{}/s", sockit::quota::format_size(r))
+        })
+    };
+    format!("up {}, down {}", rate(rates.up), rate(rates.down))
 }
 
 fn quota_text(quota: Option<u64>) -> String {

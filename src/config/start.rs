@@ -9,6 +9,8 @@ use tracing::{info, warn};
 use super::{Settings, failed, refused};
 use crate::error::{Error, Result};
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
+use crate::ops::shape::ServerRates;
+use crate::ops::{self, Health, health::ListenerUp};
 use crate::runner::{Confinement, Sandbox};
 use crate::seed;
 use crate::server::{ServerConfig, Shutdown, TcpService, UdpService, serve_tcp, serve_udp};
@@ -28,6 +30,8 @@ pub struct Running {
     shutdown: Shutdown,
     grace: Duration,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Whether each listener and back-end is up (`/healthz`).
+    health: Arc<Health>,
 }
 
 impl Running {
@@ -90,6 +94,11 @@ pub async fn start(settings: Settings) -> Result<Running> {
             e,
         )
     })?;
+    if settings.metrics.is_some() {
+        // Before the first listener, so that every connection is counted.
+        ops::metrics::install()?;
+        ops::metrics::serving(ops::metrics::Door::Native);
+    }
     let config = Arc::new(settings.server.clone());
     let mut running = Running {
         listeners: Vec::new(),
@@ -97,6 +106,7 @@ pub async fn start(settings: Settings) -> Result<Running> {
         shutdown: Shutdown::new(),
         grace: config.grace,
         tasks: Vec::new(),
+        health: Health::new(),
     };
     let files = FileService::open(&settings.data).map_err(|e| {
         failed(
@@ -110,7 +120,12 @@ pub async fn start(settings: Settings) -> Result<Running> {
     };
     let transport = Transport::new(&identity, settings.allow_plaintext)?;
     running.fingerprint = Some(transport.fingerprint().to_owned());
-    let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
+    running.health.users(files.users.clone());
+    running.health.folder(settings.data.join("homes"));
+    let files = files.with_max_sessions_per_user(settings.max_sessions_per_user);
+    let mut native = Native::with_files(Arc::new(files))
+        .with_transport(transport)
+        .with_rates(ServerRates::new(settings.rates));
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
         false => None,
@@ -149,6 +164,9 @@ pub async fn start(settings: Settings) -> Result<Running> {
         running
             .udp("udp-chat", addr, Chat::new(settings.chat))
             .await?;
+    }
+    if let Some(endpoint) = &settings.metrics {
+        running.metrics(endpoint).await?;
     }
     Ok(running)
 }
@@ -212,15 +230,16 @@ impl Running {
         config: &Arc<ServerConfig>,
     ) -> Result<()> {
         let listener = Listener::bind(endpoint).await?;
-        self.listeners
-            .push((what, listener.local_endpoint()?.to_string()));
+        let addr = listener.local_endpoint()?.to_string();
+        let up = self.health.listener(what, &addr);
+        self.listeners.push((what, addr));
         let server = serve_tcp(
             listener,
             Arc::new(service),
             config.clone(),
             self.shutdown.clone(),
         );
-        self.tasks.push(tokio::spawn(server));
+        self.tasks.push(tokio::spawn(watched(server, up)));
         Ok(())
     }
 
@@ -232,10 +251,31 @@ impl Running {
         service: S,
     ) -> Result<()> {
         let socket = bind_udp(addr).await?;
-        self.listeners
-            .push((what, socket.local_addr()?.to_string()));
+        let addr = socket.local_addr()?.to_string();
+        let up = self.health.listener(what, &addr);
+        self.listeners.push((what, addr));
         let server = serve_udp(socket, Arc::new(service), self.shutdown.clone());
+        self.tasks.push(tokio::spawn(watched(server, up)));
+        Ok(())
+    }
+
+    /// Serves `/metrics` and `/healthz` on `endpoint`, as listener `"metrics"`.
+    async fn metrics(&mut self, endpoint: &Endpoint) -> Result<()> {
+        let listener = Listener::bind(endpoint).await?;
+        self.listeners
+            .push(("metrics", listener.local_endpoint()?.to_string()));
+        let server = ops::endpoint::serve(listener, self.health.clone(), self.shutdown.clone());
         self.tasks.push(tokio::spawn(server));
         Ok(())
     }
+}
+
+/// A listener's task: `server`, marked down in `/healthz` once it ends.
+async fn watched(
+    server: impl Future<Output = std::io::Result<()>>,
+    up: ListenerUp,
+) -> std::io::Result<()> {
+    let served = server.await;
+    up.down();
+    served
 }

@@ -43,7 +43,18 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Largest body a service reads into memory (bigger ones stream or are refused).
     pub max_inline_body: u64,
+    /// New connections one address may open per second on a listener, once past
+    /// `connection_burst`; more are refused at once. 0: no limit.
+    pub connection_rate: u32,
+    /// New connections one address may open at once after a quiet spell.
+    pub connection_burst: u32,
 }
+
+/// The default of [`ServerConfig::connection_rate`].
+pub(crate) const DEFAULT_CONNECTION_RATE: u32 = 100;
+
+/// The default of [`ServerConfig::connection_burst`].
+pub(crate) const DEFAULT_CONNECTION_BURST: u32 = 500;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -55,6 +66,8 @@ impl Default for ServerConfig {
             grace: Duration::from_secs(10),
             limits: Limits::default(),
             max_inline_body: crate::protocol::MAX_INLINE_BODY,
+            connection_rate: DEFAULT_CONNECTION_RATE,
+            connection_burst: DEFAULT_CONNECTION_BURST,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +24,8 @@ use super::per_ip::{IpSlot, PerIp};
 use super::{ServerConfig, Shutdown};
 use crate::Error;
 use crate::net::{Listener, Peer, Stream, ip_bucket};
+use crate::ops::metrics::{self, Door, Refusal};
+use crate::ops::rate::ConnectionRate;
 
 /// Refused connections that may say their last word at once; beyond these, a refused
 /// connection is closed without one.
@@ -67,7 +70,16 @@ pub trait TcpService: Send + Sync + 'static {
         let _ = error;
         None
     }
+
+    /// The door this service is, for the metrics of refused connections; `None` (the
+    /// default) counts none.
+    fn door(&self) -> Option<Door> {
+        None
+    }
 }
+
+/// The id of the next connection, for the log span of each (`conn{id=…}`).
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Serves `service` on `listener` until `shutdown` triggers.
 ///
@@ -88,6 +100,7 @@ pub async fn serve_tcp<S: TcpService>(
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_ip = PerIp::new(config.max_connections_per_ip);
+    let rate = ConnectionRate::new(config.connection_rate, config.connection_burst);
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -123,10 +136,13 @@ pub async fn serve_tcp<S: TcpService>(
                 continue;
             }
         };
-        let slot = match take_slot(&per_ip, &peer) {
+        let slot = match admit(rate.as_ref(), &per_ip, &peer) {
             Ok(slot) => slot,
-            Err(error) => {
+            Err((error, reason)) => {
                 debug!(%peer, "refused: {error}");
+                if let Some(door) = service.door() {
+                    metrics::refused(door, reason);
+                }
                 let last_word = service.refusal(&error);
                 match refusing.clone().try_acquire_owned() {
                     Ok(refusal) => {
@@ -148,7 +164,8 @@ pub async fn serve_tcp<S: TcpService>(
             config: config.clone(),
         };
         let service = service.clone();
-        let span = info_span!("conn", %peer);
+        let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!("conn", id, %peer);
         shutdown.tracker().spawn(
             async move {
                 debug!("connected");
@@ -166,23 +183,41 @@ pub async fn serve_tcp<S: TcpService>(
 }
 
 /// The per-address slot of a connection from `peer` (none for Unix-socket peers), or the
-/// refusal when its address holds its cap.
-fn take_slot(per_ip: &Arc<PerIp>, peer: &Peer) -> Result<Option<IpSlot>, Error> {
+/// refusal (and its reason) when its address opens connections too fast or holds its cap.
+fn admit(
+    rate: Option<&ConnectionRate>,
+    per_ip: &Arc<PerIp>,
+    peer: &Peer,
+) -> Result<Option<IpSlot>, (Error, Refusal)> {
     let Peer::Tcp(addr) = peer else {
         return Ok(None);
     };
+    let address = || match ip_bucket(addr.ip()) {
+        IpAddr::V6(net) => format!("{net}/64"),
+        v4 => v4.to_string(),
+    };
+    if let Some(rate) = rate
+        && let Err(wait) = rate.admit(addr.ip())
+    {
+        let error = Error::TooManyConnections(format!(
+            "{} opens connections faster than {} a second, the most one address may \
+             (serve --connection-rate); try again in {:.1} s",
+            address(),
+            rate.per_second(),
+            wait.as_secs_f64()
+        ));
+        return Err((error, Refusal::PerIpRate));
+    }
     match per_ip.take(addr.ip()) {
         Some(slot) => Ok(Some(slot)),
         None => {
-            let address = match ip_bucket(addr.ip()) {
-                IpAddr::V6(net) => format!("{net}/64"),
-                v4 => v4.to_string(),
-            };
-            Err(Error::TooManyConnections(format!(
-                "{address} already holds {} connections, the most one address may \
+            let error = Error::TooManyConnections(format!(
+                "{} already holds {} connections, the most one address may \
                  (serve --max-connections-per-ip)",
+                address(),
                 per_ip.cap()
-            )))
+            ));
+            Err((error, Refusal::PerIpCap))
         }
     }
 }

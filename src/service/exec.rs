@@ -25,6 +25,7 @@ use tracing::info;
 
 use super::session::LoggedIn;
 use crate::connection::Connection;
+use crate::ops::metrics::{self, ExecEnd};
 use crate::protocol::ops::{Output, Started};
 use crate::protocol::{ErrorCode, Head, Reply, Request};
 use crate::runner::{self, End, ExecLimits, Exit, OUTPUT_CHUNK, Sandbox, Spec};
@@ -127,6 +128,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     let (process, output, pipe) = runner::spawn(&spec, &exec.limits, &exec.sandbox)
         .map_err(|e| Error::Internal(format!("cannot start the command: {e}")))?;
     info!(user = %user.name, command = %command, "exec");
+    metrics::exec_started();
     conn.queue(&Reply::ok(Started { started: true }), b"")?;
     conn.flush().await?;
     let mut run = Run {
@@ -136,10 +138,14 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         pending: Bytes::new(),
         eof: !stdin,
     };
-    let last = run.stream(conn, shutdown).await?;
+    let last = run.stream(conn, shutdown).await.inspect_err(|_| {
+        // The client left (or its stream broke): the command dies with the connection.
+        metrics::exec_ended(ExecEnd::Client);
+    })?;
     let (code, message) = match last {
         Ok(End::Exit(exit)) => {
             info!(user = %user.name, ?exit, "exec ended");
+            metrics::exec_ended(ExecEnd::Exit);
             conn.queue(&Reply::ok(exit), b"")?;
             return run.finish(conn).await;
         }
@@ -159,6 +165,12 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         Err(e) => (e.code(), e.to_string()),
     };
+    metrics::exec_ended(match code {
+        _ if shutdown.is_cancelled() => ExecEnd::Shutdown,
+        ErrorCode::Timeout => ExecEnd::Timeout,
+        ErrorCode::TooLarge => ExecEnd::Output,
+        _ => ExecEnd::Client,
+    });
     info!(user = %user.name, %code, "exec stopped");
     conn.queue(&Reply::error(code, message), b"")?;
     if shutdown.is_cancelled() {

@@ -11,6 +11,7 @@ pub mod chat;
 mod echo;
 mod exec;
 mod files;
+mod report;
 pub mod session;
 pub mod time;
 mod transfer;
@@ -25,6 +26,9 @@ use tracing::debug;
 use crate::connection::Connection;
 use crate::home::Home;
 use crate::net::Peer;
+use crate::ops::meter::Metered;
+use crate::ops::metrics::{self, Door};
+use crate::ops::shape::ServerRates;
 use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
 use crate::storage::backend::Local;
@@ -49,6 +53,8 @@ pub struct Native {
     exec: Option<Arc<exec::Exec>>,
     /// TLS on this port (next to plaintext for loopback); without it, plaintext only.
     transport: Option<transport::Shared>,
+    /// The server-wide and per-connection bandwidth limits.
+    rates: ServerRates,
 }
 
 impl Native {
@@ -87,6 +93,11 @@ impl Native {
         }
     }
 
+    /// This service with bandwidth limits (`--max-rate-*`).
+    pub fn with_rates(self, rates: ServerRates) -> Self {
+        Native { rates, ..self }
+    }
+
     /// The file service, or the reason there is none.
     fn files(&self) -> Result<&session::FileService> {
         self.files
@@ -100,7 +111,7 @@ impl Native {
         request: Request,
         op: &str,
         cx: &mut Context,
-        conn: &mut Connection<S>,
+        conn: &mut Connection<Metered<S>>,
     ) -> Result<()> {
         use files::FileOp;
         let file_op = match request {
@@ -120,7 +131,13 @@ impl Native {
                     }
                 };
                 let pair = (user, credentials);
-                return session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await;
+                session::login(self.files()?, &mut cx.session, cx.peer, pair, conn).await?;
+                // The user's bandwidth limits, shared by their sessions, from here on.
+                if let Some(slot) = cx.session.slot() {
+                    let (up, down) = (slot.up.clone(), slot.down.clone());
+                    conn.get_mut().shape_user(up, down);
+                }
+                return Ok(());
             }
             Request::Put {
                 path,
@@ -129,7 +146,8 @@ impl Native {
                 keep,
             } => {
                 let home = self.home(cx)?;
-                return transfer::put(home, (path, size, resume, keep), conn).await;
+                cx.moved = Some(transfer::put(home, (path, size, resume, keep), conn).await?);
+                return Ok(());
             }
             Request::Write { .. } => {
                 return Err(Error::Internal(
@@ -142,7 +160,8 @@ impl Native {
                 digest,
             } => {
                 let home = self.home(cx)?;
-                return transfer::get(home, (path, offset, digest), conn).await;
+                cx.moved = Some(transfer::get(home, (path, offset, digest), conn).await?);
+                return Ok(());
             }
             Request::Data { .. } | Request::Done { .. } => {
                 return Err(Error::BadRequest(format!(
@@ -191,6 +210,8 @@ struct Context {
     session: session::Session,
     /// The server's shutdown signal, for ops that run long (a command is killed on it).
     shutdown: tokio_util::sync::CancellationToken,
+    /// The file bytes the last transfer moved, for its log line.
+    moved: Option<u64>,
 }
 
 impl TcpService for Native {
@@ -204,15 +225,23 @@ impl TcpService for Native {
             }
             None => (conn.stream, None),
         };
+        let _open = metrics::connection(Door::Native);
+        let binding = stream.get_ref().tls_binding();
+        let mut stream = Metered::new(stream, Door::Native);
+        self.rates.apply(&mut stream);
         let mut framed =
             Connection::new(stream, conn.config.limits).with_head_timeout(conn.config.head_timeout);
         let mut cx = Context {
             peer: conn.peer,
-            session: session::Session::new(framed.get_ref().get_ref().tls_binding()),
+            session: session::Session::new(binding),
             shutdown: conn.shutdown.clone(),
+            moved: None,
         };
         let result = match refused {
-            Some(refused) => Err(refused),
+            Some(refused) => {
+                metrics::refused(Door::Native, metrics::Refusal::TlsRequired);
+                Err(refused)
+            }
             None => frame_loop(self, &mut cx, &mut framed, &conn.shutdown).await,
         };
         match &result {
@@ -227,6 +256,10 @@ impl TcpService for Native {
             }
         }
         result
+    }
+
+    fn door(&self) -> Option<Door> {
+        Some(Door::Native)
     }
 
     /// One error frame.
@@ -246,7 +279,7 @@ impl TcpService for Native {
 async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
     native: &Native,
     cx: &mut Context,
-    conn: &mut Connection<S>,
+    conn: &mut Connection<Metered<S>>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let mut batch = batch::Batch::default();
@@ -261,7 +294,7 @@ async fn frame_loop<S: AsyncRead + AsyncWrite + Unpin>(
 async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     native: &Native,
     cx: &mut Context,
-    conn: &mut Connection<S>,
+    conn: &mut Connection<Metered<S>>,
     shutdown: &tokio_util::sync::CancellationToken,
     batch: &mut batch::Batch,
 ) -> Result<()> {
@@ -277,7 +310,10 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
         debug!(op, body_len = head.body_len, "request");
-        let result = match Request::from_head(&head) {
+        let request = Request::from_head(&head);
+        let report = report::Report::begin(&request, conn.get_ref());
+        cx.moved = None;
+        let result = match request {
             // Whole small files join the group commit (see `batch`), answered when it ends.
             Ok(Request::Write { path, blake3, keep }) => match native.home(cx) {
                 Ok(home) => batch.write(home, (path, blake3, keep), conn).await,
@@ -293,6 +329,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             },
             Err(e) => batch.flush(conn).await.and(Err(e)),
         };
+        report.end(&result, cx.session.name(), cx.moved, conn.get_ref());
         if let Err(e) = result {
             if e.closes_connection() {
                 return Err(e);

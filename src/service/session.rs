@@ -24,6 +24,8 @@ use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::keys::{self, PublicKey};
 use crate::net::Peer;
+use crate::ops::metrics::{self, Door, Refusal};
+use crate::ops::sessions::{SessionSlot, UserSessions};
 use crate::protocol::Reply;
 use crate::protocol::ops::{Challenge, Welcome};
 use crate::quota::QuotaLedger;
@@ -47,6 +49,8 @@ pub struct FileService {
     /// standard cost) and a core; further logins wait their turn, so a flood of logins
     /// costs time, not memory or threads.
     checks: Semaphore,
+    /// Sessions per user, and the bandwidth buckets each user's sessions share.
+    sessions: Arc<UserSessions>,
 }
 
 impl FileService {
@@ -72,6 +76,32 @@ impl FileService {
             ledger: QuotaLedger::new(),
             throttle: AuthThrottle::default(),
             checks: Semaphore::new(max_checks.max(1)),
+            sessions: UserSessions::new(crate::config::DEFAULT_MAX_SESSIONS_PER_USER),
+        }
+    }
+
+    /// This file service with at most `n` sessions per user (`--max-sessions-per-user`).
+    pub(crate) fn with_max_sessions_per_user(self, n: usize) -> FileService {
+        FileService {
+            sessions: UserSessions::new(n),
+            ..self
+        }
+    }
+
+    /// A session for `name`, who just proved who they are through `door`: their place
+    /// in the sessions cap, and their bandwidth buckets.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when they hold `--max-sessions-per-user` sessions already.
+    fn admit(&self, name: &str, door: Door) -> Result<Arc<SessionSlot>> {
+        let rates = self.users.rates(name)?;
+        match self.sessions.take(name, rates) {
+            Ok(slot) => Ok(Arc::new(slot)),
+            Err(e) => {
+                metrics::refused(door, Refusal::UserSessions);
+                warn!(user = %name, op = "login", result = "busy", "login refused: {e}");
+                Err(e)
+            }
         }
     }
 }
@@ -89,6 +119,8 @@ pub(crate) struct LoggedIn {
     stamp: Stamp,
     /// The key it logged in with, if it did with one: removing it ends the session.
     key: Option<PublicKey>,
+    /// Its place in the user's sessions, with their bandwidth buckets.
+    pub(crate) slot: Arc<SessionSlot>,
 }
 
 /// What a connection knows about who is on it.
@@ -132,6 +164,16 @@ impl Session {
             binding,
             ..Session::default()
         }
+    }
+
+    /// The logged-in user's session slot (as of the last look), with their buckets.
+    pub(crate) fn slot(&self) -> Option<&Arc<SessionSlot>> {
+        self.user.as_ref().map(|u| &u.slot)
+    }
+
+    /// The name of the user logged in (as of the last look), for logs.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.name.as_str())
     }
 
     /// The logged-in user, as the user store says now: a quota changed by `sockit user
@@ -191,7 +233,9 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // Single-use: whatever this login is, the challenge before it is spent.
     let pending = session.challenge.take();
     let ip = peer_ip(peer);
-    let attempt = files.attempt(ip).await?;
+    let attempt = files.attempt(ip).await.inspect_err(|_| {
+        metrics::login(Door::Native, false);
+    })?;
     // Read before the check: a change made after it is seen by the next request.
     let seen = files.users.data_version()?;
     let users = files.users.clone();
@@ -246,10 +290,13 @@ pub(crate) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let Some((info, stamp, key)) = verified else {
+        metrics::login(Door::Native, false);
         return Err(refused(attempt, &name, ip).await);
     };
     attempt.succeeded();
-    let (user, used) = files.open_home(info, stamp, key).await?;
+    let slot = files.admit(&info.name, Door::Native)?;
+    metrics::login(Door::Native, true);
+    let (user, used) = files.open_home(info, stamp, key, slot).await?;
     info!(user = %user.name, "logged in");
     session.seen = seen;
     let welcome = Welcome {
@@ -273,7 +320,7 @@ fn peer_ip(peer: Peer) -> IpAddr {
 /// error the client sees (the same whichever part was wrong).
 async fn refused(attempt: Attempt<'_>, name: &str, ip: IpAddr) -> Error {
     let cooldown = attempt.failed(Instant::now());
-    warn!(user = %name, %ip, ?cooldown, "failed login");
+    warn!(user = %name, %ip, op = "login", result = "auth_failed", ?cooldown, "failed login");
     tokio::time::sleep(FAILED_LOGIN_DELAY).await;
     Error::AuthFailed("wrong user name or password".into())
 }
@@ -293,6 +340,8 @@ impl FileService {
                 Ok(attempt) => return Ok(attempt),
                 Err(Refused::Wait) => ended.await,
                 Err(Refused::CoolingDown(left)) => {
+                    metrics::login_throttled();
+                    warn!(%ip, op = "login", result = "auth_failed", "login refused: the address cools down after failed logins");
                     return Err(Error::AuthFailed(format!(
                         "too many failed logins from {ip}; try again in {} s",
                         left.as_secs().max(1)
@@ -327,6 +376,7 @@ impl FileService {
         info: UserInfo,
         stamp: Stamp,
         key: Option<PublicKey>,
+        slot: Arc<SessionSlot>,
     ) -> Result<(LoggedIn, u64)> {
         let users = self.users.clone();
         let user = info.name.clone();
@@ -350,32 +400,42 @@ impl FileService {
             quota: info.quota,
             stamp,
             key,
+            slot,
         };
         Ok((user, used))
     }
 
     /// A password login for the doors other than the native protocol (the web page,
     /// WebDAV, FTP): the same throttle per address, bounded checks, fixed delay on failure
-    /// and answer whichever part was wrong. Keep the returned [`DoorLogin`] and call
+    /// and answer whichever part was wrong, the same sessions cap per user, and the same
+    /// metrics (`sockit_logins_total` and refusals under `door`). The user's bandwidth
+    /// limits are in [`LoggedIn::slot`], to shape the door's stream with. Keep the returned [`DoorLogin`] and call
     /// [`DoorLogin::user`] before each request, so that a removed user or changed password
     /// ends the session there too.
     ///
     /// # Errors
-    /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down.
+    /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down;
+    /// [`Error::Busy`] for a user at their sessions cap.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn password_login(
         &self,
+        door: Door,
         name: &str,
         password: Password,
         ip: IpAddr,
     ) -> Result<DoorLogin> {
-        let attempt = self.attempt(ip).await?;
+        let attempt = self.attempt(ip).await.inspect_err(|_| {
+            metrics::login(door, false);
+        })?;
         let seen = self.users.data_version()?;
         let Some((info, stamp, key)) = self.check_password(name, password).await? else {
+            metrics::login(door, false);
             return Err(refused(attempt, name, ip).await);
         };
         attempt.succeeded();
-        let (user, _) = self.open_home(info, stamp, key).await?;
+        let slot = self.admit(&info.name, door)?;
+        metrics::login(door, true);
+        let (user, _) = self.open_home(info, stamp, key, slot).await?;
         info!(user = %user.name, %ip, "logged in");
         let mut session = Session::new(None);
         session.user = Some(user);
@@ -432,13 +492,17 @@ mod tests {
         let files = FileService::with_users(users);
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
-        let wrong = files.password_login("ann", "wrong".into(), ip).await;
+        let wrong = files
+            .password_login(Door::Http, "ann", "wrong".into(), ip)
+            .await;
         assert!(matches!(wrong, Err(Error::AuthFailed(_))), "{wrong:?}");
-        let nobody = files.password_login("bob", "right".into(), ip).await;
+        let nobody = files
+            .password_login(Door::Http, "bob", "right".into(), ip)
+            .await;
         assert!(matches!(nobody, Err(Error::AuthFailed(_))), "{nobody:?}");
 
         let mut login = files
-            .password_login("ann", "right".into(), ip)
+            .password_login(Door::Http, "ann", "right".into(), ip)
             .await
             .unwrap();
         assert_eq!(login.user(&files).unwrap().name, "ann");

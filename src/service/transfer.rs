@@ -24,7 +24,7 @@ use std::io::Read;
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::info;
+use tracing::debug;
 
 use super::files::resolve;
 use crate::connection::Connection;
@@ -46,14 +46,15 @@ pub(crate) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     (path, size, resume, kept): (String, u64, bool, Kept),
     conn: &mut Connection<S>,
-) -> Result<()> {
+) -> Result<u64> {
     let target = resolve(&path)?;
     let mut pending = home.begin_upload(&target, size, resume).await?;
     pending.upload.keep(kept);
     // Whatever happens next, what the upload changed in the home is booked.
     let result = receive(&home, &mut pending, &path, size, conn).await;
+    let moved = size - pending.offset;
     home.settle(pending).await;
-    result
+    result.map(|()| moved)
 }
 
 /// The rest of an upload after its go-ahead was decided.
@@ -121,7 +122,8 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         .await?;
     }
     let digest = stored.blake3.as_deref().or(stored.md5.as_deref());
-    info!(%path, size, digest, "stored");
+    // The transfer's own line (user, bytes, duration) is the frame loop's; this adds the digest.
+    debug!(%path, size, digest, "stored");
     let reply = Verified {
         size,
         md5: stored.md5,
@@ -183,7 +185,7 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     (path, offset, digest): (String, u64, DigestKind),
     conn: &mut Connection<S>,
-) -> Result<()> {
+) -> Result<u64> {
     let source = resolve(&path)?;
     let (file, size) = home.open_read(&source).await?;
     if offset > size {
@@ -239,12 +241,13 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             send_file(conn, file, offset, size - offset, hash, &mut Quiet).await?
         }
     };
-    info!(%path, size, offset, "sent");
+    debug!(%path, size, offset, "sent");
     let digest = Trailer {
         md5: known.md5.or(sent.md5),
         blake3: known.blake3.or(sent.blake3),
     };
-    conn.queue(&Reply::ok(digest), b"")
+    conn.queue(&Reply::ok(digest), b"")?;
+    Ok(size - offset)
 }
 
 /// Files up to this size are read and sent in one piece (see [`get`]).

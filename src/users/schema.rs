@@ -25,6 +25,13 @@ const SCHEMA: &str = "
         added       INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX IF NOT EXISTS keys_user ON keys (user);
+    -- Bandwidth limits per user, in bytes per second (added later, like keys); a user with
+    -- no row has none. `Users::remove` deletes a user's row with the user.
+    CREATE TABLE IF NOT EXISTS limits (
+        user TEXT PRIMARY KEY NOT NULL,
+        up   INTEGER CHECK (up IS NULL OR up > 0),
+        down INTEGER CHECK (down IS NULL OR down > 0)
+    ) STRICT;
 ";
 
 /// Switches the database to WAL and creates the schema. Two processes opening a new database

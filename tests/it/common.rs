@@ -113,11 +113,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `sockit serve ARGS` and waits until it has printed `expected` listener lines.
     pub fn start(args: &[&str], expected: usize) -> ServerProcess {
+        ServerProcess::start_logging(args, expected, Stdio::null())
+    }
+
+    /// [`ServerProcess::start`] with the server's logs (stderr) going to `logs`.
+    pub fn start_logging(args: &[&str], expected: usize, logs: Stdio) -> ServerProcess {
         let mut child = Command::new(sockit_bin())
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(logs)
             .spawn()
             .expect("spawn sockit serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
