@@ -116,6 +116,9 @@ pub struct Options {
     pub chat_max_message: Option<u64>,
     /// Longest strftime format the time server accepts, in bytes [default: 256].
     pub time_max_format: Option<usize>,
+    /// The HTTP door (HTTPS; WebDAV at /dav/, the web page at /) on HOST:PORT.
+    #[serde(deserialize_with = "de_parsed")]
+    pub http: Option<Endpoint>,
 }
 
 /// Settings with every default filled in.
@@ -153,6 +156,8 @@ pub struct Settings {
     chat: ChatLimits,
     /// The time service.
     time: Time,
+    /// The HTTP door's address, if asked for.
+    pub http: Option<Endpoint>,
 }
 
 impl Options {
@@ -245,6 +250,7 @@ impl Options {
             time: Time {
                 max_format: self.time_max_format.unwrap_or(256),
             },
+            http: self.http,
         })
     }
 }

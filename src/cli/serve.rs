@@ -123,6 +123,10 @@ pub struct ServeOptions {
     /// Longest strftime format the time server accepts [default: 256].
     #[arg(long, value_name = "BYTES")]
     pub time_max_format: Option<usize>,
+    /// The HTTP door on this address: HTTPS with the server's certificate (plaintext only
+    /// for loopback peers, or with --allow-plaintext), WebDAV at /dav/, the web page at /.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<Endpoint>,
 }
 
 impl ServeOptions {
@@ -176,6 +180,7 @@ impl ServeOptions {
             chat_expiry,
             chat_max_message,
             time_max_format,
+            http,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -212,6 +217,7 @@ impl ServeOptions {
             chat_expiry: chat_expiry.or(file.chat_expiry),
             chat_max_message: chat_max_message.or(file.chat_max_message),
             time_max_format: time_max_format.or(file.time_max_format),
+            http: http.or(file.http),
         }
     }
 }

@@ -110,7 +110,8 @@ pub async fn start(settings: Settings) -> Result<Running> {
     };
     let transport = Transport::new(&identity, settings.allow_plaintext)?;
     running.fingerprint = Some(transport.fingerprint().to_owned());
-    let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
+    let files = Arc::new(files);
+    let mut native = Native::with_files(files.clone()).with_transport(transport.clone());
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
         false => None,
@@ -138,6 +139,10 @@ pub async fn start(settings: Settings) -> Result<Running> {
         running
             .tcp("seed-upload", endpoint, upload, &config)
             .await?;
+    }
+    if let Some(endpoint) = &settings.http {
+        let http = crate::httpd::Http::new(files.clone(), transport.clone(), &config);
+        running.tcp("http", endpoint, http, &config).await?;
     }
     if let Some(addr) = &settings.udp_echo {
         running.udp("udp-echo", addr, seed::echo::Udp {}).await?;
