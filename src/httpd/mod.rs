@@ -304,7 +304,11 @@ impl App {
         let home = login
             .home(&self.files)
             .map_err(|e| challenge(&e.to_string()))?;
-        let user = basic.username().to_owned();
+        let user = login
+            .user(&self.files)
+            .map_err(|e| challenge(&e.to_string()))?
+            .name
+            .clone();
         *conn.login.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
             digest,
             user: user.clone(),
