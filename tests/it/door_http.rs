@@ -16,7 +16,8 @@ use crate::common::{ServerProcess, output_with_input, sockit_bin};
 
 /// A server with `--http`, its data folder, and users `ann` (quota 1 MB) and `bob`.
 pub(crate) struct Door {
-    pub(crate) server: ServerProcess,
+    /// Kept for its drop, which stops the server.
+    _server: ServerProcess,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) port: u16,
 }
@@ -49,7 +50,11 @@ impl Door {
         );
         let addr = server.addr("http");
         let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        Door { server, dir, port }
+        Door {
+            _server: server,
+            dir,
+            port,
+        }
     }
 
     pub(crate) fn data(&self) -> PathBuf {
