@@ -319,7 +319,7 @@ impl HomeFs {
             .begin_upload(&path, size, false)
             .await
             .map_err(to_fs)?;
-        let file = match open_partial(&mut pending).await {
+        let file = match open_partial(&mut pending, 0).await {
             Ok(file) => file,
             Err(e) => {
                 discard(&mut pending).await;
@@ -345,7 +345,7 @@ impl HomeFs {
         let (mut reader, len) = self.home.open_read(from).await?;
         let mut pending = self.home.begin_upload(to, len, false).await?;
         let copied = async {
-            let mut out = open_partial(&mut pending).await?;
+            let mut out = open_partial(&mut pending, 0).await?;
             blocking(move || {
                 std::io::copy(&mut reader, &mut out)?;
                 Ok(())
@@ -362,12 +362,15 @@ impl HomeFs {
     }
 }
 
-/// The upload's partial file, opened for writing from its start.
-async fn open_partial(pending: &mut Pending<LocalUpload>) -> crate::Result<std::fs::File> {
+/// The upload's partial file, opened for writing at `offset` (what lies past it is cut).
+pub(super) async fn open_partial(
+    pending: &mut Pending<LocalUpload>,
+    offset: u64,
+) -> crate::Result<std::fs::File> {
     let Some(mut partial) = pending.upload.partial.take() else {
         return Err(Error::Internal("the upload has no partial file".into()));
     };
-    let (file, partial) = blocking(move || partial.open_at(0).map(|f| (f, partial))).await?;
+    let (file, partial) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
     pending.upload.partial = Some(partial);
     Ok(file)
 }

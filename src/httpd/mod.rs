@@ -14,8 +14,11 @@
 //! delay and counts against its address. Bodies stream to disk: a PUT needs a length, at most
 //! `--max-body` and within the user's quota; WebDAV XML bodies are read up to 64 KiB.
 
+mod cookies;
 mod dav;
+mod download;
 mod props;
+mod web;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -57,6 +60,8 @@ struct App {
     /// WebDAV lock tables, one per user (a lock on `/a` of one user is no lock on
     /// another's `/a`); in memory, for the server's run.
     locks: Mutex<HashMap<String, DavHandler>>,
+    /// The web page and its API.
+    web: axum::Router,
     max_body: u64,
     max_header: usize,
 }
@@ -93,6 +98,7 @@ impl Http {
     ) -> Http {
         Http {
             app: Arc::new(App {
+                web: web::router(files.clone()),
                 files,
                 transport,
                 props: Arc::default(),
@@ -210,12 +216,16 @@ fn challenge(why: &str) -> Response<Body> {
 
 impl App {
     /// Answers one request.
-    async fn serve(&self, req: Request<Incoming>, conn: &ConnState) -> Response<Body> {
+    async fn serve(&self, mut req: Request<Incoming>, conn: &ConnState) -> Response<Body> {
         let path = req.uri().path();
         if path == "/dav" || path.starts_with("/dav/") {
             return self.dav(req, conn).await;
         }
-        text(StatusCode::NOT_FOUND, "not found\n")
+        req.extensions_mut().insert(web::ClientIp(conn.ip));
+        match tower::ServiceExt::oneshot(self.web.clone(), req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 
     /// A WebDAV request: Basic login, then dav-server over the user's home.

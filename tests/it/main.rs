@@ -9,6 +9,7 @@ mod common;
 mod conn_limits;
 mod digests;
 mod door_http;
+mod door_web;
 mod exec;
 mod files;
 mod folders;
