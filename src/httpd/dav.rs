@@ -7,11 +7,8 @@
 //! the file, which throws the partial bytes away. Locks live in memory, one lock table per
 //! user; dead properties in [`super::props`].
 
-use std::io::SeekFrom;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
     DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
@@ -19,14 +16,13 @@ use dav_server::fs::{
 };
 use futures_util::FutureExt;
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::davfile::{DirEntry, Meta, ReadFile, WriteFile, discard, open_partial};
 use super::props::DeadProps;
 use crate::Error;
 use crate::filecopy::blocking;
-use crate::home::{Home, Pending};
-use crate::storage::backend::LocalUpload;
-use crate::storage::{Entry, EntryKind, WirePath};
+use crate::home::Home;
+use crate::storage::{EntryKind, WirePath};
 
 /// The file system dav-server sees: one user's [`Home`], for one request.
 #[derive(Clone)]
@@ -55,7 +51,7 @@ fn wire(path: &DavPath) -> FsResult<WirePath> {
 }
 
 /// What dav-server answers for a core error (403, 404, 405/409, 507, 413, 500).
-fn to_fs(e: Error) -> FsError {
+pub(super) fn to_fs(e: Error) -> FsError {
     match e {
         Error::NotFound(_) => FsError::NotFound,
         Error::AlreadyExists(_) => FsError::Exists,
@@ -69,224 +65,8 @@ fn to_fs(e: Error) -> FsError {
     }
 }
 
-fn io(e: std::io::Error) -> FsError {
+pub(super) fn io(e: std::io::Error) -> FsError {
     to_fs(e.into())
-}
-
-/// A file's or folder's metadata, from the core's [`Entry`].
-#[derive(Debug, Clone)]
-struct Meta {
-    len: u64,
-    modified: SystemTime,
-    kind: EntryKind,
-}
-
-impl From<&Entry> for Meta {
-    fn from(entry: &Entry) -> Meta {
-        let secs = Duration::from_secs(entry.modified.max(0).unsigned_abs());
-        Meta {
-            len: entry.size,
-            modified: UNIX_EPOCH + secs,
-            kind: entry.kind,
-        }
-    }
-}
-
-impl DavMetaData for Meta {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn modified(&self) -> FsResult<SystemTime> {
-        Ok(self.modified)
-    }
-    fn is_dir(&self) -> bool {
-        self.kind == EntryKind::Dir
-    }
-    fn is_symlink(&self) -> bool {
-        self.kind == EntryKind::Symlink
-    }
-}
-
-/// One entry of a folder listing.
-struct DirEntry {
-    name: Vec<u8>,
-    meta: Meta,
-}
-
-impl DavDirEntry for DirEntry {
-    fn name(&self) -> Vec<u8> {
-        self.name.clone()
-    }
-    fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
-        async move { Ok(meta) }.boxed()
-    }
-}
-
-/// A file opened for a GET.
-#[derive(Debug)]
-struct ReadFile {
-    file: tokio::fs::File,
-    meta: Meta,
-}
-
-impl DavFile for ReadFile {
-    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(self.meta.clone());
-        async move { Ok(meta) }.boxed()
-    }
-    fn write_buf(&mut self, _: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
-        async { Err(FsError::Forbidden) }.boxed()
-    }
-    fn write_bytes(&mut self, _: Bytes) -> FsFuture<'_, ()> {
-        async { Err(FsError::Forbidden) }.boxed()
-    }
-    fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
-        async move {
-            // dav-server asks for its read buffer's size (bounded); read until it is full
-            // or the file ends.
-            let mut buf = vec![0u8; count.min(1 << 20)];
-            let mut filled = 0;
-            while filled < buf.len() {
-                let n = self.file.read(&mut buf[filled..]).await.map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            buf.truncate(filled);
-            Ok(Bytes::from(buf))
-        }
-        .boxed()
-    }
-    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        async move {
-            tokio::io::AsyncSeekExt::seek(&mut self.file, pos)
-                .await
-                .map_err(io)
-        }
-        .boxed()
-    }
-    fn flush(&mut self) -> FsFuture<'_, ()> {
-        async { Ok(()) }.boxed()
-    }
-}
-
-/// A PUT in progress: the upload's partial file, committed by `flush` once `size` bytes
-/// arrived, thrown away when dropped before that.
-struct WriteFile {
-    home: Home,
-    pending: Option<Pending<LocalUpload>>,
-    file: tokio::fs::File,
-    size: u64,
-    written: u64,
-}
-
-impl std::fmt::Debug for WriteFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteFile")
-            .field("size", &self.size)
-            .field("written", &self.written)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WriteFile {
-    async fn write(&mut self, bytes: &[u8]) -> FsResult<()> {
-        let total = self.written.saturating_add(bytes.len() as u64);
-        if total > self.size {
-            // More than Content-Length announced: never stored.
-            return Err(FsError::TooLarge);
-        }
-        self.file.write_all(bytes).await.map_err(io)?;
-        self.written = total;
-        Ok(())
-    }
-
-    async fn commit(&mut self) -> FsResult<()> {
-        let Some(mut pending) = self.pending.take() else {
-            return Ok(()); // flushed before
-        };
-        let committed = if self.written == self.size {
-            match self.file.flush().await {
-                Ok(()) => self.home.commit(&mut pending, self.size).await,
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            Err(Error::BadRequest("the body ended before its length".into()))
-        };
-        if committed.is_err() {
-            discard(&mut pending).await;
-        }
-        self.home.settle(pending).await;
-        committed.map_err(to_fs)
-    }
-}
-
-/// Throws an upload's partial bytes away (a WebDAV PUT does not resume).
-async fn discard(pending: &mut Pending<LocalUpload>) {
-    if let Some(partial) = pending.upload.partial.take() {
-        let _ = blocking(move || partial.discard()).await;
-    }
-}
-
-impl Drop for WriteFile {
-    fn drop(&mut self) {
-        // Cut off before its end: nothing becomes visible, and what the partial file held
-        // is booked away in the background.
-        if let Some(mut pending) = self.pending.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let home = self.home.clone();
-            runtime.spawn(async move {
-                discard(&mut pending).await;
-                home.settle(pending).await;
-            });
-        }
-    }
-}
-
-impl DavFile for WriteFile {
-    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(Meta {
-            len: self.written,
-            modified: SystemTime::now(),
-            kind: EntryKind::File,
-        });
-        async move { Ok(meta) }.boxed()
-    }
-    fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
-        async move {
-            while buf.has_remaining() {
-                let chunk = buf.chunk().to_vec();
-                self.write(&chunk).await?;
-                buf.advance(chunk.len());
-            }
-            Ok(())
-        }
-        .boxed()
-    }
-    fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        async move { self.write(&buf).await }.boxed()
-    }
-    fn read_bytes(&mut self, _: usize) -> FsFuture<'_, Bytes> {
-        async { Err(FsError::Forbidden) }.boxed()
-    }
-    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        // Only where it is already: a PUT writes from its start to its end.
-        let here = self.written;
-        async move {
-            match pos {
-                SeekFrom::Start(n) if n == here => Ok(here),
-                SeekFrom::Current(0) => Ok(here),
-                _ => Err(FsError::NotImplemented),
-            }
-        }
-        .boxed()
-    }
-    fn flush(&mut self) -> FsFuture<'_, ()> {
-        async move { self.commit().await }.boxed()
-    }
 }
 
 impl HomeFs {
@@ -360,19 +140,6 @@ impl HomeFs {
         self.home.settle(pending).await;
         copied
     }
-}
-
-/// The upload's partial file, opened for writing at `offset` (what lies past it is cut).
-pub(super) async fn open_partial(
-    pending: &mut Pending<LocalUpload>,
-    offset: u64,
-) -> crate::Result<std::fs::File> {
-    let Some(mut partial) = pending.upload.partial.take() else {
-        return Err(Error::Internal("the upload has no partial file".into()));
-    };
-    let (file, partial) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
-    pending.upload.partial = Some(partial);
-    Ok(file)
 }
 
 impl DavFileSystem for HomeFs {

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::cookies::{self, Sessions};
-use super::dav::open_partial;
+use super::davfile::open_partial;
 use crate::home::Home;
 use crate::service::session::FileService;
 use crate::storage::{Entry, WirePath};

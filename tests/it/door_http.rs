@@ -24,6 +24,11 @@ pub(crate) struct Door {
 
 impl Door {
     pub(crate) fn start() -> Door {
+        Door::start_with(&[])
+    }
+
+    /// As [`Door::start`], with more `sockit serve` flags.
+    pub(crate) fn start_with(extra_flags: &[&str]) -> Door {
         let dir = tempfile::tempdir().unwrap();
         for (name, extra) in [("ann", &["--quota", "1MB"][..]), ("bob", &[][..])] {
             let mut args = vec!["user", "add", name, "--password-stdin", "--data"];
@@ -37,17 +42,16 @@ impl Door {
             assert!(out.status.success(), "{out:?}");
         }
         let data = dir.path().join("data");
-        let server = ServerProcess::start(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data",
-                data.to_str().unwrap(),
-            ],
-            2,
-        );
+        let mut flags = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        flags.extend_from_slice(extra_flags);
+        let server = ServerProcess::start(&flags, 2);
         let addr = server.addr("http");
         let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
         Door {
@@ -376,4 +380,40 @@ fn door_http_a_put_cut_mid_body_is_never_visible() {
     assert!(!ann.join("cut.bin").exists());
     let (code, _) = door.curl(&["-u", "ann:ann-pw", &door.https("/dav/cut.bin")]);
     assert_eq!(code, 404);
+}
+
+#[test]
+fn door_http_slow_heads_and_idle_connections_are_bounded() {
+    let door = Door::start_with(&["--head-timeout", "1", "--max-connections-per-ip", "4"]);
+    // A head that never ends: the connection is closed (with or without a 408).
+    let mut slow = TcpStream::connect(("127.0.0.1", door.port)).unwrap();
+    slow.write_all(b"GET /dav/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = slow.read_to_end(&mut rest);
+    assert!(ended.is_ok(), "the slow head was never closed: {ended:?}");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{rest:?}"
+    );
+
+    // Idle keep-alive connections count against the address's cap: the fifth is refused.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", door.port)).unwrap();
+            write!(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            c
+        })
+        .collect();
+    let mut fifth = TcpStream::connect(("127.0.0.1", door.port)).unwrap();
+    let mut reply = String::new();
+    let _ = fifth.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("max-connections-per-ip"), "{reply}");
+    drop(idle);
 }

@@ -24,3 +24,4 @@ mod seeds;
 mod storage_rules;
 mod tls;
 mod udp;
+mod webdriver;
