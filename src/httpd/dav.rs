@@ -212,7 +212,11 @@ impl DavFileSystem for HomeFs {
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         async move {
             let path = wire(path)?;
-            // dav-server removed (and lock-checked) what the folder held first.
+            // dav-server removed (and lock-checked) what the folder held first; what came
+            // in since is not removed with it (the core removes folders only recursively).
+            if !self.home.list(&path).await.map_err(to_fs)?.is_empty() {
+                return Err(FsError::Exists);
+            }
             self.home.remove(&path, true).await.map_err(to_fs)?;
             self.props.remove(&self.user, &path);
             Ok(())

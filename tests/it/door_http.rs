@@ -131,7 +131,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+/// Deterministic bytes (xorshift from `seed`), for file contents.
+pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..n)
         .map(|_| {

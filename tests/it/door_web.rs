@@ -12,20 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::door_http::Door;
+use crate::door_http::{Door, random_bytes};
 use crate::webdriver::Browser;
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn door_web_a_browser_logs_in_uploads_downloads_renames_and_deletes() {
@@ -64,7 +52,7 @@ fn door_web_a_browser_logs_in_uploads_downloads_renames_and_deletes() {
     );
 
     // Upload by the file picker: 6 MB, two chunks.
-    let bytes = random_bytes(6_000_000);
+    let bytes = random_bytes(6_000_000, 11);
     let local = work.join("picked.bin");
     std::fs::write(&local, &bytes).unwrap();
     let picker = browser.element("#picker");
@@ -189,7 +177,7 @@ fn door_web_api_session_cookie_other_sites_and_a_resumed_upload() {
     assert!(door.home("bob").join("keep").exists());
 
     // An upload in two chunks, with a wrong offset between: resumes from the server's.
-    let bytes = random_bytes(100_000);
+    let bytes = random_bytes(100_000, 13);
     let (first, rest) = (door.dir.path().join("first"), door.dir.path().join("rest"));
     std::fs::write(&first, &bytes[..30_000]).unwrap();
     std::fs::write(&rest, &bytes[30_000..]).unwrap();
