@@ -5,7 +5,10 @@
 #   python3   the seeds' own Python programs, run against sockit
 #   tcpdump   the packet capture that checks nothing crosses the wire in clear
 #   iproute2  `ip netns`: a client in another network namespace, a real non-loopback peer
-#   curl      a command of the exec sandbox's network test (it must fail with the network off)
+#   curl      a command of the exec sandbox's network test (it must fail with the network off),
+#             and the HTTP door's WebDAV client (upload, download, hostile paths)
+#   litmus    the WebDAV compliance suite, run against the HTTP door's /dav/
+#   chromium, chromium-driver   a real browser (headless, driven by WebDriver) for the web page
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v litmus >/dev/null 2>&1 || need+=(litmus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq

@@ -144,6 +144,9 @@ pub struct Options {
     /// Bytes per second one connection may receive [default: no limit].
     #[serde(deserialize_with = "de_size")]
     pub max_rate_down_per_connection: Option<u64>,
+    /// The HTTP door (HTTPS; WebDAV at /dav/, the web page at /) on HOST:PORT.
+    #[serde(deserialize_with = "de_parsed")]
+    pub http: Option<Endpoint>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -212,6 +215,8 @@ pub struct Settings {
     pub max_sessions_per_user: usize,
     /// Bandwidth limits.
     pub rates: Rates,
+    /// The HTTP door's address, if asked for.
+    pub http: Option<Endpoint>,
 }
 
 impl Options {
@@ -318,6 +323,7 @@ impl Options {
                 up_per_connection: self.max_rate_up_per_connection,
                 down_per_connection: self.max_rate_down_per_connection,
             },
+            http: self.http,
         })
     }
 }

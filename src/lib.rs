@@ -26,6 +26,8 @@
 //!   login throttle.
 //! - [`service`]: the native protocol's door (frame loop, login, file ops, transfers, exec)
 //!   and the UDP time and chat services.
+//! - `httpd` (crate-private): the HTTP door (`serve --http`): HTTPS on the native port's
+//!   certificate, WebDAV at `/dav/` and the web page at `/`, over `home`.
 //! - [`runner`]: child processes of remote commands: the exec sandbox (namespaces, Landlock,
 //!   control groups, limits), kill on drop.
 //! - [`filecopy`]: file bytes to and from a connection on the blocking pool, with digests.
@@ -47,6 +49,7 @@ pub mod connection;
 mod error;
 pub mod filecopy;
 mod home;
+mod httpd;
 pub mod keys;
 pub mod lab;
 pub mod net;

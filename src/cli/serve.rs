@@ -154,6 +154,10 @@ pub struct ServeOptions {
     /// Bytes per second one connection may receive [default: no limit].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_rate_down_per_connection: Option<u64>,
+    /// The HTTP door on this address: HTTPS with the server's certificate (plaintext only
+    /// for loopback peers, or with --allow-plaintext), WebDAV at /dav/, the web page at /.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<Endpoint>,
 }
 
 impl ServeOptions {
@@ -223,6 +227,7 @@ impl ServeOptions {
             max_rate_down,
             max_rate_up_per_connection,
             max_rate_down_per_connection,
+            http,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -270,6 +275,7 @@ impl ServeOptions {
                 .or(file.max_rate_up_per_connection),
             max_rate_down_per_connection: max_rate_down_per_connection
                 .or(file.max_rate_down_per_connection),
+            http: http.or(file.http),
         }
     }
 }
@@ -381,7 +387,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 42, "every flag but --config");
+        assert_eq!(checked, 43, "every flag but --config");
     }
 
     #[test]

@@ -122,9 +122,9 @@ pub async fn start(settings: Settings) -> Result<Running> {
     running.fingerprint = Some(transport.fingerprint().to_owned());
     running.health.users(files.users.clone());
     running.health.folder(settings.data.join("homes"));
-    let files = files.with_max_sessions_per_user(settings.max_sessions_per_user);
-    let mut native = Native::with_files(Arc::new(files))
-        .with_transport(transport)
+    let files = Arc::new(files.with_max_sessions_per_user(settings.max_sessions_per_user));
+    let mut native = Native::with_files(files.clone())
+        .with_transport(transport.clone())
         .with_rates(ServerRates::new(settings.rates));
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
@@ -153,6 +153,11 @@ pub async fn start(settings: Settings) -> Result<Running> {
         running
             .tcp("seed-upload", endpoint, upload, &config)
             .await?;
+    }
+    if let Some(endpoint) = &settings.http {
+        let http = crate::httpd::Http::new(files.clone(), transport.clone(), &config);
+        running.tcp("http", endpoint, http, &config).await?;
+        ops::metrics::serving(ops::metrics::Door::Http);
     }
     if let Some(addr) = &settings.udp_echo {
         running.udp("udp-echo", addr, seed::echo::Udp {}).await?;

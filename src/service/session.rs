@@ -416,7 +416,6 @@ impl FileService {
     /// # Errors
     /// [`Error::AuthFailed`] for a wrong name or password, or an address cooling down;
     /// [`Error::Busy`] for a user at their sessions cap.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn password_login(
         &self,
         door: Door,
@@ -450,8 +449,6 @@ pub(crate) struct DoorLogin {
     session: Session,
 }
 
-// Used by the doors of issue 13 (the web page, WebDAV, FTP), which come next.
-#[cfg_attr(not(test), allow(dead_code))]
 impl DoorLogin {
     /// The user as the user store says now (see [`Session::user`]).
     ///

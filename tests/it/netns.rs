@@ -21,14 +21,17 @@ struct Namespace {
 
 impl Namespace {
     fn create() -> Namespace {
+        // Two per test run (the native port's test and the HTTP door's), told apart by `n`.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
         let id = std::process::id();
-        let name = format!("sockit-it-{id}");
+        let name = format!("sockit-it-{id}-{n}");
         let (host_link, inner_link) = (
-            format!("skh{}", id % 100_000),
-            format!("skn{}", id % 100_000),
+            format!("skh{}{n}", id % 100_000),
+            format!("skn{}{n}", id % 100_000),
         );
-        // A /30 of 10.200.0.0/13 picked by the PID, so that parallel runs do not meet.
-        let net = 0x0AC8_0000u32 + ((id % 0x1_0000) << 2);
+        // A /30 of 10.200.0.0/13 picked by the PID and `n`, so that parallel runs do not meet.
+        let net = 0x0AC8_0000u32 + (n << 18) + ((id % 0x1_0000) << 2);
         let ip = |host: u32| std::net::Ipv4Addr::from(net + host).to_string();
         let ns = Namespace {
             name: name.clone(),
@@ -90,6 +93,17 @@ impl Namespace {
             .env_remove("SOCKIT_FINGERPRINT")
             .envs(env.iter().map(|(k, v)| (k, v)));
         output_with_input(&mut command, stdin)
+    }
+}
+
+impl Namespace {
+    /// `curl ARGS` run inside the namespace: its output.
+    fn curl(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("this test needs curl and iproute2: {e}"))
     }
 }
 
@@ -279,4 +293,59 @@ fn from_another_network_the_client_asks_first_and_nothing_crosses_in_clear() {
         !contains(&wire, b"secret.txt"),
         "the file name crossed in clear"
     );
+}
+
+#[test]
+fn from_another_network_the_http_door_speaks_https_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let added = sockit_with_input(
+        &["user", "add", "ann", "--password-stdin", "--data", data_arg],
+        "ann-pw\n",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let ns = Namespace::create();
+    let server = ServerProcess::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+            "--data",
+            data_arg,
+        ],
+        2,
+    );
+    let port = server.addr("http").rsplit(':').next().unwrap().to_string();
+    let at = |scheme: &str| format!("{scheme}://{}:{port}/dav/", ns.host_ip);
+    let code = |out: &Output| String::from_utf8_lossy(&out.stdout).to_string();
+    // Plaintext from off loopback: one 403 that says why, and no login is tried.
+    let plain = ns.curl(&[
+        "-s",
+        "-u",
+        "ann:ann-pw",
+        "-w",
+        "\n%{http_code}",
+        &at("http"),
+    ]);
+    let text = code(&plain);
+    assert!(text.ends_with("\n403"), "{text}");
+    assert!(text.contains("HTTPS"), "{text}");
+    // The same over TLS is served (the certificate is self-signed for localhost: -k).
+    let tls = ns.curl(&[
+        "-sk",
+        "-u",
+        "ann:ann-pw",
+        "-X",
+        "PROPFIND",
+        "-H",
+        "Depth: 0",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &at("https"),
+    ]);
+    assert_eq!(code(&tls), "207");
 }
