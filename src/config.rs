@@ -116,6 +116,10 @@ pub struct Options {
     pub chat_max_message: Option<u64>,
     /// Longest strftime format the time server accepts, in bytes [default: 256].
     pub time_max_format: Option<usize>,
+    /// The FTP door (FTP with explicit FTPS, AUTH TLS) on HOST:PORT.
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports, A-B [default: 50000-50999].
+    pub ftp_passive_ports: Option<String>,
 }
 
 /// Settings with every default filled in.
@@ -153,6 +157,10 @@ pub struct Settings {
     chat: ChatLimits,
     /// The time service.
     time: Time,
+    /// The FTP door's address.
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports.
+    pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Options {
@@ -244,6 +252,11 @@ impl Options {
             },
             time: Time {
                 max_format: self.time_max_format.unwrap_or(256),
+            },
+            ftp: self.ftp,
+            ftp_passive_ports: match &self.ftp_passive_ports {
+                Some(text) => crate::ftp_door::parse_passive_ports(text)?,
+                None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
             },
         })
     }

@@ -39,7 +39,14 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // libunftp (the FTP door) logs each command at info, with spans that print
+                // its whole session state: its warnings are enough unless tracing.
+                match default_level {
+                    "info" | "debug" => EnvFilter::new(format!("{default_level},libunftp=warn")),
+                    _ => EnvFilter::new(default_level),
+                }
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

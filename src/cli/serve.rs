@@ -123,6 +123,13 @@ pub struct ServeOptions {
     /// Longest strftime format the time server accepts [default: 256].
     #[arg(long, value_name = "BYTES")]
     pub time_max_format: Option<usize>,
+    /// The FTP door on ADDR: FTP with explicit FTPS (AUTH TLS, the native port's
+    /// certificate); plaintext logins only where the native port allows plaintext.
+    #[arg(long, value_name = "ADDR")]
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports [default: 50000-50999].
+    #[arg(long, value_name = "A-B")]
+    pub ftp_passive_ports: Option<String>,
 }
 
 impl ServeOptions {
@@ -176,6 +183,8 @@ impl ServeOptions {
             chat_expiry,
             chat_max_message,
             time_max_format,
+            ftp,
+            ftp_passive_ports,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -212,6 +221,8 @@ impl ServeOptions {
             chat_expiry: chat_expiry.or(file.chat_expiry),
             chat_max_message: chat_max_message.or(file.chat_max_message),
             time_max_format: time_max_format.or(file.time_max_format),
+            ftp: ftp.or(file.ftp),
+            ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
         }
     }
 }

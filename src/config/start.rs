@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::{Settings, failed, refused};
 use crate::error::{Error, Result};
+use crate::ftp_door::Ftp;
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
 use crate::runner::{Confinement, Sandbox};
 use crate::seed;
@@ -109,8 +110,9 @@ pub async fn start(settings: Settings) -> Result<Running> {
         None => Identity::load_or_create(&settings.data)?,
     };
     let transport = Transport::new(&identity, settings.allow_plaintext)?;
+    let files = Arc::new(files);
     running.fingerprint = Some(transport.fingerprint().to_owned());
-    let mut native = Native::with_files(Arc::new(files)).with_transport(transport);
+    let mut native = Native::with_files(files.clone()).with_transport(transport);
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
         false => None,
@@ -149,6 +151,16 @@ pub async fn start(settings: Settings) -> Result<Running> {
         running
             .udp("udp-chat", addr, Chat::new(settings.chat))
             .await?;
+    }
+    if let Some(addr) = &settings.ftp {
+        let ftp = Ftp::new(
+            files.clone(),
+            identity.server_config()?,
+            settings.ftp_passive_ports.clone(),
+            settings.allow_plaintext,
+        );
+        let endpoint = Endpoint::Tcp(addr.clone());
+        running.tcp("ftp", &endpoint, ftp, &config).await?;
     }
     Ok(running)
 }
