@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::warn;
@@ -21,6 +22,10 @@ use crate::home::Home;
 use crate::service::session::{DoorLogin, FileService};
 use crate::Result;
 
+/// How long a plain FTP upload's end waits to see whether the client left: what each
+/// upload over plain FTP costs in time (FTPS pays nothing).
+pub(crate) const PLAIN_GRACE: Duration = Duration::from_millis(30);
+
 /// One control connection's login: authenticator and user-detail provider at once.
 #[derive(Clone)]
 pub(crate) struct Login {
@@ -28,8 +33,9 @@ pub(crate) struct Login {
     /// Whether this peer may log in without TLS.
     plaintext: bool,
     control: Arc<Control>,
-    /// The login the authenticator checked, until the provider takes it.
-    checked: Arc<Mutex<Option<DoorLogin>>>,
+    /// The login the authenticator checked, and whether it came over TLS, until the
+    /// provider takes it.
+    checked: Arc<Mutex<Option<(DoorLogin, bool)>>>,
     logged_in: Arc<AtomicBool>,
 }
 
@@ -73,7 +79,8 @@ impl Authenticator for Login {
             .await
         {
             Ok(login) => {
-                *self.checked.lock().unwrap_or_else(PoisonError::into_inner) = Some(login);
+                let tls = creds.command_channel_security == ChannelEncryptionState::Tls;
+                *self.checked.lock().unwrap_or_else(PoisonError::into_inner) = Some((login, tls));
                 Ok(Principal {
                     username: username.to_owned(),
                 })
@@ -96,7 +103,7 @@ impl UserDetailProvider for Login {
         &self,
         principal: &Principal,
     ) -> std::result::Result<User, UserDetailError> {
-        let login = self
+        let (login, tls) = self
             .checked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -106,6 +113,7 @@ impl UserDetailProvider for Login {
         Ok(User {
             name: principal.username.clone(),
             login: Mutex::new(login),
+            tls,
             files: self.files.clone(),
             control: self.control.clone(),
         })
@@ -116,6 +124,8 @@ impl UserDetailProvider for Login {
 pub(crate) struct User {
     name: String,
     login: Mutex<DoorLogin>,
+    /// Whether the session logged in over TLS (and so moves its data over TLS too).
+    tls: bool,
     files: Arc<FileService>,
     control: Arc<Control>,
 }
@@ -132,10 +142,17 @@ impl User {
             .home(&self.files)
     }
 
-    /// Whether the client closed its control connection: an upload whose data ended then
-    /// was cut, not finished (plain FTP has no other sign of it).
-    pub(crate) fn gone(&self) -> bool {
-        self.control.gone()
+    /// Whether an upload whose data just ended was cut rather than finished: the client
+    /// left. Over TLS the data connection's `close_notify` already told a finished upload
+    /// from a cut one, so a look suffices; plain FTP has no such sign, so the client gets
+    /// [`PLAIN_GRACE`] to be seen leaving (a killed client's control connection closes with
+    /// its data connection).
+    pub(crate) async fn left(&self) -> bool {
+        if self.tls {
+            self.control.gone()
+        } else {
+            self.control.leaves_within(PLAIN_GRACE).await
+        }
     }
 }
 

@@ -282,7 +282,7 @@ impl StorageBackend<User> for Door {
         let store = async {
             let (home, target) = Door::at(user, &path)?;
             let input = IdleStream::new(input, self.idle);
-            upload::store(&home, &target, input, start_pos, || user.gone()).await
+            upload::store(&home, &target, input, start_pos, user.left()).await
         };
         store.await.map_err(ftp_error)
     }

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libunftp::ServerBuilder;
 use libunftp::options::{FtpsRequired, SiteMd5};
@@ -107,6 +108,31 @@ impl Control {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Whether the client leaves within `grace`: it closed the control connection, or does
+    /// so before `grace` passes. A client still there sends nothing while it waits for the
+    /// transfer's reply, so this waits the whole `grace` then; a killed client closes its
+    /// control connection with its data connection, so this sees it at once.
+    pub(crate) async fn leaves_within(&self, grace: Duration) -> bool {
+        if self.gone() {
+            return true;
+        }
+        // A handle of our own in the reactor (libunftp's is registered under its own fd).
+        let watch = self
+            .0
+            .try_clone()
+            .and_then(tokio::net::TcpStream::from_std);
+        let Ok(watch) = watch else {
+            return self.gone();
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(grace, watch.peek(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => true,
+            // A command already: the client is there.
+            Ok(Ok(_)) => false,
+            Err(_) => self.gone(),
         }
     }
 

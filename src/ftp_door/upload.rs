@@ -15,6 +15,7 @@
 //! | n <= the partial file's length | the partial file's first n (a resume) |
 //! | otherwise | the stored file's first n (an append; refused if it has fewer) |
 
+use std::future::Future;
 use std::io::Read;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -31,7 +32,8 @@ use crate::{Error, Result};
 const CHUNK: usize = 256 * 1024;
 
 /// Stores what `input` sends as `target`, keeping the first `start` bytes as the table
-/// above says; returns the bytes received. `gone` tells whether the client left.
+/// above says; returns the bytes received. `left` tells whether the client left once the
+/// data ended.
 ///
 /// # Errors
 /// [`Error::QuotaExceeded`] (the upload is thrown away), [`Error::BadRequest`] for a
@@ -41,10 +43,10 @@ pub(crate) async fn store<R: AsyncRead + Unpin>(
     target: &WirePath,
     input: R,
     start: u64,
-    gone: impl Fn() -> bool,
+    left: impl Future<Output = bool>,
 ) -> Result<u64> {
     let mut pending = home.begin_upload(target, start, start > 0).await?;
-    let result = receive(home, &mut pending, target, input, start, gone).await;
+    let result = receive(home, &mut pending, target, input, start, left).await;
     home.settle(pending).await;
     result
 }
@@ -56,7 +58,7 @@ async fn receive<R: AsyncRead + Unpin>(
     target: &WirePath,
     mut input: R,
     start: u64,
-    gone: impl Fn() -> bool,
+    left: impl Future<Output = bool>,
 ) -> Result<u64> {
     let have = pending.upload.received();
     let stored = if start > have {
@@ -116,7 +118,7 @@ async fn receive<R: AsyncRead + Unpin>(
     // Every write done before the commit reopens, syncs and renames the partial file.
     file.flush().await?;
     drop(file);
-    if gone() {
+    if left.await {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             format!("{target}: the client left before the transfer was confirmed; kept for a restart"),
