@@ -38,16 +38,14 @@ fn main() -> ExitCode {
         _ => "trace",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // libunftp (the FTP door) logs each command at info, with spans that print
-                // its whole session state: its warnings are enough unless tracing.
-                match default_level {
-                    "info" | "debug" => EnvFilter::new(format!("{default_level},libunftp=warn")),
-                    _ => EnvFilter::new(default_level),
-                }
-            }),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // libunftp (the FTP door) logs each command at info, with spans that print
+            // its whole session state: its warnings are enough unless tracing.
+            match default_level {
+                "info" | "debug" => EnvFilter::new(format!("{default_level},libunftp=warn")),
+                _ => EnvFilter::new(default_level),
+            }
+        }))
         .with_writer(std::io::stderr)
         .init();
     // Tasks polled between two looks at the I/O driver while a worker has work queued

@@ -155,7 +155,7 @@ pub async fn start(settings: Settings) -> Result<Running> {
     if let Some(addr) = &settings.ftp {
         let ftp = Ftp::new(
             files.clone(),
-            identity.server_config()?,
+            crate::ftp_door::tls_config(&identity)?,
             settings.ftp_passive_ports.clone(),
             settings.allow_plaintext,
         );

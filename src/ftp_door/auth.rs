@@ -13,14 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::warn;
 use unftp_core::auth::{
-    AuthenticationError, Authenticator, ChannelEncryptionState, Credentials, Principal,
-    UserDetail, UserDetailError, UserDetailProvider,
+    AuthenticationError, Authenticator, ChannelEncryptionState, Credentials, Principal, UserDetail,
+    UserDetailError, UserDetailProvider,
 };
 
 use super::Control;
+use crate::Result;
 use crate::home::Home;
 use crate::service::session::{DoorLogin, FileService};
-use crate::Result;
 
 /// How long a plain FTP upload's end waits to see whether the client left: what each
 /// upload over plain FTP costs in time (FTPS pays nothing).
@@ -180,4 +180,3 @@ impl std::fmt::Display for User {
         f.write_str(&self.name)
     }
 }
-

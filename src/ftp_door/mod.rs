@@ -34,6 +34,7 @@ use tracing::{debug, info};
 use crate::net::{Peer, Stream};
 use crate::server::{Conn, TcpService};
 use crate::service::session::FileService;
+use crate::tls::Identity;
 use crate::{Error, Result};
 
 /// The default of `--ftp-passive-ports`: the IANA dynamic range's upper part.
@@ -65,6 +66,19 @@ impl Ftp {
             allow_plaintext,
         }
     }
+}
+
+/// The rustls settings of FTPS: the native port's (the server's certificate, TLS 1.3), but
+/// with no session tickets. A ticket is data sent after the handshake, which a client that
+/// only uploads never reads; closing a socket with unread data sends a reset instead of the
+/// end of data, and the upload would look cut. libunftp needs no session resumption.
+///
+/// # Errors
+/// As [`Identity::server_config`].
+pub fn tls_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = (*identity.server_config()?).clone();
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// Reads `--ftp-passive-ports`: `A-B`, two ports, `A <= B`.
@@ -120,10 +134,7 @@ impl Control {
             return true;
         }
         // A handle of our own in the reactor (libunftp's is registered under its own fd).
-        let watch = self
-            .0
-            .try_clone()
-            .and_then(tokio::net::TcpStream::from_std);
+        let watch = self.0.try_clone().and_then(tokio::net::TcpStream::from_std);
         let Ok(watch) = watch else {
             return self.gone();
         };
@@ -230,7 +241,13 @@ mod tests {
         assert!(plaintext_allowed(off, true));
         assert!(plaintext_allowed("127.0.0.1".parse().unwrap(), false));
         assert!(plaintext_allowed("::1".parse().unwrap(), false));
-        assert!(plaintext_allowed("::ffff:127.0.0.1".parse().unwrap(), false));
-        assert!(!plaintext_allowed("::ffff:192.0.2.7".parse().unwrap(), false));
+        assert!(plaintext_allowed(
+            "::ffff:127.0.0.1".parse().unwrap(),
+            false
+        ));
+        assert!(!plaintext_allowed(
+            "::ffff:192.0.2.7".parse().unwrap(),
+            false
+        ));
     }
 }

@@ -121,7 +121,9 @@ async fn receive<R: AsyncRead + Unpin>(
     if left.await {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
-            format!("{target}: the client left before the transfer was confirmed; kept for a restart"),
+            format!(
+                "{target}: the client left before the transfer was confirmed; kept for a restart"
+            ),
         )));
     }
     let size = start + received;

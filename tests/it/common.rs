@@ -113,11 +113,21 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `sockit serve ARGS` and waits until it has printed `expected` listener lines.
     pub fn start(args: &[&str], expected: usize) -> ServerProcess {
+        ServerProcess::start_with(args, expected, Stdio::null())
+    }
+
+    /// As [`ServerProcess::start`], with the server's log (stderr) written to `log`.
+    pub fn start_logging(args: &[&str], expected: usize, log: &std::path::Path) -> ServerProcess {
+        let log = std::fs::File::create(log).expect("create the server log");
+        ServerProcess::start_with(args, expected, Stdio::from(log))
+    }
+
+    fn start_with(args: &[&str], expected: usize, stderr: Stdio) -> ServerProcess {
         let mut child = Command::new(sockit_bin())
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn sockit serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());

@@ -8,6 +8,7 @@ mod codec;
 mod common;
 mod conn_limits;
 mod digests;
+mod door_ftp;
 mod exec;
 mod files;
 mod folders;
