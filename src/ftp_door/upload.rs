@@ -31,6 +31,9 @@ use crate::{Error, Result};
 /// Bytes read from the data connection (and reserved) at a time.
 const CHUNK: usize = 256 * 1024;
 
+/// The most of a refused upload read (and dropped) so that its client hears why.
+const MAX_DRAIN: u64 = 16 * 1024 * 1024;
+
 /// Stores what `input` sends as `target`, keeping the first `start` bytes as the table
 /// above says; returns the bytes received. `left` tells whether the client left once the
 /// data ended.
@@ -41,14 +44,29 @@ const CHUNK: usize = 256 * 1024;
 pub(crate) async fn store<R: AsyncRead + Unpin>(
     home: &Home,
     target: &WirePath,
-    input: R,
+    mut input: R,
     start: u64,
     left: impl Future<Output = bool>,
 ) -> Result<u64> {
-    let mut pending = home.begin_upload(target, start, start > 0).await?;
-    let result = receive(home, &mut pending, target, input, start, left).await;
-    home.settle(pending).await;
+    let result = match home.begin_upload(target, start, start > 0).await {
+        Ok(mut pending) => {
+            let result = receive(home, &mut pending, target, &mut input, start, left).await;
+            home.settle(pending).await;
+            result
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(Error::QuotaExceeded(_)) = &result {
+        drain(&mut input).await;
+    }
     result
+}
+
+/// Reads and drops what the client still sends of a refused upload, up to [`MAX_DRAIN`]:
+/// a client that is still writing when the data connection closes fails on the write
+/// (curl: "send failure") without reading the refusal's 552 on the control connection.
+async fn drain<R: AsyncRead + Unpin>(input: &mut R) {
+    drop(tokio::io::copy(&mut input.take(MAX_DRAIN), &mut tokio::io::sink()).await);
 }
 
 /// The rest of [`store`], once the upload holds the one-writer lock.
@@ -56,7 +74,7 @@ async fn receive<R: AsyncRead + Unpin>(
     home: &Home,
     pending: &mut Pending<LocalUpload>,
     target: &WirePath,
-    mut input: R,
+    input: &mut R,
     start: u64,
     left: impl Future<Output = bool>,
 ) -> Result<u64> {
