@@ -5,7 +5,9 @@
 #   python3   the seeds' own Python programs, run against sockit
 #   tcpdump   the packet capture that checks nothing crosses the wire in clear
 #   iproute2  `ip netns`: a client in another network namespace, a real non-loopback peer
-#   curl      a command of the exec sandbox's network test (it must fail with the network off)
+#   curl      a command of the exec sandbox's network test (it must fail with the network off);
+#             also the FTP door's FTP and FTPS client (`curl ftp://`, `curl --ssl-reqd`)
+#   lftp      the FTP door's mirroring client (mirror up and down, `mirror --continue`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v lftp >/dev/null 2>&1 || need+=(lftp)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq
