@@ -350,12 +350,9 @@ mod tests {
 
     #[test]
     fn a_quota_refusal_is_ftp_552() {
-        let quota = crate::quota::QuotaError {
-            used: 10,
-            reserved: 0,
-            quota: 10,
-            asked: 1,
-        };
+        let quota = crate::quota::QuotaLedger::new()
+            .reserve("ann", Some(0), 1)
+            .unwrap_err();
         let e = ftp_error(Error::QuotaExceeded(quota));
         assert_eq!(e.kind(), ErrorKind::ExceededStorageAllocationError);
         let e = ftp_error(Error::PermissionDenied("outside".into()));

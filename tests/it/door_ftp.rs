@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{ServerProcess, sockit_with_input};
+use crate::netns::Namespace;
 
 /// The passive ports the tests' servers offer.
 const PASSIVE: (u16, u16) = (41000, 41999);
@@ -17,13 +18,19 @@ const PASSIVE: (u16, u16) = (41000, 41999);
 /// A data folder with users, a server with the FTP door on it, and a scratch folder.
 struct Door {
     dir: tempfile::TempDir,
-    server: ServerProcess,
+    /// Runs until the test ends (killed on drop).
+    _server: ServerProcess,
     port: String,
 }
 
 impl Door {
     /// Users `(name, password, quota)`, then `sockit serve --ftp` with `extra` flags.
     fn start(users: &[(&str, &str, Option<&str>)], extra: &[&str]) -> Door {
+        Door::start_on("127.0.0.1:0", users, extra)
+    }
+
+    /// As [`Door::start`], both listeners on `addr`.
+    fn start_on(addr: &str, users: &[(&str, &str, Option<&str>)], extra: &[&str]) -> Door {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let data = data.to_str().unwrap();
@@ -38,11 +45,11 @@ impl Door {
         let passive = format!("{}-{}", PASSIVE.0, PASSIVE.1);
         let mut args = vec![
             "--listen",
-            "127.0.0.1:0",
+            addr,
             "--data",
             data,
             "--ftp",
-            "127.0.0.1:0",
+            addr,
             "--ftp-passive-ports",
             &passive,
         ];
@@ -50,7 +57,11 @@ impl Door {
         let log = dir.path().join("server.log");
         let server = ServerProcess::start_logging(&args, 2, &log);
         let port = server.addr("ftp").rsplit_once(':').unwrap().1.to_owned();
-        Door { dir, server, port }
+        Door {
+            dir,
+            _server: server,
+            port,
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -649,4 +660,52 @@ fn a_silent_connection_is_closed_after_the_idle_timeout() {
             "the server kept the silent connection: {e}"
         );
     }
+}
+
+#[test]
+fn from_another_network_a_plaintext_login_is_refused_before_the_password_and_ftps_works() {
+    let door = Door::start_on("0.0.0.0:0", &[("ann", "pw-never-in-clear", None)], &[]);
+    let content = bytes(100_000, 10);
+    std::fs::create_dir_all(door.home("ann", "")).unwrap();
+    std::fs::write(door.home("ann", "f.bin"), &content).unwrap();
+    let ns = Namespace::create_for(1);
+    let remote = format!("{}:{}", ns.host_ip, door.port);
+
+    let plain = ns
+        .command("curl")
+        .args(["-sS", "-v", "--max-time", "30", "-o"])
+        .arg(door.path("plain.bin"))
+        .arg(format!("ftp://ann:pw-never-in-clear@{remote}/f.bin"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "{}", text(&plain));
+    let log = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        log.contains("< 534"),
+        "USER answered other than 534:\n{log}"
+    );
+    assert!(
+        !log.contains("PASS"),
+        "the password was sent in clear:\n{log}"
+    );
+    assert!(!door.path("plain.bin").exists());
+
+    // The same client with FTPS, checking the server's certificate, gets the file.
+    let cert = door.path("data/tls/cert.pem");
+    let secure = ns
+        .command("curl")
+        .args(["-sS", "-v", "--max-time", "30", "--ssl-reqd", "--cacert"])
+        .arg(&cert)
+        .arg("--resolve")
+        .arg(format!("localhost:{}:{}", door.port, ns.host_ip))
+        .arg("-o")
+        .arg(door.path("secure.bin"))
+        .arg(format!(
+            "ftp://ann:pw-never-in-clear@localhost:{}/f.bin",
+            door.port
+        ))
+        .output()
+        .unwrap();
+    assert!(secure.status.success(), "{}", text(&secure));
+    assert_eq!(std::fs::read(door.path("secure.bin")).unwrap(), content);
 }

@@ -12,23 +12,30 @@ use std::process::{Child, Command, Output, Stdio};
 use crate::common::{ServerProcess, output_with_input, sockit_bin, sockit_with_input};
 
 /// A network namespace joined to this host by a veth pair, removed on drop.
-struct Namespace {
+pub(crate) struct Namespace {
     name: String,
     /// The host's end, and its address as the namespace reaches it.
     host_link: String,
-    host_ip: String,
+    pub(crate) host_ip: String,
 }
 
 impl Namespace {
     fn create() -> Namespace {
+        Namespace::create_for(0)
+    }
+
+    /// A namespace of this test process's own, told apart from the others it makes at the
+    /// same time by `tag` (0 or 1).
+    pub(crate) fn create_for(tag: u32) -> Namespace {
         let id = std::process::id();
-        let name = format!("sockit-it-{id}");
+        let name = format!("sockit-it-{id}-{tag}");
         let (host_link, inner_link) = (
-            format!("skh{}", id % 100_000),
-            format!("skn{}", id % 100_000),
+            format!("skh{tag}{}", id % 100_000),
+            format!("skn{tag}{}", id % 100_000),
         );
-        // A /30 of 10.200.0.0/13 picked by the PID, so that parallel runs do not meet.
-        let net = 0x0AC8_0000u32 + ((id % 0x1_0000) << 2);
+        // A /30 of 10.200.0.0/13 picked by the PID and the tag, so that parallel runs do not
+        // meet.
+        let net = 0x0AC8_0000u32 + ((tag % 2) << 18) + ((id % 0x1_0000) << 2);
         let ip = |host: u32| std::net::Ipv4Addr::from(net + host).to_string();
         let ns = Namespace {
             name: name.clone(),
@@ -73,6 +80,13 @@ impl Namespace {
             );
         }
         ns
+    }
+
+    /// `program` to be run inside the namespace.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
     }
 
     /// `sockit ARGS` run inside the namespace with `env`, `stdin` on its standard input.
