@@ -4,8 +4,8 @@
 //!
 //! sockit's accept loop ([`crate::server::serve_tcp`]) takes each control connection (the
 //! connection caps, accept back-off, shutdown), then hands it to a libunftp server made for
-//! that connection: its storage back-end is [`backend::Door`] over [`crate::home::Home`], its
-//! authenticator [`auth::Login`] over [`FileService::password_login`] (the native login's
+//! that connection: its storage back-end is `backend::Door` over the core's `Home`, its
+//! authenticator `auth::Login` over `FileService::password_login` (the native login's
 //! throttle, bounded checks and fixed delay). A peer off loopback must secure the control
 //! and data channels with TLS before `USER`/`PASS` unless `--allow-plaintext`, as on the
 //! native port.
