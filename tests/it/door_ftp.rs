@@ -709,3 +709,65 @@ fn from_another_network_a_plaintext_login_is_refused_before_the_password_and_ftp
     assert!(secure.status.success(), "{}", text(&secure));
     assert_eq!(std::fs::read(door.path("secure.bin")).unwrap(), content);
 }
+
+#[test]
+fn lftp_over_ftps_checks_the_certificate_and_mirrors() {
+    let door = Door::start(&[("ann", "pw", None)], &[]);
+    let local = door.path("tree");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    std::fs::write(local.join("sub/b.bin"), bytes(400_000, 11)).unwrap();
+    std::fs::write(local.join("a.txt"), b"over TLS\n").unwrap();
+    let cert = door.path("data/tls/cert.pem");
+    let tls = format!(
+        "set ftp:ssl-allow yes; set ftp:ssl-force yes; set ftp:ssl-protect-data yes; \
+         set ssl:verify-certificate yes; set ssl:ca-file {}; set dns:order inet",
+        cert.display()
+    );
+    let mut up = client("lftp");
+    up.args(["-d", "-u", "ann,pw", "-p", &door.port, "-e"])
+        .arg(format!(
+            "{tls}; set net:max-retries 2; mirror -R tree up; quit"
+        ))
+        .arg("localhost")
+        .current_dir(door.dir.path());
+    let up = up.output().unwrap();
+    assert!(up.status.success(), "{}", text(&up));
+    let log = String::from_utf8_lossy(&up.stderr);
+    assert!(log.contains("AUTH TLS") && log.contains("PROT P"), "{log}");
+    assert_eq!(tree(&door.home("ann", "up")), tree(&local));
+}
+
+#[test]
+fn a_session_ends_when_its_user_is_removed() {
+    let door = Door::start(&[("ann", "pw", None)], &[]);
+    let mut ftp = door.control("ann", "pw");
+    assert_eq!(ftp.store("f.txt", b"x").0, 226);
+    assert_eq!(ftp.send("SIZE f.txt").0, 213);
+    let data = door.path("data");
+    let del = sockit_with_input(
+        &["user", "del", "ann", "--data", data.to_str().unwrap()],
+        "",
+    );
+    assert!(del.status.success(), "{del:?}");
+    let (code, text) = ftp.send("SIZE f.txt");
+    assert_eq!(code, 550, "{text}");
+    let (code, text) = ftp.store("g.txt", b"after");
+    assert!(code >= 500, "{text}");
+    assert!(!door.home("ann", "g.txt").exists());
+}
+
+#[test]
+fn repeated_wrong_passwords_cool_the_address_down_as_on_the_native_port() {
+    let door = Door::start(&[("ann", "pw", None)], &[]);
+    let addr = format!("127.0.0.1:{}", door.port);
+    let mut attempt = |password: &str| {
+        let mut ftp = Control::connect(&addr);
+        assert_eq!(ftp.send("USER ann").0, 331);
+        ftp.send(&format!("PASS {password}")).0
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong"), 530);
+    }
+    // Cooling down: even the right password is refused now.
+    assert_eq!(attempt("pw"), 530);
+}
