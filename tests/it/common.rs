@@ -219,3 +219,16 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Deterministic bytes (xorshift from `state`, which must not be 0), for file contents.
+pub fn noise_from(state: u64, len: usize) -> Vec<u8> {
+    let mut x = state;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -6,10 +6,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ServerProcess, sockit_with_input};
+use crate::common::{ServerProcess, noise_from, sockit_with_input};
 use crate::netns::Namespace;
 
 /// The passive ports the tests' servers offer.
@@ -90,6 +90,22 @@ impl Door {
         lftp
     }
 
+    /// Runs lftp's `script` as ann, slowed down, and kills it (by PID) once `growing` holds
+    /// some bytes: surely in the middle of the transfer.
+    fn lftp_killed_midway(&self, script: &str, growing: &Path) {
+        let mut slow = self
+            .lftp("ann,pw", &format!("set net:limit-rate 200000; {script}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(60, "part of the transfer", || {
+            std::fs::metadata(growing).is_ok_and(|m| m.len() > 0)
+        });
+        slow.kill().unwrap();
+        slow.wait().unwrap();
+    }
+
     fn url(&self, user: &str, path: &str) -> String {
         format!("ftp://{user}@127.0.0.1:{}/{path}", self.port)
     }
@@ -136,17 +152,9 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Random-looking bytes of `len`, different per `seed` (no RNG crate needed).
+/// Random-looking bytes of `len`, different per `seed`.
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise_from(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, len)
 }
 
 /// Every file under `root`, relative path -> bytes; folders as empty markers.
@@ -176,11 +184,6 @@ fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn kill(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// A raw FTP control connection: one command, one reply.
@@ -310,17 +313,7 @@ fn an_lftp_upload_killed_midway_is_never_visible_and_mirror_continue_completes()
         door.home("ann", "up/.big.bin.sockit-part"),
     );
 
-    // Slowed down, so that it is surely killed in the middle.
-    let slow = door
-        .lftp("ann,pw", "set net:limit-rate 200000; mirror -R tree up")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(60, "the partial file", || {
-        std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
-    });
-    kill(slow);
+    door.lftp_killed_midway("mirror -R tree up", &partial);
     // Until the server has given the upload up, nothing may appear under the final name.
     wait_for(60, "the server to keep the cut upload", || {
         assert!(!target.exists(), "a cut upload became visible");
@@ -347,16 +340,7 @@ fn an_lftp_download_killed_midway_resumes_with_rest() {
     std::fs::write(door.home("ann", "pub/big.bin"), &content).unwrap();
     let local = door.path("down/big.bin");
 
-    let slow = door
-        .lftp("ann,pw", "set net:limit-rate 200000; mirror pub down")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(60, "part of the download", || {
-        std::fs::metadata(&local).is_ok_and(|m| m.len() > 0)
-    });
-    kill(slow);
+    door.lftp_killed_midway("mirror pub down", &local);
     let had = std::fs::metadata(&local).unwrap().len();
     assert!(had < content.len() as u64);
 
@@ -760,7 +744,7 @@ fn a_session_ends_when_its_user_is_removed() {
 fn repeated_wrong_passwords_cool_the_address_down_as_on_the_native_port() {
     let door = Door::start(&[("ann", "pw", None)], &[]);
     let addr = format!("127.0.0.1:{}", door.port);
-    let mut attempt = |password: &str| {
+    let attempt = |password: &str| {
         let mut ftp = Control::connect(&addr);
         assert_eq!(ftp.send("USER ann").0, 331);
         ftp.send(&format!("PASS {password}")).0
