@@ -755,3 +755,33 @@ fn repeated_wrong_passwords_cool_the_address_down_as_on_the_native_port() {
     // Cooling down: even the right password is refused now.
     assert_eq!(attempt("pw"), 530);
 }
+
+#[test]
+fn rest_and_stor_resume_an_upload_cut_earlier() {
+    let door = Door::start(&[("ann", "pw", None)], &[]);
+    let content = bytes(600_000, 12);
+    let half = 250_000;
+    let mut ftp = door.control("ann", "pw");
+    let mut data = ftp.passive();
+    assert_eq!(ftp.send("STOR f.bin").0, 150);
+    data.write_all(&content[..half]).unwrap();
+    // The client dies: both its connections end at once.
+    drop(ftp);
+    drop(data);
+    wait_for(60, "the server to keep the cut upload", || {
+        assert!(
+            !door.home("ann", "f.bin").exists(),
+            "a cut upload became visible"
+        );
+        door.log().contains("kept for a restart")
+    });
+    let partial = door.home("ann", ".f.bin.sockit-part");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), half as u64);
+
+    let mut ftp = door.control("ann", "pw");
+    assert_eq!(ftp.send(&format!("REST {half}")).0, 350);
+    let (code, text) = ftp.store("f.bin", &content[half..]);
+    assert_eq!(code, 226, "{text}");
+    assert_eq!(std::fs::read(door.home("ann", "f.bin")).unwrap(), content);
+    assert!(!partial.exists());
+}
