@@ -11,11 +11,13 @@
 //! native port.
 //!
 //! What an unauthenticated peer can make it spend: one control connection (within
-//! `--max-connections` and `--max-connections-per-ip`), held at most `--idle-timeout`
-//! between commands and at most `--idle-timeout` in all before a login succeeds (a stalled
-//! `AUTH TLS` handshake included); libunftp reads command lines of bounded length. Passive
-//! data ports come from `--ftp-passive-ports`, one listener per control connection at a
-//! time; active mode (`PORT`, which would make the server connect anywhere) is off.
+//! `--max-connections` and `--max-connections-per-ip`), held at most `--head-timeout` in all
+//! before a login succeeds (a stalled `AUTH TLS` handshake included), and the memory of what
+//! it sends in that time: libunftp buffers a command line without a length limit, so a line
+//! that never ends costs what arrives until the deadline (or, once logged in, until
+//! `--idle-timeout`). Passive data ports come from `--ftp-passive-ports`, one listener per
+//! control connection at a time; active mode (`PORT`, which would make the server connect
+//! anywhere) is off.
 
 mod auth;
 mod backend;
@@ -190,7 +192,8 @@ impl TcpService for Ftp {
         debug!(%peer, plaintext, "FTP session");
         let session = server.service(stream);
         tokio::pin!(session);
-        let deadline = tokio::time::sleep(idle);
+        // Logging in is the FTP session's request head: it gets the native head's time.
+        let deadline = tokio::time::sleep(conn.config.head_timeout);
         tokio::pin!(deadline);
         let mut waiting_login = true;
         loop {
@@ -207,7 +210,7 @@ impl TcpService for Ftp {
                     if logged_in.load(std::sync::atomic::Ordering::Acquire) {
                         waiting_login = false;
                     } else {
-                        info!(%peer, "FTP: no login within {} s; closing", idle.as_secs());
+                        info!(%peer, "FTP: no login in time; closing");
                         control.close();
                         waiting_login = false;
                     }

@@ -629,9 +629,9 @@ fn an_address_over_its_connection_cap_is_told_421() {
 }
 
 #[test]
-fn a_silent_connection_is_closed_after_the_idle_timeout() {
+fn a_silent_session_is_closed_after_the_idle_timeout() {
     let door = Door::start(&[("ann", "pw", None)], &["--idle-timeout", "1"]);
-    let mut control = Control::connect(&format!("127.0.0.1:{}", door.port));
+    let mut control = door.control("ann", "pw");
     // Nothing sent: the server ends it (a 421 first, or just the close), well before the
     // client's own 30 s read timeout.
     let mut rest = Vec::new();
@@ -784,4 +784,22 @@ fn rest_and_stor_resume_an_upload_cut_earlier() {
     assert_eq!(code, 226, "{text}");
     assert_eq!(std::fs::read(door.home("ann", "f.bin")).unwrap(), content);
     assert!(!partial.exists());
+}
+
+#[test]
+fn a_connection_that_does_not_log_in_is_closed_after_the_head_timeout() {
+    let door = Door::start(&[("ann", "pw", None)], &["--head-timeout", "1"]);
+    let mut control = Control::connect(&format!("127.0.0.1:{}", door.port));
+    // A command line that never ends: the server closes the connection all the same.
+    control.writer.write_all(&[b'A'; 10_000]).unwrap();
+    let mut rest = Vec::new();
+    if let Err(e) = control.reader.read_to_end(&mut rest) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the server kept the connection: {e}"
+        );
+    }
 }
