@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// Bytes read at a time when hashing a file for `SITE MD5`.
 const HASH_CHUNK: usize = 256 * 1024;
 
+/// Bytes read from a file at a time for `RETR`.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// The storage of FTP sessions: the logged-in user's home.
 #[derive(Debug, Clone)]
 pub(crate) struct Door {
@@ -245,12 +248,14 @@ impl StorageBackend<User> for Door {
         W: AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        let mut file = Door::open_at(user, path.as_ref(), start_pos)
+        let file = Door::open_at(user, path.as_ref(), start_pos)
             .await
             .map_err(ftp_error)?;
+        // Large reads: each is a trip to the blocking pool.
+        let mut file = tokio::io::BufReader::with_capacity(READ_CHUNK, file);
         // A client that stops reading costs the transfer after the idle time, not forever.
         let mut output = IdleStream::new(output, self.idle);
-        let copied = tokio::io::copy(&mut file, &mut output)
+        let copied = tokio::io::copy_buf(&mut file, &mut output)
             .await
             .map_err(|e| ftp_error(Error::Io(e)))?;
         Ok(copied)
