@@ -333,7 +333,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 33, "every flag but --config");
+        assert_eq!(checked, 35, "every flag but --config");
     }
 
     #[test]
