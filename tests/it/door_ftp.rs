@@ -450,7 +450,11 @@ fn a_quota_refusal_reaches_the_client_as_552_and_leaves_nothing() {
     // And it counts: what fitted before it no longer does.
     std::fs::write(door.path("more.bin"), bytes(90_000, 13)).unwrap();
     let more = door.curl(&["-T", "more.bin", &door.url("quinn:pw", "more.bin")]);
-    assert!(String::from_utf8_lossy(&more.stderr).contains("552"), "{}", text(&more));
+    assert!(
+        String::from_utf8_lossy(&more.stderr).contains("552"),
+        "{}",
+        text(&more)
+    );
     assert!(!door.home("quinn", "more.bin").exists());
 }
 
