@@ -231,6 +231,21 @@ impl Control {
         self.reply()
     }
 
+    /// Reads until the server closes the connection, which must come before this client's
+    /// own 30 s read timeout.
+    fn wait_for_close(&mut self) {
+        let mut rest = Vec::new();
+        if let Err(e) = self.reader.read_to_end(&mut rest) {
+            assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "the server kept the connection: {e}"
+            );
+        }
+    }
+
     /// Opens a passive data connection (EPSV) on a port of the configured range.
     fn passive(&mut self) -> TcpStream {
         let (code, text) = self.send("EPSV");
@@ -641,18 +656,8 @@ fn an_address_over_its_connection_cap_is_told_421() {
 fn a_silent_session_is_closed_after_the_idle_timeout() {
     let door = Door::start(&[("ann", "pw", None)], &["--idle-timeout", "1"]);
     let mut control = door.control("ann", "pw");
-    // Nothing sent: the server ends it (a 421 first, or just the close), well before the
-    // client's own 30 s read timeout.
-    let mut rest = Vec::new();
-    if let Err(e) = control.reader.read_to_end(&mut rest) {
-        assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the server kept the silent connection: {e}"
-        );
-    }
+    // Nothing sent: the server ends it (a 421 first, or just the close).
+    control.wait_for_close();
 }
 
 #[test]
@@ -801,14 +806,5 @@ fn a_connection_that_does_not_log_in_is_closed_after_the_head_timeout() {
     let mut control = Control::connect(&format!("127.0.0.1:{}", door.port));
     // A command line that never ends: the server closes the connection all the same.
     control.writer.write_all(&[b'A'; 10_000]).unwrap();
-    let mut rest = Vec::new();
-    if let Err(e) = control.reader.read_to_end(&mut rest) {
-        assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the server kept the connection: {e}"
-        );
-    }
+    control.wait_for_close();
 }
