@@ -6,9 +6,11 @@
 #   tcpdump   the packet capture that checks nothing crosses the wire in clear
 #   iproute2  `ip netns`: a client in another network namespace, a real non-loopback peer
 #   curl      a command of the exec sandbox's network test (it must fail with the network off),
-#             and the HTTP door's WebDAV client (upload, download, hostile paths)
+#             the HTTP door's WebDAV client (upload, download, hostile paths) and the FTP
+#             door's FTP and FTPS client (`curl ftp://`, `curl --ssl-reqd`)
 #   litmus    the WebDAV compliance suite, run against the HTTP door's /dav/
 #   chromium, chromium-driver   a real browser (headless, driven by WebDriver) for the web page
+#   lftp      the FTP door's mirroring client (mirror up and down, `mirror --continue`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v litmus >/dev/null 2>&1 || need+=(litmus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v lftp >/dev/null 2>&1 || need+=(lftp)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq

@@ -147,6 +147,10 @@ pub struct Options {
     /// The HTTP door (HTTPS; WebDAV at /dav/, the web page at /) on HOST:PORT.
     #[serde(deserialize_with = "de_parsed")]
     pub http: Option<Endpoint>,
+    /// The FTP door (FTP with explicit FTPS, AUTH TLS) on HOST:PORT.
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports, A-B [default: 50000-50999].
+    pub ftp_passive_ports: Option<String>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -217,6 +221,10 @@ pub struct Settings {
     pub rates: Rates,
     /// The HTTP door's address, if asked for.
     pub http: Option<Endpoint>,
+    /// The FTP door's address.
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports.
+    pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Options {
@@ -324,6 +332,11 @@ impl Options {
                 down_per_connection: self.max_rate_down_per_connection,
             },
             http: self.http,
+            ftp: self.ftp,
+            ftp_passive_ports: match &self.ftp_passive_ports {
+                Some(text) => crate::ftp_door::parse_passive_ports(text)?,
+                None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
+            },
         })
     }
 }

@@ -216,6 +216,16 @@ impl<S: Storage> Home<S> {
         })
     }
 
+    /// Reserves `bytes` more for `pending`, an upload whose size was not known when it
+    /// began (FTP's `STOR` says none): called before each chunk is written, so the quota
+    /// holds while the bytes arrive.
+    ///
+    /// # Errors
+    /// [`Error::QuotaExceeded`] when they do not fit.
+    pub(crate) fn reserve_more(&self, pending: &mut Pending<S::Upload>, bytes: u64) -> Result<()> {
+        Ok(pending.reservation.grow(self.quota, bytes)?)
+    }
+
     /// What a commit to or a move onto `path` would replace: a file or link there (a
     /// folder is refused by the commit or move itself).
     async fn replaced_cost(&self, path: &WirePath) -> Result<u64> {

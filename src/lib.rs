@@ -31,6 +31,8 @@
 //! - [`runner`]: child processes of remote commands: the exec sandbox (namespaces, Landlock,
 //!   control groups, limits), kill on drop.
 //! - [`filecopy`]: file bytes to and from a connection on the blocking pool, with digests.
+//! - [`ftp_door`]: `serve --ftp`: FTP and explicit FTPS by libunftp, over `home` (its
+//!   storage back-end) and the file service's password login (its authenticator).
 //! - [`seed`]: the seeds' raw protocols (echo, command, upload), server and client side.
 //! - [`client`]: the calling side: the native protocol, exec's streams, the shell's
 //!   language, UDP and chat clients, the load generator.
@@ -48,6 +50,7 @@ pub mod config;
 pub mod connection;
 mod error;
 pub mod filecopy;
+pub mod ftp_door;
 mod home;
 mod httpd;
 pub mod keys;

@@ -38,8 +38,14 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // libunftp (the FTP door) logs each command at info, with spans that print its whole
+        // session state: its warnings are enough unless tracing.
+        match default_level {
+            "info" | "debug" => EnvFilter::new(format!("{default_level},libunftp=warn")),
+            _ => EnvFilter::new(default_level),
+        }
+    });
     // Colours only for a person at a terminal, not in a file or the journal.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

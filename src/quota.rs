@@ -258,6 +258,21 @@ impl Reservation {
         // Drop releases the held bytes.
     }
 
+    /// Holds `bytes` more for this upload, if they fit `quota` next to what the user uses
+    /// and holds: for a door whose uploads do not say their size up front (FTP `STOR`),
+    /// which reserves each chunk before it writes it.
+    ///
+    /// # Errors
+    /// [`QuotaError`] when they do not fit; nothing more is held then.
+    pub(crate) fn grow(&mut self, quota: Option<u64>, bytes: u64) -> Result<(), QuotaError> {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let account = book.entry(self.user.clone()).or_default();
+        check(account, quota, bytes)?;
+        account.reserved = account.reserved.saturating_add(bytes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        Ok(())
+    }
+
     fn release(&self) {
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(account) = book.get_mut(&self.user) {

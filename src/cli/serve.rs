@@ -158,6 +158,13 @@ pub struct ServeOptions {
     /// for loopback peers, or with --allow-plaintext), WebDAV at /dav/, the web page at /.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<Endpoint>,
+    /// The FTP door on ADDR: FTP with explicit FTPS (AUTH TLS, the native port's
+    /// certificate); plaintext logins only where the native port allows plaintext.
+    #[arg(long, value_name = "ADDR")]
+    pub ftp: Option<String>,
+    /// The FTP door's passive data ports [default: 50000-50999].
+    #[arg(long, value_name = "A-B")]
+    pub ftp_passive_ports: Option<String>,
 }
 
 impl ServeOptions {
@@ -228,6 +235,8 @@ impl ServeOptions {
             max_rate_up_per_connection,
             max_rate_down_per_connection,
             http,
+            ftp,
+            ftp_passive_ports,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -276,6 +285,8 @@ impl ServeOptions {
             max_rate_down_per_connection: max_rate_down_per_connection
                 .or(file.max_rate_down_per_connection),
             http: http.or(file.http),
+            ftp: ftp.or(file.ftp),
+            ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
         }
     }
 }
@@ -387,7 +398,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 43, "every flag but --config");
+        assert_eq!(checked, 45, "every flag but --config");
     }
 
     #[test]

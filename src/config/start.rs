@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::{Settings, failed, refused};
 use crate::error::{Error, Result};
+use crate::ftp_door::Ftp;
 use crate::net::{Endpoint, Listener, bind_udp, resolve};
 use crate::ops::shape::ServerRates;
 use crate::ops::{self, Health, health::ListenerUp};
@@ -172,6 +173,17 @@ pub async fn start(settings: Settings) -> Result<Running> {
     }
     if let Some(endpoint) = &settings.metrics {
         running.metrics(endpoint).await?;
+    }
+    if let Some(addr) = &settings.ftp {
+        let ftp = Ftp::new(
+            files.clone(),
+            crate::ftp_door::tls_config(&identity)?,
+            settings.ftp_passive_ports.clone(),
+            settings.allow_plaintext,
+        );
+        let endpoint = Endpoint::Tcp(addr.clone());
+        running.tcp("ftp", &endpoint, ftp, &config).await?;
+        ops::metrics::serving(ops::metrics::Door::Ftp);
     }
     Ok(running)
 }

@@ -116,6 +116,16 @@ impl ServerProcess {
         ServerProcess::start_logging(args, expected, Stdio::null())
     }
 
+    /// As [`ServerProcess::start`], with the server's log (stderr) written to the file `log`.
+    pub fn start_logging_to(
+        args: &[&str],
+        expected: usize,
+        log: &std::path::Path,
+    ) -> ServerProcess {
+        let log = std::fs::File::create(log).expect("create the server log");
+        ServerProcess::start_logging(args, expected, Stdio::from(log))
+    }
+
     /// [`ServerProcess::start`] with the server's logs (stderr) going to `logs`.
     pub fn start_logging(args: &[&str], expected: usize, logs: Stdio) -> ServerProcess {
         let mut child = Command::new(sockit_bin())
@@ -213,4 +223,17 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Deterministic bytes (xorshift from `state`, which must not be 0), for file contents.
+pub fn noise_from(state: u64, len: usize) -> Vec<u8> {
+    let mut x = state;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ mod codec;
 mod common;
 mod conn_limits;
 mod digests;
+mod door_ftp;
 mod door_http;
 mod door_web;
 mod exec;

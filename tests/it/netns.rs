@@ -12,25 +12,32 @@ use std::process::{Child, Command, Output, Stdio};
 use crate::common::{ServerProcess, output_with_input, sockit_bin, sockit_with_input};
 
 /// A network namespace joined to this host by a veth pair, removed on drop.
-struct Namespace {
+pub(crate) struct Namespace {
     name: String,
     /// The host's end, and its address as the namespace reaches it.
     host_link: String,
-    host_ip: String,
+    pub(crate) host_ip: String,
 }
 
 impl Namespace {
     fn create() -> Namespace {
-        // Two per test run (the native port's test and the HTTP door's), told apart by `n`.
+        Namespace::create_for(0)
+    }
+
+    /// A namespace of this test process's own, told apart from the others it makes at the
+    /// same time (the native port's, the HTTP door's and the FTP door's tests) by a counter;
+    /// `tag` only names the caller.
+    pub(crate) fn create_for(tag: u32) -> Namespace {
+        let _ = tag;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
         let id = std::process::id();
         let name = format!("sockit-it-{id}-{n}");
         let (host_link, inner_link) = (
             format!("skh{}{n}", id % 100_000),
             format!("skn{}{n}", id % 100_000),
         );
-        // A /30 of 10.200.0.0/13 picked by the PID and `n`, so that parallel runs do not meet.
+        // A /30 of 10.200.0.0/12 picked by the PID and `n`, so that parallel runs do not meet.
         let net = 0x0AC8_0000u32 + (n << 18) + ((id % 0x1_0000) << 2);
         let ip = |host: u32| std::net::Ipv4Addr::from(net + host).to_string();
         let ns = Namespace {
@@ -76,6 +83,13 @@ impl Namespace {
             );
         }
         ns
+    }
+
+    /// `program` to be run inside the namespace.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
     }
 
     /// `sockit ARGS` run inside the namespace with `env`, `stdin` on its standard input.

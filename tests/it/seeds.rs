@@ -138,15 +138,7 @@ impl Drop for PythonServer {
 
 /// Deterministic bytes (xorshift), for file contents.
 fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    crate::common::noise_from(0x2545_F491_4F6C_DD1D, len)
 }
 
 /// Waits for `path` to exist: the server renames a complete upload into place in one step.

@@ -271,6 +271,9 @@ async fn a_thousand_handshakes_at_once_keep_the_server_small() {
         "3000",
         "--max-connections-per-ip",
         "1500",
+        // 1,000 at once from one address: past the default connection rate's burst.
+        "--connection-rate",
+        "0",
     ];
     let server = serve(dir.path(), &args);
     let endpoint: Endpoint = server.addr("native").parse().unwrap();
