@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use sockit::client::Client;
 use sockit::client::chat::{self, Incoming};
@@ -42,6 +42,8 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         udp_chat: any(),
         grace: Some(5),
         allow_exec: true,
+        http: Some("127.0.0.1:0".parse().map_err(anyhow::Error::msg)?),
+        ftp: any(),
         ..Options::default()
     };
     let running = sockit::config::start(options.resolve()?).await?;
@@ -114,6 +116,8 @@ pub async fn run(out: &mut impl Write) -> Result<()> {
         .context("the server has no TLS")?;
     file_server(out, &server, &fingerprint, data.path()).await?;
     remote_command(out, &server, &fingerprint).await?;
+    http_door(out, &addr("http")?, &fingerprint).await?;
+    ftp_door(out, &addr("ftp")?).await?;
     seed_listeners(out, &addr("seed-echo")?, &addr("udp-echo")?).await?;
     time_server(out, &addr("udp-time")?).await?;
     chat_room(out, &addr("udp-chat")?).await?;
@@ -396,5 +400,74 @@ async fn remote_command(out: &mut impl Write, server: &Endpoint, fingerprint: &s
         String::from_utf8_lossy(&stderr),
         exit.status_code()
     )?;
+    Ok(())
+}
+
+/// The HTTP door as a WebDAV client (or a browser) meets it: HTTPS with the native port's
+/// certificate, HTTP Basic, the user's home at `/dav/`, ranges.
+async fn http_door(out: &mut impl Write, addr: &str, fingerprint: &str) -> Result<()> {
+    writeln!(out)?;
+    let endpoint: Endpoint = addr.parse().map_err(anyhow::Error::msg)?;
+    for (password, what) in [("wrong", "a wrong password"), ("demo-password", "demo's")] {
+        let stream = sockit::net::connect(&endpoint).await?;
+        let mut stream = sockit::client::tls::connect(stream, fingerprint).await?;
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("demo:{password}"),
+        );
+        let request = format!(
+            "GET /dav/backup/photos.tar HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic}\r\n\
+             Range: bytes=0-15\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        (&mut stream)
+            .take(64 << 10)
+            .read_to_end(&mut response)
+            .await?;
+        let text = String::from_utf8_lossy(&response);
+        let status = text.lines().next().unwrap_or_default().to_owned();
+        let range = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-range: "))
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "[http]   GET https://{addr}/dav/backup/photos.tar, bytes 0-15, {what} -> {status}{range}"
+        )?;
+    }
+    writeln!(
+        out,
+        "[http]   the same door serves the web page at https://{addr}/"
+    )?;
+    Ok(())
+}
+
+/// The FTP door as an FTP client meets it: a login (plaintext here, on loopback; FTPS with
+/// AUTH TLS from anywhere else), the file's size, the jail.
+async fn ftp_door(out: &mut impl Write, addr: &str) -> Result<()> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut reply = async || -> Result<String> {
+        lines
+            .next_line()
+            .await?
+            .context("the FTP door closed the connection")
+    };
+    reply().await?; // the greeting
+    for command in [
+        "USER demo",
+        "PASS demo-password",
+        "SIZE backup/photos.tar",
+        "CWD ../..",
+        "QUIT",
+    ] {
+        write.write_all(format!("{command}\r\n").as_bytes()).await?;
+        let answer = reply().await?;
+        let shown = command.replace("demo-password", "********");
+        writeln!(out, "[ftp]    {shown} -> {answer}")?;
+    }
     Ok(())
 }

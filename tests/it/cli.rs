@@ -108,6 +108,12 @@ fn demo_runs_every_part_and_leaves_nothing_behind() {
         "[hostile]",
         "[files]",
         "[exec]",
+        "[http]   GET",
+        "-> HTTP/1.1 206 Partial Content, bytes 0-15/25165824",
+        "-> HTTP/1.1 401",
+        "[ftp]    PASS ******** -> 230",
+        "[ftp]    SIZE backup/photos.tar -> 213 25165824",
+        "[ftp]    CWD ../.. -> 550",
         "shut down cleanly",
     ];
     for part in parts {
