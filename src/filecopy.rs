@@ -9,7 +9,7 @@
 //! (server side) and by the client alike.
 
 use std::fs::File;
-use std::io::Seek;
+use std::io::{Read, Seek, SeekFrom};
 
 use bytes::{BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -23,7 +23,7 @@ pub(crate) use digest::{Digests, Sums, remember_sums, remembered_sums};
 use crate::connection::Connection;
 use crate::{Error, Result};
 use digest::Summer;
-use direct::{ALIGN, BLOCK, DirectReader, DirectWriter};
+use direct::{ALIGN, BLOCK, DirectWriter};
 
 /// Bytes per chunk moved between the socket and the disk.
 const TRANSFER_CHUNK: usize = 256 * 1024;
@@ -191,35 +191,39 @@ pub(crate) async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
     hash: Option<Digests>,
     progress: &mut dyn Progress,
 ) -> Result<Sums> {
-    // Blocks of a MiB, read straight from the device where the file system allows it
-    // (see `direct`).
-    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let (spare_tx, spare) = std::sync::mpsc::channel::<Bytes>();
     let reader = tokio::task::spawn_blocking(move || -> Result<Sums> {
         let mut summer = match hash {
             Some(which) => Some(Summer::start(&mut file, offset, which)?),
-            None => None,
+            None => {
+                file.seek(SeekFrom::Start(offset))?;
+                None
+            }
         };
-        let mut reader = DirectReader::new(file, offset, len);
         let mut left = len;
         while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(BLOCK);
-            // A block the socket side is done with still holds initialised bytes: reused,
-            // it needs no zeroing (and no fresh pages) before the read.
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(TRANSFER_CHUNK);
+            // A buffer the socket side is done with still holds initialised bytes:
+            // reused, it needs no zeroing (and no fresh pages) before the read.
             let mut buf = spare
                 .try_recv()
                 .ok()
                 .and_then(|b| b.try_into_mut().ok())
-                .filter(direct::is_block)
-                .unwrap_or_else(direct::block);
-            let n = reader.read(&mut buf, want)?;
+                .map(Vec::from)
+                .unwrap_or_default();
+            buf.resize(want, 0);
+            let n = file.read(&mut buf)?;
             if n == 0 {
                 return Err(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the file got shorter while it was being sent",
                 )));
             }
-            let chunk = buf.freeze();
+            buf.truncate(n);
+            let chunk = Bytes::from(buf);
             if let Some(s) = summer.as_mut() {
                 s.update(&chunk);
             }

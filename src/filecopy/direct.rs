@@ -17,7 +17,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -204,69 +203,6 @@ impl DirectWriter {
     }
 }
 
-/// Reads a file from a given byte on, directly from the device where it can: measured on
-/// this project's VMs, reading a cached 1 GiB file through the page cache cost 1.3–1.5 s of
-/// CPU, with `O_DIRECT` 0.04–0.06 s, at 1.6–1.9 GB/s (`dd`). Files under a block are read
-/// through the page cache.
-pub(super) struct DirectReader {
-    file: File,
-    /// Where the next byte comes from.
-    pos: u64,
-    /// Whether `O_DIRECT` is on; `None` until the first aligned read of a large file.
-    direct: Option<bool>,
-}
-
-impl DirectReader {
-    /// A reader of `file` from byte `pos` on, for `len` bytes.
-    pub(super) fn new(file: File, pos: u64, len: u64) -> DirectReader {
-        DirectReader {
-            file,
-            pos,
-            // Small files: not worth the two extra calls.
-            direct: (len < BLOCK as u64).then_some(false),
-        }
-    }
-
-    /// Reads up to `want` (at most [`BLOCK`]) bytes into `buf`, replacing what it held;
-    /// returns how many (0 at the end of the file).
-    ///
-    /// # Errors
-    /// The file system's read errors.
-    pub(super) fn read(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-        let fits = self.pos.is_multiple_of(ALIGN as u64) && aligned(buf) && want <= BLOCK;
-        if fits && self.direct.is_none() {
-            self.direct = Some(set_direct(&self.file, true).is_ok());
-        }
-        let mut want = want;
-        if self.direct == Some(true) {
-            if fits {
-                // Whole device blocks: the read stops at the end of the file anyway.
-                buf.resize(want.next_multiple_of(ALIGN), 0);
-                match self.file.read_at(buf, self.pos) {
-                    Ok(n) => return Ok(self.advance(buf, n.min(want))),
-                    Err(e) if e.raw_os_error() != Some(EINVAL) => return Err(e),
-                    Err(_) => {} // refused after all: through the page cache
-                }
-            }
-            set_direct(&self.file, false)?;
-            self.direct = Some(false);
-        } else if self.direct.is_none() {
-            // Up to the first block boundary, through the page cache; direct after that.
-            let to_boundary = ALIGN - (self.pos % ALIGN as u64) as usize;
-            want = want.min(to_boundary);
-        }
-        buf.resize(want, 0);
-        let n = self.file.read_at(buf, self.pos)?;
-        Ok(self.advance(buf, n))
-    }
-
-    fn advance(&mut self, buf: &mut BytesMut, n: usize) -> usize {
-        buf.truncate(n);
-        self.pos += n as u64;
-        n
-    }
-}
-
 fn stopped() -> io::Error {
     io::Error::other("the disk thread stopped")
 }
@@ -305,32 +241,6 @@ mod tests {
             b.freeze()
         } else {
             Bytes::copy_from_slice(bytes)
-        }
-    }
-
-    #[test]
-    fn a_read_gives_every_byte_from_any_start() {
-        let disk = tempfile::tempdir().unwrap();
-        let shm = tempfile::tempdir_in("/dev/shm").ok();
-        for dir in std::iter::once(&disk).chain(shm.as_ref()) {
-            let path = dir.path().join("f");
-            let data = pattern(3 * BLOCK + 1234, 3);
-            std::fs::write(&path, &data).unwrap();
-            for start in [0, 1, 4095, 4096, BLOCK + 7, 3 * BLOCK + 1000] {
-                let file = File::open(&path).unwrap();
-                let len = (data.len() - start) as u64;
-                let mut reader = DirectReader::new(file, start as u64, len);
-                let mut got = Vec::new();
-                let mut buf = block();
-                loop {
-                    let n = reader.read(&mut buf, BLOCK).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf);
-                }
-                assert!(got == data[start..], "from {start}");
-            }
         }
     }
 
