@@ -69,8 +69,7 @@ impl<S: Storage> Home<S> {
     ///
     /// # Errors
     /// As [`Storage::open_list`] and [`Storage::next_page`].
-    // For the doors that list a folder in one answer (WebDAV, FTP), which come next.
-    #[allow(dead_code)]
+    // For the doors that list a folder in one answer (WebDAV, the web page).
     pub(crate) async fn list(&self, path: &WirePath) -> Result<Vec<Entry>> {
         let mut listing = self.open_list(path).await?;
         Ok(self.next_page(&mut listing, usize::MAX).await?.0)

@@ -454,8 +454,6 @@ impl DoorLogin {
     ///
     /// # Errors
     /// [`Error::AuthFailed`] once the session ended (user removed, password changed).
-    // The FTP door needs only `home`; the web door (issue 13) uses this.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn user(&mut self, files: &FileService) -> Result<&LoggedIn> {
         self.session.user(files)
     }
