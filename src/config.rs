@@ -151,6 +151,17 @@ pub struct Options {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports, A-B [default: 50000-50999].
     pub ftp_passive_ports: Option<String>,
+    /// Where the homes live: `s3://BUCKET[/PREFIX]` [default: the folder DATA/homes].
+    pub store: Option<String>,
+    /// The object store's endpoint, for one other than AWS.
+    pub s3_endpoint: Option<String>,
+    /// The object store's region [default: us-east-1].
+    pub s3_region: Option<String>,
+    /// Seconds one request to the object store may take, retries included [default: 30].
+    pub s3_timeout: Option<u64>,
+    /// Seconds an unfinished upload to the object store is kept for a resume [default: a
+    /// week].
+    pub s3_keep_unfinished: Option<u64>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -225,6 +236,8 @@ pub struct Settings {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports.
     pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
+    /// The object store holding the homes, if not the folder `DATA/homes`.
+    pub store: Option<crate::storage::s3::S3Options>,
 }
 
 impl Options {
@@ -336,6 +349,22 @@ impl Options {
             ftp_passive_ports: match &self.ftp_passive_ports {
                 Some(text) => crate::ftp_door::parse_passive_ports(text)?,
                 None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
+            },
+            store: match self.store {
+                Some(url) => Some(crate::storage::s3::S3Options {
+                    url,
+                    endpoint: self.s3_endpoint,
+                    region: self.s3_region,
+                    timeout: Duration::from_secs(self.s3_timeout.unwrap_or(30).max(1)),
+                    keep_unfinished: Duration::from_secs(
+                        self.s3_keep_unfinished
+                            .unwrap_or(crate::storage::s3::KEEP_UNFINISHED.as_secs()),
+                    ),
+                }),
+                None if self.s3_endpoint.is_some() || self.s3_region.is_some() => {
+                    return Err(refused("s3-endpoint and s3-region go with store = s3://…"));
+                }
+                None => None,
             },
         })
     }

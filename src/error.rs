@@ -83,6 +83,10 @@ pub enum Error {
     /// A plaintext peer off loopback, on a port that serves it TLS only.
     #[error("{0}")]
     TlsRequired(String),
+    /// A back end the server needs (the object store, the user database) is down or
+    /// refusing; the message names it, never a password.
+    #[error("{0}")]
+    Unavailable(String),
     /// Remote commands are off on this server.
     #[error("remote commands are off on this server (it runs without --allow-exec)")]
     ExecDisabled,
@@ -135,6 +139,7 @@ impl Error {
             Error::ExecDisabled => ErrorCode::ExecDisabled,
             Error::TooManyConnections(_) => ErrorCode::TooManyConnections,
             Error::TlsRequired(_) => ErrorCode::TlsRequired,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 

@@ -13,6 +13,7 @@ mod errors;
 mod listing;
 mod partial;
 mod regular;
+pub mod s3;
 #[cfg(test)]
 mod tests;
 mod usage;

@@ -165,6 +165,25 @@ pub struct ServeOptions {
     /// The FTP door's passive data ports [default: 50000-50999].
     #[arg(long, value_name = "A-B")]
     pub ftp_passive_ports: Option<String>,
+    /// Where the homes live: s3://BUCKET[/PREFIX] for an S3-compatible object store
+    /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: the
+    /// folder DATA/homes].
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub store: Option<String>,
+    /// The object store's endpoint, for one other than AWS (http://127.0.0.1:8333, say).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The object store's region [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Seconds one request to the object store may take, retries included, before the
+    /// client is told `unavailable` [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub s3_timeout: Option<u64>,
+    /// Seconds an unfinished upload to the object store is kept for a resume before its
+    /// parts are deleted [default: 604800, a week].
+    #[arg(long, value_name = "SECS")]
+    pub s3_keep_unfinished: Option<u64>,
 }
 
 impl ServeOptions {
@@ -237,6 +256,11 @@ impl ServeOptions {
             http,
             ftp,
             ftp_passive_ports,
+            store,
+            s3_endpoint,
+            s3_region,
+            s3_timeout,
+            s3_keep_unfinished,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -287,6 +311,11 @@ impl ServeOptions {
             http: http.or(file.http),
             ftp: ftp.or(file.ftp),
             ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
+            store: store.or(file.store),
+            s3_endpoint: s3_endpoint.or(file.s3_endpoint),
+            s3_region: s3_region.or(file.s3_region),
+            s3_timeout: s3_timeout.or(file.s3_timeout),
+            s3_keep_unfinished: s3_keep_unfinished.or(file.s3_keep_unfinished),
         }
     }
 }
@@ -398,7 +427,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 45, "every flag but --config");
+        assert_eq!(checked, 50, "every flag but --config");
     }
 
     #[test]

@@ -327,6 +327,7 @@ pub fn code_label(code: ErrorCode) -> &'static str {
         ErrorCode::ExecDisabled => "exec_disabled",
         ErrorCode::TooManyConnections => "too_many_connections",
         ErrorCode::TlsRequired => "tls_required",
+        ErrorCode::Unavailable => "unavailable",
         ErrorCode::Other => "other",
     }
 }

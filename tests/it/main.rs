@@ -23,6 +23,8 @@ mod limits;
 mod native;
 mod netns;
 mod ops;
+mod s3;
+mod seaweed;
 mod seeds;
 mod storage_rules;
 mod tls;
