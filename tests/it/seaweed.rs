@@ -118,19 +118,30 @@ impl Seaweed {
         store
     }
 
+    /// Waits until an object can be stored: the S3 port answers before the volume server
+    /// has registered its capacity.
     fn wait_ready(&self) {
+        let probe = self.dir.join("probe");
+        std::fs::write(&probe, b"ready").unwrap();
+        let probe = probe.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = self.curl(
-                &["-o", "/dev/null", "-w", "%{http_code}"],
-                &format!("/{BUCKET}"),
-            );
+            let put = [
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-T",
+                probe.as_str(),
+            ];
+            let out = self.curl(&put, &format!("/{BUCKET}/.ready"));
             if out == "200" {
+                self.curl(&["-X", "DELETE"], &format!("/{BUCKET}/.ready"));
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "SeaweedFS did not serve its bucket within 60 s (last answer {out:?}); its log: {}",
+                "SeaweedFS did not store an object within 60 s (last answer {out:?}); its log: {}",
                 std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100)); // a poll of a condition, not a sync
