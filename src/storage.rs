@@ -18,6 +18,7 @@ pub mod s3;
 mod tests;
 mod usage;
 pub(crate) mod walk;
+pub(crate) mod writers;
 
 use std::fs::File;
 use std::io;

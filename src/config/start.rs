@@ -20,6 +20,7 @@ use crate::service::chat::Chat;
 use crate::service::session::FileService;
 use crate::service::transport::Transport;
 use crate::storage::s3::{Bucket, S3Options};
+use crate::storage::writers::Writers;
 use crate::tls::Identity;
 
 /// The listeners of a started server; [`Running::stop`] ends them.
@@ -125,7 +126,9 @@ pub async fn start(settings: Settings) -> Result<Running> {
     running.health.users(files.users.clone());
     let files = match &settings.store {
         Some(options) => {
-            let bucket = open_store(options, settings.allow_exec).await?;
+            // Servers sharing the store and this data folder keep their uploads apart.
+            let writers = Writers::Files(settings.data.join("locks"));
+            let bucket = open_store(options, writers, settings.allow_exec).await?;
             running.health.store(bucket.clone());
             // Not one of the server's tasks: it has nothing to finish at shutdown.
             tokio::spawn(clean_unfinished(bucket.clone(), options.keep_unfinished));
@@ -315,7 +318,7 @@ async fn watched(
 /// # Errors
 /// [`Error::Config`]: a bad `--store`, missing credentials, a store that does not answer,
 /// or exec asked for (a command runs in a local folder, which such homes are not).
-async fn open_store(options: &S3Options, allow_exec: bool) -> Result<Bucket> {
+async fn open_store(options: &S3Options, writers: Writers, allow_exec: bool) -> Result<Bucket> {
     if allow_exec {
         return Err(Error::Config {
             message: "--allow-exec needs the homes in a local folder: a command cannot run \
@@ -324,7 +327,7 @@ async fn open_store(options: &S3Options, allow_exec: bool) -> Result<Bucket> {
             source: None,
         });
     }
-    let bucket = Bucket::connect(options)?;
+    let bucket = Bucket::connect(options, writers)?;
     bucket.check().await.map_err(|e| Error::Config {
         message: format!("the object store {} does not answer", bucket.url()),
         source: Some(Box::new(e)),

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::backend::{Storage, Upload};
+use super::writers::{Held, Writers};
 use super::{Entry, EntryKind, Usage, WirePath};
 use super::{MAX_DEPTH, MAX_PATH_LEN};
 use crate::filecopy::Sums;
@@ -76,6 +77,8 @@ struct BucketInner {
     root: Path,
     /// Keys with an upload in progress on this server: one writer each.
     writers: Mutex<HashSet<Path>>,
+    /// Where servers sharing the store keep their uploads apart.
+    shared_writers: Writers,
 }
 
 /// Where the object store is and how to reach it (`serve --store`, `--s3-endpoint`,
@@ -100,7 +103,7 @@ impl Bucket {
     ///
     /// # Errors
     /// [`Error::Config`] for a URL that is not `s3://BUCKET[/PREFIX]`, or missing credentials.
-    pub(crate) fn connect(options: &S3Options) -> Result<Bucket> {
+    pub(crate) fn connect(options: &S3Options, shared_writers: Writers) -> Result<Bucket> {
         let config = |message: String| Error::Config {
             message,
             source: None,
@@ -157,6 +160,7 @@ impl Bucket {
                 url: options.url.clone(),
                 root,
                 writers: Mutex::new(HashSet::new()),
+                shared_writers,
             }),
         })
     }
@@ -570,11 +574,12 @@ async fn save_state(bucket: &Bucket, at: &Path, state: &UploadState) -> Result<(
     Ok(())
 }
 
-/// This server's one-writer lock on a key.
+/// The one-writer lock on a key: this server's, and the one across servers.
 #[derive(Debug)]
 struct WriterLock {
     bucket: Bucket,
     key: Path,
+    shared: Option<Held>,
 }
 
 impl Drop for WriterLock {
@@ -1067,10 +1072,22 @@ impl Storage for S3Home {
                 "busy: another upload of {path} is in progress"
             )));
         }
-        let writer = WriterLock {
+        let mut writer = WriterLock {
             bucket: self.bucket.clone(),
             key: key.clone(),
+            shared: None,
         };
+        writer.shared = self
+            .bucket
+            .inner
+            .shared_writers
+            .try_lock(key.as_ref())
+            .await?;
+        if writer.shared.is_none() {
+            return Err(Error::Busy(format!(
+                "busy: another server is uploading {path}"
+            )));
+        }
         self.require_folder(&parent).await?;
         if let Some(Entry {
             kind: EntryKind::Dir,

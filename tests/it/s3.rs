@@ -342,12 +342,30 @@ async fn an_abandoned_upload_is_aborted_after_its_keep_time() {
     assert!(store.get(&site.key("ann", "left.bin")).is_none());
 }
 
-#[test]
-fn two_servers_on_one_store_serve_the_same_files() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_store_serve_the_same_files_with_one_writer_each() {
     let store = seaweed::shared();
     let site = Site::new("two", &[("ann", "pw-ann", None)]);
     let one = site.serve(store, &[], 1);
     let two = site.serve(store, &[], 1);
+    // An upload in progress through one server: the other refuses a second writer.
+    let payload = bytes(20_000_000, 9);
+    std::fs::write(site.path("busy.bin"), &payload).unwrap();
+    let writing = upload_part_way(
+        store,
+        &site,
+        &one.addr("native"),
+        ("busy.bin", &payload, 10_000_000),
+        1,
+    )
+    .await;
+    let busy = failed(&site.client(&two.addr("native"), ANN, &["put", "busy.bin"]));
+    assert!(busy.contains("busy"), "{busy}");
+    drop(writing);
+    // Once the first writer is gone, the other server takes the upload on where it stopped.
+    let resumed = ok(&site.client(&two.addr("native"), ANN, &["put", "--resume", "busy.bin"]));
+    assert!(resumed.contains("resumed at 8388608"), "{resumed}");
+
     let payload = bytes(9_000_000, 5);
     std::fs::write(site.path("a.bin"), &payload).unwrap();
     ok(&site.client(&one.addr("native"), ANN, &["put", "a.bin", "shared.bin"]));
