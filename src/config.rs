@@ -151,6 +151,9 @@ pub struct Options {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports, A-B [default: 50000-50999].
     pub ftp_passive_ports: Option<String>,
+    /// The PostgreSQL user store, postgres://USER:PASSWORD@HOST:PORT/DB [default: SQLite
+    /// DATA/users.db].
+    pub users: Option<crate::users::UsersUrl>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -225,6 +228,8 @@ pub struct Settings {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports.
     pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
+    /// The PostgreSQL user store; `None`: SQLite in the data folder.
+    pub users: Option<crate::users::UsersUrl>,
 }
 
 impl Options {
@@ -337,6 +342,7 @@ impl Options {
                 Some(text) => crate::ftp_door::parse_passive_ports(text)?,
                 None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
             },
+            users: self.users,
         })
     }
 }

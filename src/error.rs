@@ -86,6 +86,10 @@ pub enum Error {
     /// Remote commands are off on this server.
     #[error("remote commands are off on this server (it runs without --allow-exec)")]
     ExecDisabled,
+    /// A service the server depends on (the PostgreSQL user database) cannot be reached or
+    /// did not answer in time; the message says which, never with its password.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something else failed on the server's side; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,6 +139,7 @@ impl Error {
             Error::ExecDisabled => ErrorCode::ExecDisabled,
             Error::TooManyConnections(_) => ErrorCode::TooManyConnections,
             Error::TlsRequired(_) => ErrorCode::TlsRequired,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::info;
 
 use sockit::config::{LogFormat, Options, Settings, parse_size, parse_switch};
 use sockit::net::Endpoint;
+use sockit::users::UsersUrl;
 
 /// `sockit serve`: every setting, each optional so that flags and file can be merged.
 #[derive(Debug, Clone, Default, PartialEq, Args)]
@@ -165,6 +166,11 @@ pub struct ServeOptions {
     /// The FTP door's passive data ports [default: 50000-50999].
     #[arg(long, value_name = "A-B")]
     pub ftp_passive_ports: Option<String>,
+    /// Keep users, keys, quotas and limits in PostgreSQL, shared by every server given the
+    /// same URL: postgres://USER:PASSWORD@HOST:PORT/DB (`connect_timeout=S` in the query
+    /// bounds waits; default 5 s) [default: SQLite DATA/users.db].
+    #[arg(long, value_name = "URL", env = "SOCKIT_USERS", hide_env_values = true)]
+    pub users: Option<UsersUrl>,
 }
 
 impl ServeOptions {
@@ -237,6 +243,7 @@ impl ServeOptions {
             http,
             ftp,
             ftp_passive_ports,
+            users,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -287,6 +294,7 @@ impl ServeOptions {
             http: http.or(file.http),
             ftp: ftp.or(file.ftp),
             ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
+            users: users.or(file.users),
         }
     }
 }

@@ -327,6 +327,7 @@ pub fn code_label(code: ErrorCode) -> &'static str {
         ErrorCode::ExecDisabled => "exec_disabled",
         ErrorCode::TooManyConnections => "too_many_connections",
         ErrorCode::TlsRequired => "tls_required",
+        ErrorCode::Unavailable => "unavailable",
         ErrorCode::Other => "other",
     }
 }
@@ -357,6 +358,7 @@ mod tests {
             ExecDisabled,
             TooManyConnections,
             TlsRequired,
+            Unavailable,
             Other,
         ] {
             assert_eq!(code_label(code), code.to_string());

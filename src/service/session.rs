@@ -32,7 +32,7 @@ use crate::quota::QuotaLedger;
 use crate::storage::Root;
 use crate::storage::backend::Local;
 use crate::users::{
-    Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users,
+    Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users, UsersUrl,
 };
 use crate::{Error, Result};
 
@@ -54,12 +54,14 @@ pub struct FileService {
 }
 
 impl FileService {
-    /// Opens the user store in `data_dir` (creating it if needed).
+    /// Opens the user store in `data_dir` (creating it if needed), or in PostgreSQL at
+    /// `users` (`serve --users`).
     ///
     /// # Errors
     /// When the database or the folders cannot be opened or created.
-    pub(crate) fn open(data_dir: &Path) -> Result<FileService> {
-        Ok(FileService::with_users(Users::open(data_dir)?))
+    pub(crate) fn open(data_dir: &Path, users: Option<&UsersUrl>) -> Result<FileService> {
+        let users = Users::open_url(data_dir, users, crate::users::HashCost::Standard)?;
+        Ok(FileService::with_users(users))
     }
 
     /// A file service over an already opened user store, checking as many passwords at

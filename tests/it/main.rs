@@ -23,6 +23,8 @@ mod limits;
 mod native;
 mod netns;
 mod ops;
+mod postgres;
+mod postgres_server;
 mod seeds;
 mod storage_rules;
 mod tls;

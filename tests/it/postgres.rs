@@ -1,0 +1,366 @@
+//! Users in PostgreSQL (`--users postgres://…`) against a real PostgreSQL server (see
+//! `postgres_server`): `sockit user` and `sockit serve` on the same database, two servers as
+//! one, an admin change reaching a session on the other server, the database stopped under
+//! load, and the URL's password kept out of every output and log.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sockit::Error;
+use sockit::client::Client;
+use sockit::net::Endpoint;
+use sockit::protocol::ErrorCode;
+
+use crate::common::{ServerProcess, output_with_input, sockit_bin};
+use crate::postgres_server::{PASSWORD, PgServer, shared};
+
+/// Runs `sockit ARGS` in `dir` with `stdin`; no client password or key from outside.
+fn sockit(dir: &Path, args: &[&str], env: &[(&str, String)], stdin: &str) -> Output {
+    let mut command = Command::new(sockit_bin());
+    command
+        .args(args)
+        .env_remove("SOCKIT_PASSWORD")
+        .env_remove("SOCKIT_IDENTITY")
+        .env_remove("SOCKIT_USERS")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir);
+    output_with_input(&mut command, stdin)
+}
+
+/// Everything a command printed.
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `sockit user ARGS --users URL --data data`, which must succeed; what it printed.
+fn admin(dir: &Path, url: &str, args: &[&str], stdin: &str) -> String {
+    let mut all = vec!["user"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--users", url, "--data", "data"]);
+    let out = sockit(dir, &all, &[], stdin);
+    let text = said(&out);
+    assert!(out.status.success(), "sockit {all:?}: {text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "the database password shown: {text}"
+    );
+    text
+}
+
+/// A `sockit serve` on `data` with its users in `url`, logging to `log`.
+fn serve(dir: &Path, url: &str, log: &str) -> ServerProcess {
+    let data = dir.join("data");
+    ServerProcess::start_logging_to(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--users",
+            url,
+        ],
+        1,
+        &dir.join(log),
+    )
+}
+
+/// Asserts that no file in `dir` (logs, the data folder) holds the database password.
+fn assert_no_password_in(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            assert_no_password_in(&path);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+                "the database password is in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+async fn logged_in(addr: &str, user: &str, password: &str) -> Client {
+    let endpoint: Endpoint = addr.parse().unwrap();
+    let mut client = Client::connect(&endpoint).await.unwrap();
+    client.login(user, password).await.unwrap();
+    client
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, Error>) -> ErrorCode {
+    match result {
+        Err(Error::Remote { code, .. }) => code,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn sockit_user_and_serve_keep_users_keys_quotas_and_limits_in_postgres() {
+    let db = shared().database("cli_and_logins");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    admin(
+        dir,
+        &db,
+        &["add", "ann", "--password-stdin", "--quota", "10MB"],
+        "first\n",
+    );
+    let twice = sockit(
+        dir,
+        &[
+            "user",
+            "add",
+            "Ann",
+            "--password-stdin",
+            "--users",
+            &db,
+            "--data",
+            "data",
+        ],
+        &[],
+        "x\n",
+    );
+    assert!(
+        !twice.status.success(),
+        "a name taken in another case was added"
+    );
+    assert!(said(&twice).contains("already exists"), "{}", said(&twice));
+    admin(dir, &db, &["passwd", "ann", "--password-stdin"], "second\n");
+    admin(dir, &db, &["quota", "ann", "20MB"], "");
+    admin(dir, &db, &["limit", "ann", "--up", "5MB"], "");
+    let list = admin(dir, &db, &["list"], "");
+    assert!(list.contains("ann"), "{list}");
+    assert!(
+        list.contains("MiB") || list.contains("MB"),
+        "quota listed: {list}"
+    );
+    assert!(
+        !dir.join("data/users.db").exists(),
+        "the users went to SQLite, not PostgreSQL"
+    );
+
+    let made = sockit(dir, &["key", "gen", "-C", "ann@pg", "id_ann"], &[], "");
+    assert!(made.status.success(), "{}", said(&made));
+    let fingerprint = String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    admin(dir, &db, &["key", "add", "ann", "id_ann.pub"], "");
+    let keys = admin(dir, &db, &["key", "list", "ann"], "");
+    assert!(
+        keys.contains(&fingerprint) && keys.contains("ann@pg"),
+        "{keys}"
+    );
+
+    let server = serve(dir, &db, "serve.log");
+    let addr = server.addr("native");
+    let mut env = server.client_env();
+    let ls = |env: &[(&str, String)], extra: &[&str]| {
+        let mut args = vec!["ls", "-s", addr.as_str(), "-u", "ann"];
+        args.extend_from_slice(extra);
+        sockit(dir, &args, env, "")
+    };
+    let by_key = ls(&env, &["-i", "id_ann"]);
+    assert!(by_key.status.success(), "login by key: {}", said(&by_key));
+    env.push(("SOCKIT_PASSWORD", "first".into()));
+    assert!(
+        !ls(&env, &[]).status.success(),
+        "the old password still logs in"
+    );
+    env.pop();
+    env.push(("SOCKIT_PASSWORD", "second".into()));
+    let by_password = ls(&env, &[]);
+    assert!(
+        by_password.status.success(),
+        "login by password: {}",
+        said(&by_password)
+    );
+
+    admin(dir, &db, &["key", "del", "ann", &fingerprint], "");
+    env.pop();
+    assert!(
+        !ls(&env, &["-i", "id_ann"]).status.success(),
+        "a removed key still logs in"
+    );
+    admin(dir, &db, &["del", "ann"], "");
+    env.push(("SOCKIT_PASSWORD", "second".into()));
+    assert!(
+        !ls(&env, &[]).status.success(),
+        "a removed user still logs in"
+    );
+    assert_eq!(server.interrupt().code(), Some(0));
+    assert_no_password_in(dir);
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_serve_the_same_users_and_see_each_others_changes() {
+    let db = shared().database("two_servers");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    admin(dir, &db, &["add", "bob", "--password-stdin"], "pw-1\n");
+    let a = serve(dir, &db, "a.log");
+    let b = serve(dir, &db, "b.log");
+    let (addr_a, addr_b) = (a.addr("native"), b.addr("native"));
+
+    // Added once, logs in on both; a folder made through one is seen through the other.
+    let mut on_a = logged_in(&addr_a, "bob", "pw-1").await;
+    let mut on_b = logged_in(&addr_b, "bob", "pw-1").await;
+    on_a.mkdir("shared", false).await.unwrap();
+    let seen = on_b.ls("/").await.unwrap();
+    assert!(seen.iter().any(|e| e.name == "shared"), "{seen:?}");
+
+    // A password change made through the database ends the sessions on both servers.
+    admin(dir, &db, &["passwd", "bob", "--password-stdin"], "pw-2\n");
+    assert_eq!(code(on_b.ls("/").await), ErrorCode::AuthFailed);
+    assert_eq!(code(on_a.ls("/").await), ErrorCode::AuthFailed);
+    let mut again = logged_in(&addr_b, "bob", "pw-2").await;
+    again.ls("/").await.unwrap();
+
+    // A user added while both run logs in on both.
+    admin(dir, &db, &["add", "cat", "--password-stdin"], "pw-c\n");
+    logged_in(&addr_a, "cat", "pw-c")
+        .await
+        .ls("/")
+        .await
+        .unwrap();
+    logged_in(&addr_b, "cat", "pw-c")
+        .await
+        .ls("/")
+        .await
+        .unwrap();
+    drop((a, b));
+    assert_no_password_in(dir);
+}
+
+#[tokio::test]
+async fn postgres_stopped_under_load_is_unavailable_then_service_resumes() {
+    // Its own PostgreSQL: stopping the shared one would fail the other tests.
+    let pg = PgServer::start();
+    let db = pg.database("restart");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    admin(dir, &db, &["add", "dan", "--password-stdin"], "pw\n");
+    let server = serve(dir, &db, "serve.log");
+    let addr = server.addr("native");
+
+    // Load: sessions that keep asking, each request touching the user store.
+    let clients = 8;
+    let mut sessions = Vec::new();
+    for _ in 0..clients {
+        sessions.push(logged_in(&addr, "dan", "pw").await);
+    }
+    for s in &mut sessions {
+        s.ls("/").await.unwrap();
+    }
+
+    pg.stop();
+    let deadline = Duration::from_secs(30);
+    let mut answers = Vec::new();
+    for s in &mut sessions {
+        let answer = tokio::time::timeout(deadline, s.ls("/"))
+            .await
+            .expect("a request hung while PostgreSQL was down");
+        answers.push(answer);
+    }
+    for answer in answers {
+        match answer {
+            Err(Error::Remote { code, message }) => {
+                assert_eq!(code, ErrorCode::Unavailable, "{message}");
+                assert!(!message.contains(PASSWORD), "{message}");
+            }
+            other => panic!("expected `unavailable`, got {other:?}"),
+        }
+    }
+    // A new login is refused the same way, not as a wrong password.
+    let endpoint: Endpoint = addr.parse().unwrap();
+    let mut fresh = Client::connect(&endpoint).await.unwrap();
+    let refused = tokio::time::timeout(deadline, fresh.login("dan", "pw"))
+        .await
+        .expect("a login hung while PostgreSQL was down");
+    assert_eq!(code(refused), ErrorCode::Unavailable);
+    // So is `sockit user`.
+    let offline = sockit(
+        dir,
+        &["user", "list", "--users", &db, "--data", "data"],
+        &[],
+        "",
+    );
+    assert!(!offline.status.success());
+    assert!(
+        said(&offline).contains("cannot be reached"),
+        "{}",
+        said(&offline)
+    );
+    assert!(!said(&offline).contains(PASSWORD), "{}", said(&offline));
+
+    pg.resume();
+    // Service resumes by itself: the same sessions and new logins work again.
+    for s in &mut sessions {
+        let started = Instant::now();
+        loop {
+            match s.ls("/").await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    started.elapsed() < deadline,
+                    "no service {deadline:?} after PostgreSQL came back: {e}"
+                ),
+            }
+        }
+    }
+    logged_in(&addr, "dan", "pw").await.ls("/").await.unwrap();
+    assert_eq!(server.interrupt().code(), Some(0));
+    assert_no_password_in(dir);
+    let pg_log = pg.log();
+    assert!(!pg_log.contains(PASSWORD), "{pg_log}");
+}
+
+#[test]
+fn a_bad_database_password_or_host_is_reported_without_the_url_password() {
+    let pg = shared();
+    let good = pg.database("refusals");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let wrong = good.replace(PASSWORD, "Wrong-Pw-1234");
+    let out = sockit(
+        dir,
+        &["user", "list", "--users", &wrong, "--data", "data"],
+        &[],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(!said(&out).contains("Wrong-Pw-1234"), "{}", said(&out));
+    assert!(
+        said(&out).contains("***"),
+        "the URL shown redacted: {}",
+        said(&out)
+    );
+
+    let serve = Command::new(sockit_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("data"))
+        .arg("--users")
+        .arg(&wrong)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!serve.status.success(), "served without its user database");
+    assert!(!said(&serve).contains("Wrong-Pw-1234"), "{}", said(&serve));
+
+    // The URL from the environment, as a service file would give it: same store.
+    admin(dir, &good, &["add", "eve", "--password-stdin"], "pw\n");
+    let listed = sockit(
+        dir,
+        &["user", "list", "--data", "data"],
+        &[("SOCKIT_USERS", good.clone())],
+        "",
+    );
+    assert!(said(&listed).contains("eve"), "{}", said(&listed));
+}
