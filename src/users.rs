@@ -10,6 +10,7 @@ mod argon;
 mod keys;
 mod limits;
 mod pg;
+mod pg_usage;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::KeyInfo;
 pub use limits::UserRates;
 pub use pg::UsersUrl;
+pub(crate) use pg_usage::SharedUsage;
 pub(crate) use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
@@ -82,7 +84,7 @@ enum Db {
     /// `DATA/users.db`, one connection per process.
     Sqlite(Mutex<Connection>),
     /// A PostgreSQL database that several servers share.
-    Postgres(pg::Pg),
+    Postgres(std::sync::Arc<pg::Pg>),
 }
 
 /// Identifies a user's credentials as they were at login: it changes when the password
@@ -149,7 +151,7 @@ impl Users {
                 set_up(&conn)?;
                 Db::Sqlite(Mutex::new(conn))
             }
-            Some(url) => Db::Postgres(pg::Pg::open(url.expose())?),
+            Some(url) => Db::Postgres(std::sync::Arc::new(pg::Pg::open(url.expose())?)),
         };
         let params = match cost {
             HashCost::Standard => Params::DEFAULT,
@@ -163,6 +165,18 @@ impl Users {
             memory: argon::MemoryPool::default(),
             dummy: OnceLock::new(),
         })
+    }
+
+    /// For a store in PostgreSQL, the quota usage that all servers on it share (this server
+    /// registered as one of them); `None` for SQLite, whose server keeps usage in memory.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when PostgreSQL cannot be reached.
+    pub(crate) fn shared_usage(&self) -> Result<Option<std::sync::Arc<SharedUsage>>> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(pg) => SharedUsage::start(pg.clone()).map(Some),
+        }
     }
 
     /// The home folder of `name`: `DATA/homes/<name>/`.

@@ -61,7 +61,12 @@ impl FileService {
     /// When the database or the folders cannot be opened or created.
     pub(crate) fn open(data_dir: &Path, users: Option<&UsersUrl>) -> Result<FileService> {
         let users = Users::open_url(data_dir, users, crate::users::HashCost::Standard)?;
-        Ok(FileService::with_users(users))
+        let shared = users.shared_usage()?;
+        let mut files = FileService::with_users(users);
+        if let Some(shared) = shared {
+            files.ledger = QuotaLedger::shared(shared);
+        }
+        Ok(files)
     }
 
     /// A file service over an already opened user store, checking as many passwords at

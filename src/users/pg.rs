@@ -158,6 +158,9 @@ impl Pg {
                 .await
                 .map_err(db_error)?;
             tx.batch_execute(SCHEMA).await.map_err(db_error)?;
+            tx.batch_execute(super::pg_usage::SCHEMA)
+                .await
+                .map_err(db_error)?;
             tx.commit().await.map_err(db_error)
         })?;
         Ok(pg)
@@ -169,7 +172,7 @@ impl Pg {
     }
 
     /// Runs `work` on the pool's runtime and waits for its result, at most the deadline.
-    fn run<T, F, Fut>(&self, work: F) -> Result<T>
+    pub(super) fn run<T, F, Fut>(&self, work: F) -> Result<T>
     where
         F: FnOnce(Pool) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
@@ -194,6 +197,13 @@ impl Pg {
         });
         rx.recv()
             .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())))
+    }
+
+    /// Runs `task` in the background on the pool's runtime (until the store is dropped).
+    pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(task);
+        }
     }
 
     /// Inserts a user and creates their home in the same transaction.
@@ -545,7 +555,7 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// Maps a database error: one about reaching the server, or the server going away, is
 /// [`Error::Unavailable`]; anything else is internal.
-fn db_error(e: tokio_postgres::Error) -> Error {
+pub(super) fn db_error(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => {
             let class = &db.code().code()[..2];
@@ -560,12 +570,19 @@ fn db_error(e: tokio_postgres::Error) -> Error {
                 Error::Internal(format!("user database: {}", db.message()))
             }
         }
-        None => Error::Unavailable(format!("the user database cannot be reached: {e}")),
+        // A lost or refused connection, or no answer: the database is not there now.
+        None if e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            || e.to_string().contains("timeout") =>
+        {
+            Error::Unavailable(format!("the user database cannot be reached: {e}"))
+        }
+        None => Error::Internal(format!("user database: {e}")),
     }
 }
 
 /// Maps a failure to get a connection from the pool.
-fn pool_error(e: PoolError) -> Error {
+pub(super) fn pool_error(e: PoolError) -> Error {
     match e {
         PoolError::Backend(e) => db_error(e),
         PoolError::Timeout(_) => {

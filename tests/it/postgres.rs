@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use sockit::Error;
 use sockit::client::Client;
+use sockit::filecopy::Quiet;
 use sockit::net::Endpoint;
 use sockit::protocol::ErrorCode;
+use sockit::quota::ENTRY_COST;
 
 use crate::common::{ServerProcess, output_with_input, sockit_bin};
 use crate::postgres_server::{PASSWORD, PgServer, shared};
@@ -363,4 +365,102 @@ fn a_bad_database_password_or_host_is_reported_without_the_url_password() {
         "",
     );
     assert!(said(&listed).contains("eve"), "{}", said(&listed));
+}
+
+#[tokio::test]
+async fn a_quota_holds_across_two_servers_when_uploads_race_on_both() {
+    let db = shared().database("quota_race");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Room for five of the files (each costs its bytes and one entry), not six.
+    let size = 200_000u64;
+    let cost = size + ENTRY_COST;
+    let quota = 5 * cost + cost / 2;
+    admin(
+        dir,
+        &db,
+        &[
+            "add",
+            "fay",
+            "--password-stdin",
+            "--quota",
+            &quota.to_string(),
+        ],
+        "pw\n",
+    );
+    let a = serve(dir, &db, "a.log");
+    let b = serve(dir, &db, "b.log");
+    let file = dir.join("upload.bin");
+    std::fs::write(&file, crate::common::noise_from(7, size as usize)).unwrap();
+
+    // Six uploads through each server at once: without a shared ledger each server would
+    // grant five.
+    let mut clients = Vec::new();
+    for (i, addr) in [a.addr("native"), b.addr("native")]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        clients.push((i, logged_in(addr, "fay", "pw").await));
+    }
+    let uploads = clients.into_iter().map(|(i, mut client)| {
+        let file = file.clone();
+        tokio::spawn(async move {
+            let put = client.put(&file, &format!("f{i}"), false, &mut Quiet).await;
+            (client, put.map(|_| ()))
+        })
+    });
+    let mut stored = 0;
+    let mut clients = Vec::new();
+    for upload in uploads {
+        let (client, put) = upload.await.unwrap();
+        match put {
+            Ok(()) => stored += 1,
+            Err(e) => assert_eq!(code::<()>(Err(e)), ErrorCode::QuotaExceeded),
+        }
+        clients.push(client);
+    }
+    assert!(stored <= 5, "{stored} files stored: the quota was overshot");
+    assert!(stored >= 1, "no upload fitted");
+    let on_disk: u64 = std::fs::read_dir(dir.join("data/homes/fay"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len() + ENTRY_COST)
+        .sum();
+    assert!(
+        on_disk <= quota,
+        "{on_disk} bytes on disk over a quota of {quota}"
+    );
+
+    // Nothing stays reserved: both servers agree on what is used, and the room left is
+    // usable (five files fit in all).
+    let (used_a, used_b) = (
+        clients[0].df().await.unwrap().used,
+        clients[1].df().await.unwrap().used,
+    );
+    assert_eq!(used_a, used_b);
+    assert_eq!(used_a, on_disk);
+    for i in stored..5 {
+        clients[i % 2]
+            .put(&file, &format!("more{i}"), false, &mut Quiet)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        code(
+            clients[1]
+                .put(&file, "one-too-many", false, &mut Quiet)
+                .await
+        ),
+        ErrorCode::QuotaExceeded
+    );
+    // A removal through one server makes room for an upload through the other.
+    let listed = clients[0].ls("/").await.unwrap();
+    clients[0].rm(&listed[0].name, false).await.unwrap();
+    clients[1]
+        .put(&file, "after-rm", false, &mut Quiet)
+        .await
+        .unwrap();
+    drop((a, b));
 }

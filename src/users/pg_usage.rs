@@ -1,0 +1,358 @@
+//! Quota usage and reservations in PostgreSQL, shared by every server on the same `--users`
+//! database, so that uploads racing on two servers cannot overshoot a quota together.
+//!
+//! The table `usage` keeps, per user, what the home costs (`used`) and what uploads in
+//! flight on any server hold (`reserved`). A reservation is ONE guarded statement,
+//! `UPDATE usage SET reserved = reserved + $a WHERE name = $u AND used + reserved + $a <=
+//! $quota`: the row lock makes the check and the booking atomic across servers. Each server
+//! (a "node") also books what it holds in `usage_holds`, in the same statement.
+//!
+//! Drift, and how it is corrected:
+//! - A server that crashes leaves its holds behind. Every server beats a heartbeat (the
+//!   `nodes` row, every [`HEARTBEAT`]) and reclaims the holds of nodes silent for
+//!   [`LEASE`]: their bytes leave `reserved`, and the quota is whole again.
+//! - A release or settle that cannot reach the database (it is down) is queued in memory and
+//!   applied by the heartbeat once it is back.
+//! - `used` follows each change the servers make; what a crash or an outside change loses
+//!   is corrected when a server first logs the user in and measures the home: the
+//!   measurement replaces `used` when no upload holds anything for the user (else it would
+//!   count the bytes of uploads in flight twice) .
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::pg::{Pg, db_error, pool_error};
+use crate::quota::QuotaError;
+use crate::{Error, Result};
+
+/// How often a server tells the database it is alive, and retries what failed.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long a server may stay silent before its holds are reclaimed.
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
+
+/// The tables of shared usage (created with the rest of the schema).
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS usage (
+        name     TEXT PRIMARY KEY NOT NULL,
+        used     BIGINT NOT NULL CHECK (used >= 0),
+        reserved BIGINT NOT NULL DEFAULT 0 CHECK (reserved >= 0)
+    );
+    CREATE TABLE IF NOT EXISTS nodes (
+        node TEXT PRIMARY KEY NOT NULL,
+        seen TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS usage_holds (
+        node  TEXT NOT NULL,
+        name  TEXT NOT NULL,
+        bytes BIGINT NOT NULL CHECK (bytes >= 0),
+        PRIMARY KEY (node, name)
+    );
+";
+
+/// Books `$2` more reserved for `$1` on node `$4` if it fits the quota `$3` (NULL:
+/// unlimited); returns a row only when it did.
+const RESERVE: &str = "
+    WITH booked AS (
+        UPDATE usage SET reserved = reserved + $2::BIGINT
+        WHERE name = $1::TEXT
+          AND ($3::BIGINT IS NULL OR used::NUMERIC + reserved + $2::BIGINT <= $3::BIGINT)
+        RETURNING name
+    ), held AS (
+        INSERT INTO usage_holds (node, name, bytes) SELECT $4::TEXT, name, $2::BIGINT FROM booked
+        ON CONFLICT (node, name) DO UPDATE SET bytes = usage_holds.bytes + EXCLUDED.bytes
+        RETURNING name
+    )
+    SELECT name FROM held";
+
+/// Adds `$2` to what `$1` uses if it fits the quota `$3`; a row only when it did.
+const CHARGE: &str = "
+    UPDATE usage SET used = used + $2::BIGINT
+    WHERE name = $1::TEXT
+      AND ($3::BIGINT IS NULL OR used::NUMERIC + reserved + $2::BIGINT <= $3::BIGINT)
+    RETURNING used";
+
+/// Moves `$3` out of `$1`'s reservation on node `$4` and adds `$2` (maybe negative) to
+/// what they use.
+const SETTLE: &str = "
+    WITH held AS (
+        UPDATE usage_holds SET bytes = GREATEST(bytes - $3::BIGINT, 0)
+        WHERE node = $4::TEXT AND name = $1::TEXT
+    )
+    UPDATE usage
+    SET used = GREATEST(used + $2::BIGINT, 0), reserved = GREATEST(reserved - $3::BIGINT, 0)
+    WHERE name = $1::TEXT";
+
+/// Reclaims the holds of nodes silent for longer than the lease (`$1` seconds).
+const RECLAIM: &str = "
+    WITH dead AS (
+        DELETE FROM nodes WHERE seen < now() - make_interval(secs => $1::FLOAT8) RETURNING node
+    ), freed AS (
+        DELETE FROM usage_holds h USING dead WHERE h.node = dead.node
+        RETURNING h.name, h.bytes
+    )
+    UPDATE usage u SET reserved = GREATEST(u.reserved - f.total, 0)
+    FROM (SELECT name, sum(bytes)::BIGINT AS total FROM freed GROUP BY name) f
+    WHERE u.name = f.name";
+
+/// A change to apply later (the database was down when it happened).
+#[derive(Debug, Clone)]
+struct Delta {
+    name: String,
+    used: i64,
+    released: i64,
+}
+
+/// This server's view of the shared usage: its node name, and what it failed to apply.
+pub(crate) struct SharedUsage {
+    pg: Arc<Pg>,
+    node: String,
+    pending: Arc<Mutex<Vec<Delta>>>,
+}
+
+impl std::fmt::Debug for SharedUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedUsage")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql(n: u64) -> i64 {
+    // No home or upload is 2^63 bytes; clamping keeps the arithmetic in BIGINT.
+    i64::try_from(n).unwrap_or(i64::MAX / 4).min(i64::MAX / 4)
+}
+
+impl SharedUsage {
+    /// Registers this server as a node and starts its heartbeat.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub(super) fn start(pg: Arc<Pg>) -> Result<Arc<SharedUsage>> {
+        let node = format!(
+            "{}-{}",
+            std::process::id(),
+            hex::encode(&crate::keys::challenge()?[..8])
+        );
+        let shared = Arc::new(SharedUsage {
+            pg,
+            node,
+            pending: Arc::new(Mutex::new(Vec::new())),
+        });
+        shared.beat()?;
+        let weak = Arc::downgrade(&shared);
+        shared.pg.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                // On the blocking pool: `beat` waits for the database like any caller.
+                let beat = tokio::task::spawn_blocking(move || shared.beat()).await;
+                if let Ok(Err(e)) = beat {
+                    tracing::warn!("quota heartbeat: {e}");
+                }
+            }
+        });
+        Ok(shared)
+    }
+
+    /// Marks this node alive, applies what failed earlier, and reclaims dead nodes' holds.
+    fn beat(&self) -> Result<()> {
+        let node = self.node.clone();
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let lease = LEASE.as_secs_f64();
+        let applied = self.pg.run({
+            let pending = pending.clone();
+            move |pool| async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                client
+                    .execute(
+                        "INSERT INTO nodes (node, seen) VALUES ($1, now()) \
+                         ON CONFLICT (node) DO UPDATE SET seen = now()",
+                        &[&node],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                for delta in &pending {
+                    client
+                        .execute(SETTLE, &[&delta.name, &delta.used, &delta.released, &node])
+                        .await
+                        .map_err(db_error)?;
+                }
+                client.execute(RECLAIM, &[&lease]).await.map_err(db_error)?;
+                Ok(())
+            }
+        });
+        if applied.is_err() {
+            // Applied again next time: a settle is not idempotent, but one that failed to
+            // reach the database was not applied (its statement is one transaction).
+            let mut queue = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.extend(pending);
+        }
+        applied
+    }
+
+    /// What `name`'s home costs, as the database keeps it.
+    pub(crate) fn used(&self, name: &str) -> Result<Option<u64>> {
+        let name = name.to_owned();
+        self.pg.run(move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt("SELECT used FROM usage WHERE name = $1", &[&name])
+                .await
+                .map_err(db_error)?;
+            Ok(row.map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+        })
+    }
+
+    /// Records a fresh measurement of `name`'s home, unless an upload holds bytes for them
+    /// somewhere; returns the cost kept.
+    pub(crate) fn measured(&self, name: &str, measured: u64) -> Result<u64> {
+        let (name, measured) = (name.to_owned(), sql(measured));
+        self.pg.run(move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one(
+                    "WITH kept AS (
+                        INSERT INTO usage (name, used) VALUES ($1, $2)
+                        ON CONFLICT (name) DO UPDATE SET used = EXCLUDED.used
+                        WHERE usage.reserved = 0
+                        RETURNING used
+                    )
+                    SELECT COALESCE((SELECT used FROM kept),
+                                    (SELECT used FROM usage WHERE name = $1))",
+                    &[&name, &measured],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(u64::try_from(row.get::<_, Option<i64>>(0).unwrap_or(measured)).unwrap_or(0))
+        })
+    }
+
+    /// Replaces what `name`'s home costs with a fresh measurement.
+    pub(crate) fn remeasured(&self, name: &str, measured: u64) -> Result<()> {
+        let (name, measured) = (name.to_owned(), sql(measured));
+        self.pg.run(move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "INSERT INTO usage (name, used) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET used = EXCLUDED.used",
+                    &[&name, &measured],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
+    /// Reserves `bytes` for an upload of `name` against `quota`, in one statement.
+    ///
+    /// # Errors
+    /// [`Error::QuotaExceeded`] when it does not fit; [`Error::Unavailable`].
+    pub(crate) fn reserve(&self, name: &str, quota: Option<u64>, bytes: u64) -> Result<()> {
+        self.guarded((RESERVE, true), name, quota, bytes)
+    }
+
+    /// Adds `cost` to what `name` uses if it fits `quota`.
+    ///
+    /// # Errors
+    /// As [`SharedUsage::reserve`].
+    pub(crate) fn charge(&self, name: &str, quota: Option<u64>, cost: u64) -> Result<()> {
+        self.guarded((CHARGE, false), name, quota, cost)
+    }
+
+    /// Runs the guarded `statement` (`hold`: it also books a hold of this node); the
+    /// refusal, with the numbers, when it did not fit.
+    fn guarded(
+        &self,
+        (statement, hold): (&'static str, bool),
+        name: &str,
+        quota: Option<u64>,
+        n: u64,
+    ) -> Result<()> {
+        let (user, asked) = (name.to_owned(), n);
+        let (n, limit) = (sql(n), quota.map(sql));
+        let node = self.node.clone();
+        let refused = self.pg.run(move |pool| async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            // The row exists once the user logged in; before that (a race with a first
+            // login), it starts at 0 and the measurement replaces it.
+            client
+                .execute(
+                    "INSERT INTO usage (name, used) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                    &[&user],
+                )
+                .await
+                .map_err(db_error)?;
+            let booked = if hold {
+                client
+                    .query_opt(statement, &[&user, &n, &limit, &node])
+                    .await
+            } else {
+                client.query_opt(statement, &[&user, &n, &limit]).await
+            }
+            .map_err(db_error)?;
+            if booked.is_some() {
+                return Ok(None);
+            }
+            let row = client
+                .query_one("SELECT used, reserved FROM usage WHERE name = $1", &[&user])
+                .await
+                .map_err(db_error)?;
+            Ok(Some((row.get::<_, i64>(0), row.get::<_, i64>(1))))
+        })?;
+        match (refused, quota) {
+            (Some((used, reserved)), Some(quota)) => {
+                crate::ops::metrics::quota_refused();
+                Err(Error::QuotaExceeded(QuotaError::new(
+                    u64::try_from(used).unwrap_or(0),
+                    u64::try_from(reserved).unwrap_or(0),
+                    quota,
+                    asked,
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes `cost` off what `name` uses; queued when the database cannot be reached.
+    pub(crate) fn credit(&self, name: &str, cost: u64) {
+        self.settle(name, 0, -sql(cost));
+    }
+
+    /// Ends `held` bytes of `name`'s reservations on this node, and adds `grown` to what
+    /// they use; queued when the database cannot be reached.
+    pub(crate) fn release(&self, name: &str, held: u64, grown: i64) {
+        self.settle(name, sql(held), grown);
+    }
+
+    fn settle(&self, name: &str, released: i64, grown: i64) {
+        let delta = Delta {
+            name: name.to_owned(),
+            used: grown,
+            released,
+        };
+        let node = self.node.clone();
+        let applied = self.pg.run({
+            let delta = delta.clone();
+            move |pool| async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                client
+                    .execute(SETTLE, &[&delta.name, &delta.used, &delta.released, &node])
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            }
+        });
+        if let Err(e) = applied {
+            tracing::warn!(user = %name, "quota change queued until the user database is back: {e}");
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(delta);
+        }
+    }
+}
