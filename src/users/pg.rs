@@ -11,15 +11,16 @@
 //! Failures to reach the database are [`Error::Unavailable`]: a refused or lost connection,
 //! a database shutting down, or no answer within the deadline (twice the connect timeout,
 //! `connect_timeout` in the URL, 5 s by default; the server also cancels statements past it
-//! through `statement_timeout`). The pool drops dead connections and opens new ones, so
-//! service resumes by itself once the database is back. The URL's password never appears in
+//! through `statement_timeout`). For half a second after such a failure, calls fail at
+//! once rather than each waiting out a timeout. The pool drops dead connections and opens
+//! new ones, so service resumes by itself once the database is back. The URL's password never appears in
 //! errors, logs or `Debug` output: see [`redact`].
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -30,6 +31,9 @@ use crate::{Error, Result};
 
 /// The connect timeout when the URL sets none (`connect_timeout=SECONDS`).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long calls fail at once after one found the database unreachable.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Connections kept open to the database, per server.
 const POOL_SIZE: usize = 16;
@@ -84,6 +88,9 @@ pub(super) struct Pg {
     deadline: Duration,
     /// The URL without its password, for messages.
     shown: String,
+    /// Until when calls fail at once, after one found the database unreachable: so that
+    /// while it is down, each request does not wait out its own connect timeout.
+    down_until: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl Drop for Pg {
@@ -150,6 +157,7 @@ impl Pg {
             pool,
             deadline,
             shown,
+            down_until: std::sync::Mutex::default(),
         };
         pg.run(|pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
@@ -181,6 +189,11 @@ impl Pg {
         let Some(runtime) = self.runtime.as_ref() else {
             return Err(Error::Unavailable("the user database was closed".into()));
         };
+        if let Some((until, why)) = self.down().as_ref()
+            && Instant::now() < *until
+        {
+            return Err(Error::Unavailable(why.clone()));
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         let future = work(self.pool.clone());
         let deadline = self.deadline;
@@ -195,8 +208,20 @@ impl Pg {
                 });
             let _ = tx.send(answer);
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())))
+        let answer = rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())));
+        *self.down() = match &answer {
+            Err(Error::Unavailable(why)) => Some((Instant::now() + RETRY_AFTER, why.clone())),
+            _ => None,
+        };
+        answer
+    }
+
+    fn down(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `task` in the background on the pool's runtime (until the store is dropped).

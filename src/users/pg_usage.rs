@@ -50,20 +50,19 @@ pub(super) const SCHEMA: &str = "
     );
 ";
 
-/// Books `$2` more reserved for `$1` on node `$4` if it fits the quota `$3` (NULL:
-/// unlimited); returns a row only when it did.
+/// Adds `$2` to what `$1` holds in reservations if it fits the quota `$3` (NULL:
+/// unlimited); returns a row only when it did. THE reservation: one statement, whose row
+/// lock makes the check and the booking atomic across servers.
 const RESERVE: &str = "
-    WITH booked AS (
-        UPDATE usage SET reserved = reserved + $2::BIGINT
-        WHERE name = $1::TEXT
-          AND ($3::BIGINT IS NULL OR used::NUMERIC + reserved + $2::BIGINT <= $3::BIGINT)
-        RETURNING name
-    ), held AS (
-        INSERT INTO usage_holds (node, name, bytes) SELECT $4::TEXT, name, $2::BIGINT FROM booked
-        ON CONFLICT (node, name) DO UPDATE SET bytes = usage_holds.bytes + EXCLUDED.bytes
-        RETURNING name
-    )
-    SELECT name FROM held";
+    UPDATE usage SET reserved = reserved + $2::BIGINT
+    WHERE name = $1::TEXT
+      AND ($3::BIGINT IS NULL OR used::NUMERIC + reserved + $2::BIGINT <= $3::BIGINT)
+    RETURNING reserved";
+
+/// Books `$3` bytes held by node `$1` for `$2` (after [`RESERVE`], in its transaction).
+const HOLD: &str = "
+    INSERT INTO usage_holds (node, name, bytes) VALUES ($1::TEXT, $2::TEXT, $3::BIGINT)
+    ON CONFLICT (node, name) DO UPDATE SET bytes = usage_holds.bytes + EXCLUDED.bytes";
 
 /// Adds `$2` to what `$1` uses if it fits the quota `$3`; a row only when it did.
 const CHARGE: &str = "
@@ -72,28 +71,8 @@ const CHARGE: &str = "
       AND ($3::BIGINT IS NULL OR used::NUMERIC + reserved + $2::BIGINT <= $3::BIGINT)
     RETURNING used";
 
-/// Moves `$3` out of `$1`'s reservation on node `$4` and adds `$2` (maybe negative) to
-/// what they use.
-const SETTLE: &str = "
-    WITH held AS (
-        UPDATE usage_holds SET bytes = GREATEST(bytes - $3::BIGINT, 0)
-        WHERE node = $4::TEXT AND name = $1::TEXT
-    )
-    UPDATE usage
-    SET used = GREATEST(used + $2::BIGINT, 0), reserved = GREATEST(reserved - $3::BIGINT, 0)
-    WHERE name = $1::TEXT";
-
-/// Reclaims the holds of nodes silent for longer than the lease (`$1` seconds).
-const RECLAIM: &str = "
-    WITH dead AS (
-        DELETE FROM nodes WHERE seen < now() - make_interval(secs => $1::FLOAT8) RETURNING node
-    ), freed AS (
-        DELETE FROM usage_holds h USING dead WHERE h.node = dead.node
-        RETURNING h.name, h.bytes
-    )
-    UPDATE usage u SET reserved = GREATEST(u.reserved - f.total, 0)
-    FROM (SELECT name, sum(bytes)::BIGINT AS total FROM freed GROUP BY name) f
-    WHERE u.name = f.name";
+// Every transaction that changes holds locks the user's `usage` row first (the guarded
+// UPDATE, or SELECT … FOR UPDATE), so two of them never wait on each other in a cycle.
 
 /// A change to apply later (the database was down when it happened).
 #[derive(Debug, Clone)]
@@ -160,38 +139,28 @@ impl SharedUsage {
     /// Marks this node alive, applies what failed earlier, and reclaims dead nodes' holds.
     fn beat(&self) -> Result<()> {
         let node = self.node.clone();
-        let pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        let lease = LEASE.as_secs_f64();
-        let applied = self.pg.run({
-            let pending = pending.clone();
-            move |pool| async move {
-                let client = pool.get().await.map_err(pool_error)?;
-                client
-                    .execute(
-                        "INSERT INTO nodes (node, seen) VALUES ($1, now()) \
-                         ON CONFLICT (node) DO UPDATE SET seen = now()",
-                        &[&node],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                for delta in &pending {
-                    client
-                        .execute(SETTLE, &[&delta.name, &delta.used, &delta.released, &node])
-                        .await
-                        .map_err(db_error)?;
-                }
-                client.execute(RECLAIM, &[&lease]).await.map_err(db_error)?;
-                Ok(())
+        let queue = self.pending.clone();
+        self.pg.run(move |pool| async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "INSERT INTO nodes (node, seen) VALUES ($1, now()) \
+                     ON CONFLICT (node) DO UPDATE SET seen = now()",
+                    &[&node],
+                )
+                .await
+                .map_err(db_error)?;
+            // Oldest first, each in its own transaction, and out of the queue only once
+            // applied: what fails stays for the next beat. (Changes that fail are only
+            // ever added at the end, so the first is still the one applied.)
+            loop {
+                let next = lock(&queue).first().cloned();
+                let Some(delta) = next else { break };
+                settle(&mut client, &node, &delta).await?;
+                lock(&queue).remove(0);
             }
-        });
-        if applied.is_err() {
-            // Applied again next time: a settle is not idempotent, but one that failed to
-            // reach the database was not applied (its statement is one transaction).
-            let mut queue = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            queue.extend(pending);
-        }
-        applied
+            reclaim(&mut client, LEASE).await
+        })
     }
 
     /// What `name`'s home costs, as the database keeps it.
@@ -277,7 +246,7 @@ impl SharedUsage {
         let (n, limit) = (sql(n), quota.map(sql));
         let node = self.node.clone();
         let refused = self.pg.run(move |pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
+            let mut client = pool.get().await.map_err(pool_error)?;
             // The row exists once the user logged in; before that (a race with a first
             // login), it starts at 0 and the measurement replaces it.
             client
@@ -287,18 +256,21 @@ impl SharedUsage {
                 )
                 .await
                 .map_err(db_error)?;
-            let booked = if hold {
-                client
-                    .query_opt(statement, &[&user, &n, &limit, &node])
-                    .await
-            } else {
-                client.query_opt(statement, &[&user, &n, &limit]).await
-            }
-            .map_err(db_error)?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let booked = tx
+                .query_opt(statement, &[&user, &n, &limit])
+                .await
+                .map_err(db_error)?;
             if booked.is_some() {
+                if hold {
+                    tx.execute(HOLD, &[&node, &user, &n])
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
                 return Ok(None);
             }
-            let row = client
+            let row = tx
                 .query_one("SELECT used, reserved FROM usage WHERE name = $1", &[&user])
                 .await
                 .map_err(db_error)?;
@@ -339,20 +311,96 @@ impl SharedUsage {
         let applied = self.pg.run({
             let delta = delta.clone();
             move |pool| async move {
-                let client = pool.get().await.map_err(pool_error)?;
-                client
-                    .execute(SETTLE, &[&delta.name, &delta.used, &delta.released, &node])
-                    .await
-                    .map_err(db_error)?;
-                Ok(())
+                let mut client = pool.get().await.map_err(pool_error)?;
+                settle(&mut client, &node, &delta).await
             }
         });
         if let Err(e) = applied {
             tracing::warn!(user = %name, "quota change queued until the user database is back: {e}");
-            self.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(delta);
+            lock(&self.pending).push(delta);
         }
     }
+}
+
+/// Applies `delta` for `node` in one transaction: what it releases leaves the node's hold
+/// and the user's reserved bytes (never more than the hold still has: a hold reclaimed
+/// while this node looked dead is not taken off twice), and what it grew is added to used.
+async fn settle(client: &mut deadpool_postgres::Client, node: &str, delta: &Delta) -> Result<()> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute(
+        "SELECT 1 FROM usage WHERE name = $1 FOR UPDATE",
+        &[&delta.name],
+    )
+    .await
+    .map_err(db_error)?;
+    let held: i64 = tx
+        .query_opt(
+            "SELECT bytes FROM usage_holds WHERE node = $1 AND name = $2",
+            &[&node, &delta.name],
+        )
+        .await
+        .map_err(db_error)?
+        .map_or(0, |row| row.get(0));
+    let freed = held.min(delta.released).max(0);
+    if freed > 0 {
+        tx.execute(
+            "UPDATE usage_holds SET bytes = bytes - $3 WHERE node = $1 AND name = $2",
+            &[&node, &delta.name, &freed],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    tx.execute(
+        "UPDATE usage SET used = GREATEST(used + $2, 0), reserved = GREATEST(reserved - $3, 0) \
+         WHERE name = $1",
+        &[&delta.name, &delta.used, &freed],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
+/// Reclaims the holds of nodes silent for longer than `lease`: their bytes leave the users'
+/// reserved bytes. One transaction; the users' rows are locked first, in name order.
+async fn reclaim(client: &mut deadpool_postgres::Client, lease: Duration) -> Result<()> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    let dead: Vec<String> = tx
+        .query(
+            "DELETE FROM nodes WHERE seen < now() - make_interval(secs => $1::FLOAT8) \
+             RETURNING node",
+            &[&lease.as_secs_f64()],
+        )
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if dead.is_empty() {
+        return tx.commit().await.map_err(db_error);
+    }
+    tx.execute(
+        "SELECT 1 FROM usage WHERE name IN \
+         (SELECT name FROM usage_holds WHERE node = ANY($1)) ORDER BY name FOR UPDATE",
+        &[&dead],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.execute(
+        "WITH freed AS (
+            DELETE FROM usage_holds WHERE node = ANY($1) RETURNING name, bytes
+         )
+         UPDATE usage u SET reserved = GREATEST(u.reserved - f.total, 0)
+         FROM (SELECT name, sum(bytes)::BIGINT AS total FROM freed GROUP BY name) f
+         WHERE u.name = f.name",
+        &[&dead],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    tracing::info!(nodes = ?dead, "reclaimed the quota reservations of servers gone silent");
+    Ok(())
+}
+
+fn lock(queue: &Mutex<Vec<Delta>>) -> std::sync::MutexGuard<'_, Vec<Delta>> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -310,10 +310,14 @@ async fn postgres_stopped_under_load_is_unavailable_then_service_resumes() {
         loop {
             match s.ls("/").await {
                 Ok(_) => break,
-                Err(e) => assert!(
-                    started.elapsed() < deadline,
-                    "no service {deadline:?} after PostgreSQL came back: {e}"
-                ),
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < deadline,
+                        "no service {deadline:?} after PostgreSQL came back: {e}"
+                    );
+                    // The poll's interval.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
