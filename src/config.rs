@@ -154,6 +154,9 @@ pub struct Options {
     /// The PostgreSQL user store, postgres://USER:PASSWORD@HOST:PORT/DB [default: SQLite
     /// DATA/users.db].
     pub users: Option<crate::users::UsersUrl>,
+    /// With `users`: seconds a server may go silent before the quota reservations of its
+    /// uploads are reclaimed by the others [default: 60].
+    pub quota_lease: Option<u64>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -230,6 +233,8 @@ pub struct Settings {
     pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
     /// The PostgreSQL user store; `None`: SQLite in the data folder.
     pub users: Option<crate::users::UsersUrl>,
+    /// See [`Options::quota_lease`].
+    pub quota_lease: Duration,
 }
 
 impl Options {
@@ -343,6 +348,7 @@ impl Options {
                 None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
             },
             users: self.users,
+            quota_lease: Duration::from_secs(self.quota_lease.unwrap_or(60).max(1)),
         })
     }
 }

@@ -168,14 +168,18 @@ impl Users {
     }
 
     /// For a store in PostgreSQL, the quota usage that all servers on it share (this server
-    /// registered as one of them); `None` for SQLite, whose server keeps usage in memory.
+    /// registered as one of them, its reservations reclaimed by the others when it is
+    /// silent for `lease`); `None` for SQLite, whose server keeps usage in memory.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when PostgreSQL cannot be reached.
-    pub(crate) fn shared_usage(&self) -> Result<Option<std::sync::Arc<SharedUsage>>> {
+    pub(crate) fn shared_usage(
+        &self,
+        lease: Duration,
+    ) -> Result<Option<std::sync::Arc<SharedUsage>>> {
         match &self.db {
             Db::Sqlite(_) => Ok(None),
-            Db::Postgres(pg) => SharedUsage::start(pg.clone()).map(Some),
+            Db::Postgres(pg) => SharedUsage::start(pg.clone(), lease).map(Some),
         }
     }
 

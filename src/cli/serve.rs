@@ -171,6 +171,10 @@ pub struct ServeOptions {
     /// bounds waits; default 5 s) [default: SQLite DATA/users.db].
     #[arg(long, value_name = "URL", env = "SOCKIT_USERS", hide_env_values = true)]
     pub users: Option<UsersUrl>,
+    /// With --users: seconds a server may go silent (crashed, cut off) before the quota
+    /// reservations of its uploads are reclaimed by the others [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub quota_lease: Option<u64>,
 }
 
 impl ServeOptions {
@@ -244,6 +248,7 @@ impl ServeOptions {
             ftp,
             ftp_passive_ports,
             users,
+            quota_lease,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -295,6 +300,7 @@ impl ServeOptions {
             ftp: ftp.or(file.ftp),
             ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
             users: users.or(file.users),
+            quota_lease: quota_lease.or(file.quota_lease),
         }
     }
 }

@@ -109,7 +109,8 @@ pub async fn start(settings: Settings) -> Result<Running> {
         tasks: Vec::new(),
         health: Health::new(),
     };
-    let files = FileService::open(&settings.data, settings.users.as_ref()).map_err(|e| {
+    let users = (settings.users.as_ref(), settings.quota_lease);
+    let files = FileService::open(&settings.data, users).map_err(|e| {
         failed(
             format!("opening the users and homes in {}", settings.data.display()),
             e,

@@ -55,13 +55,17 @@ pub struct FileService {
 
 impl FileService {
     /// Opens the user store in `data_dir` (creating it if needed), or in PostgreSQL at
-    /// `users` (`serve --users`).
+    /// `users` (`serve --users`), whose servers reclaim a silent one's quota reservations
+    /// after `lease` (`serve --quota-lease`).
     ///
     /// # Errors
     /// When the database or the folders cannot be opened or created.
-    pub(crate) fn open(data_dir: &Path, users: Option<&UsersUrl>) -> Result<FileService> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        (users, lease): (Option<&UsersUrl>, std::time::Duration),
+    ) -> Result<FileService> {
         let users = Users::open_url(data_dir, users, crate::users::HashCost::Standard)?;
-        let shared = users.shared_usage()?;
+        let shared = users.shared_usage(lease)?;
         let mut files = FileService::with_users(users);
         if let Some(shared) = shared {
             files.ledger = QuotaLedger::shared(shared);

@@ -9,8 +9,9 @@
 //!
 //! Drift, and how it is corrected:
 //! - A server that crashes leaves its holds behind. Every server beats a heartbeat (the
-//!   `nodes` row, every [`HEARTBEAT`]) and reclaims the holds of nodes silent for
-//!   [`LEASE`]: their bytes leave `reserved`, and the quota is whole again.
+//!   `nodes` row, six times per lease) and reclaims the holds of nodes silent for a lease
+//!   (`serve --quota-lease`, 60 s by default): their bytes leave `reserved`, and the quota
+//!   is whole again.
 //! - A release or settle that cannot reach the database (it is down) is queued in memory and
 //!   applied by the heartbeat once it is back.
 //! - `used` follows each change the servers make; what a crash or an outside change loses
@@ -25,11 +26,8 @@ use super::pg::{Pg, db_error, pool_error};
 use crate::quota::QuotaError;
 use crate::{Error, Result};
 
-/// How often a server tells the database it is alive, and retries what failed.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// How long a server may stay silent before its holds are reclaimed.
-pub(crate) const LEASE: Duration = Duration::from_secs(60);
+/// Heartbeats per lease: a server misses several before the others reclaim its holds.
+const BEATS_PER_LEASE: u32 = 6;
 
 /// The tables of shared usage (created with the rest of the schema).
 pub(super) const SCHEMA: &str = "
@@ -87,6 +85,8 @@ pub(crate) struct SharedUsage {
     pg: Arc<Pg>,
     node: String,
     pending: Arc<Mutex<Vec<Delta>>>,
+    /// How long a node may stay silent before its holds are reclaimed.
+    lease: Duration,
 }
 
 impl std::fmt::Debug for SharedUsage {
@@ -107,7 +107,7 @@ impl SharedUsage {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached.
-    pub(super) fn start(pg: Arc<Pg>) -> Result<Arc<SharedUsage>> {
+    pub(super) fn start(pg: Arc<Pg>, lease: Duration) -> Result<Arc<SharedUsage>> {
         let node = format!(
             "{}-{}",
             std::process::id(),
@@ -117,11 +117,12 @@ impl SharedUsage {
             pg,
             node,
             pending: Arc::new(Mutex::new(Vec::new())),
+            lease,
         });
         shared.beat()?;
         let weak = Arc::downgrade(&shared);
         shared.pg.spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
+            let mut tick = tokio::time::interval(lease / BEATS_PER_LEASE);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -140,6 +141,7 @@ impl SharedUsage {
     fn beat(&self) -> Result<()> {
         let node = self.node.clone();
         let queue = self.pending.clone();
+        let lease = self.lease;
         self.pg.run(move |pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             client
@@ -159,7 +161,7 @@ impl SharedUsage {
                 settle(&mut client, &node, &delta).await?;
                 lock(&queue).remove(0);
             }
-            reclaim(&mut client, LEASE).await
+            reclaim(&mut client, lease).await
         })
     }
 

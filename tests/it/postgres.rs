@@ -56,19 +56,22 @@ fn admin(dir: &Path, url: &str, args: &[&str], stdin: &str) -> String {
 
 /// A `sockit serve` on `data` with its users in `url`, logging to `log`.
 fn serve(dir: &Path, url: &str, log: &str) -> ServerProcess {
+    serve_with(dir, url, log, &[])
+}
+
+/// [`serve`] with more flags.
+fn serve_with(dir: &Path, url: &str, log: &str, extra: &[&str]) -> ServerProcess {
     let data = dir.join("data");
-    ServerProcess::start_logging_to(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-            "--users",
-            url,
-        ],
-        1,
-        &dir.join(log),
-    )
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--users",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start_logging_to(&args, 1, &dir.join(log))
 }
 
 /// Asserts that no file in `dir` (logs, the data folder) holds the database password.
@@ -467,4 +470,99 @@ async fn a_quota_holds_across_two_servers_when_uploads_race_on_both() {
         .await
         .unwrap();
     drop((a, b));
+}
+
+#[tokio::test]
+async fn the_reservation_of_a_server_killed_mid_upload_is_reclaimed_by_the_others() {
+    let db = shared().database("quota_crash");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (big, small) = (2_000_000u64, 100_000u64);
+    // Room for the big upload or the small one, not both.
+    let quota = big + small + 2 * ENTRY_COST - 1;
+    admin(
+        dir,
+        &db,
+        &[
+            "add",
+            "gus",
+            "--password-stdin",
+            "--quota",
+            &quota.to_string(),
+        ],
+        "pw\n",
+    );
+    // Slow uploads, so that the server can be killed in the middle of one.
+    admin(dir, &db, &["limit", "gus", "--up", "200KB"], "");
+    let lease = ["--quota-lease", "5"];
+    let mut a = serve_with(dir, &db, "a.log", &lease);
+    let b = serve_with(dir, &db, "b.log", &lease);
+    std::fs::write(
+        dir.join("big.bin"),
+        crate::common::noise_from(3, big as usize),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("small.bin"),
+        crate::common::noise_from(5, small as usize),
+    )
+    .unwrap();
+
+    let mut env = a.client_env();
+    env.push(("SOCKIT_PASSWORD", "pw".into()));
+    let mut put = Command::new(sockit_bin())
+        .args(["put", "big.bin", "-s", &a.addr("native"), "-u", "gus"])
+        .env_remove("SOCKIT_IDENTITY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once bytes arrive: its reservation is in the database, its upload half done.
+    let home = dir.join("data/homes/gus");
+    let started = Instant::now();
+    while !std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let _ = put.wait();
+
+    // Through the other server: refused while the dead server's hold counts, then stored
+    // once it is reclaimed (a lease after the dead server's last heartbeat).
+    let mut client = logged_in(&b.addr("native"), "gus", "pw").await;
+    let small_file = dir.join("small.bin");
+    assert_eq!(
+        code(client.put(&small_file, "small", false, &mut Quiet).await),
+        ErrorCode::QuotaExceeded,
+        "the killed server's reservation was not counted"
+    );
+    let started = Instant::now();
+    loop {
+        match client.put(&small_file, "small", false, &mut Quiet).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(code::<()>(Err(e)), ErrorCode::QuotaExceeded);
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the killed server's reservation was never reclaimed"
+                );
+                // The poll's interval.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap();
+    assert!(log.contains("reclaimed"), "{log}");
+    drop(b);
 }
