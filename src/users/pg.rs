@@ -109,11 +109,16 @@ impl Pg {
     /// [`Error::Unavailable`] when the database cannot be reached.
     pub(super) fn open(url: &str) -> Result<Pg> {
         let shown = redact(url);
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        let refused = || {
             Error::BadRequest(format!(
-                "`{shown}` is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB)"
+                "--users takes a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DB, \
+                 not `{shown}`"
             ))
-        })?;
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(refused());
+        }
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| refused())?;
         let connect = config
             .get_connect_timeout()
             .copied()
@@ -511,17 +516,13 @@ impl UsersUrl {
 }
 
 impl FromStr for UsersUrl {
-    type Err = Error;
+    type Err = std::convert::Infallible;
 
-    fn from_str(url: &str) -> Result<UsersUrl> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(UsersUrl(url.to_owned()))
-        } else {
-            Err(Error::BadRequest(format!(
-                "--users takes a postgres://USER:PASSWORD@HOST:PORT/DB URL, not `{}`",
-                redact(url)
-            )))
-        }
+    /// Takes any text: it is checked when opened ([`super::Users::open_url`]), whose error
+    /// shows it redacted. A parser error here would be printed with the raw value, password
+    /// and all, by the command line or the settings file.
+    fn from_str(url: &str) -> std::result::Result<UsersUrl, Self::Err> {
+        Ok(UsersUrl(url.to_owned()))
     }
 }
 
@@ -539,8 +540,7 @@ impl std::fmt::Display for UsersUrl {
 
 impl<'de> serde::Deserialize<'de> for UsersUrl {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(de)?;
-        text.parse().map_err(serde::de::Error::custom)
+        Ok(UsersUrl(String::deserialize(de)?))
     }
 }
 
@@ -640,5 +640,13 @@ mod tests {
             "postgresql://ann@127.0.0.1/db?password=***&connect_timeout=2"
         );
         assert_eq!(redact("host=x password=y"), "postgres://…");
+    }
+
+    #[test]
+    fn a_users_url_debugs_and_displays_without_its_password() {
+        let url: super::UsersUrl = "postgres://ann:hunter2@db/sockit".parse().unwrap();
+        for shown in [format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains("hunter2") && shown.contains("ann:***@db"), "{shown}");
+        }
     }
 }

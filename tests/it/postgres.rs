@@ -566,3 +566,37 @@ async fn the_reservation_of_a_server_killed_mid_upload_is_reclaimed_by_the_other
     assert!(log.contains("reclaimed"), "{log}");
     drop(b);
 }
+
+#[test]
+fn a_mistyped_users_url_is_refused_without_showing_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for url in [
+        "postgres:/ann:Typo-Pw-5678@127.0.0.1/db",
+        "mysql://ann:Typo-Pw-5678@127.0.0.1/db",
+        "postgres://ann:Typo-Pw-5678@127.0.0.1:notaport/db",
+    ] {
+        let out = sockit(
+            dir,
+            &["user", "list", "--users", url, "--data", "data"],
+            &[],
+            "",
+        );
+        assert!(!out.status.success(), "{url} accepted");
+        let text = said(&out);
+        assert!(text.contains("PostgreSQL URL"), "{text}");
+        assert!(!text.contains("Typo-Pw-5678"), "{text}");
+    }
+    let config = dir.join("sockit.toml");
+    std::fs::write(&config, "users = \"mysql://ann:Typo-Pw-5678@host/db\"\n").unwrap();
+    let out = Command::new(sockit_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!said(&out).contains("Typo-Pw-5678"), "{}", said(&out));
+}
