@@ -412,7 +412,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 45, "every flag but --config");
+        assert_eq!(checked, 47, "every flag but --config");
     }
 
     #[test]

@@ -646,7 +646,10 @@ mod tests {
     fn a_users_url_debugs_and_displays_without_its_password() {
         let url: super::UsersUrl = "postgres://ann:hunter2@db/sockit".parse().unwrap();
         for shown in [format!("{url:?}"), url.to_string()] {
-            assert!(!shown.contains("hunter2") && shown.contains("ann:***@db"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && shown.contains("ann:***@db"),
+                "{shown}"
+            );
         }
     }
 }

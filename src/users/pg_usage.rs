@@ -5,13 +5,15 @@
 //! flight on any server hold (`reserved`). A reservation is ONE guarded statement,
 //! `UPDATE usage SET reserved = reserved + $a WHERE name = $u AND used + reserved + $a <=
 //! $quota`: the row lock makes the check and the booking atomic across servers. Each server
-//! (a "node") also books what it holds in `usage_holds`, in the same statement.
+//! (a "node") also books what it holds in `usage_holds`, in the same transaction.
 //!
 //! Drift, and how it is corrected:
 //! - A server that crashes leaves its holds behind. Every server beats a heartbeat (the
 //!   `nodes` row, six times per lease) and reclaims the holds of nodes silent for a lease
 //!   (`serve --quota-lease`, 60 s by default): their bytes leave `reserved`, and the quota
-//!   is whole again.
+//!   is whole again. A server reclaims only after two heartbeats in a row reached the
+//!   database, so that after an outage of the database itself, which silenced every
+//!   server, the live ones have beaten again before anyone's holds are judged.
 //! - A release or settle that cannot reach the database (it is down) is queued in memory and
 //!   applied by the heartbeat once it is back.
 //! - `used` follows each change the servers make; what a crash or an outside change loses
@@ -87,6 +89,8 @@ pub(crate) struct SharedUsage {
     pending: Arc<Mutex<Vec<Delta>>>,
     /// How long a node may stay silent before its holds are reclaimed.
     lease: Duration,
+    /// Whether the last heartbeat reached the database.
+    beating: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SharedUsage {
@@ -118,6 +122,7 @@ impl SharedUsage {
             node,
             pending: Arc::new(Mutex::new(Vec::new())),
             lease,
+            beating: std::sync::atomic::AtomicBool::new(false),
         });
         shared.beat()?;
         let weak = Arc::downgrade(&shared);
@@ -142,7 +147,8 @@ impl SharedUsage {
         let node = self.node.clone();
         let queue = self.pending.clone();
         let lease = self.lease;
-        self.pg.run(move |pool| async move {
+        let judge = self.beating.load(std::sync::atomic::Ordering::Relaxed);
+        let beat = self.pg.run(move |pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             client
                 .execute(
@@ -161,8 +167,14 @@ impl SharedUsage {
                 settle(&mut client, &node, &delta).await?;
                 lock(&queue).remove(0);
             }
-            reclaim(&mut client, lease).await
-        })
+            if judge {
+                reclaim(&mut client, lease).await?;
+            }
+            Ok(())
+        });
+        self.beating
+            .store(beat.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        beat
     }
 
     /// What `name`'s home costs, as the database keeps it.

@@ -245,6 +245,36 @@ async fn two_servers_on_one_database_serve_the_same_users_and_see_each_others_ch
     assert_no_password_in(dir);
 }
 
+/// Polls what the load's clients saw until `enough`, or fails after a bound.
+async fn wait_until(
+    seen: &std::sync::Mutex<Vec<Seen>>,
+    what: &str,
+    enough: impl Fn(&[Seen]) -> bool,
+) -> Vec<Seen> {
+    let started = Instant::now();
+    loop {
+        let now = seen.lock().unwrap().clone();
+        if enough(&now) {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: {now:?}"
+        );
+        // The poll's interval.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the load's clients saw, per client.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    ok: u64,
+    unavailable: u64,
+    /// Anything else: each one fails the test.
+    other: Vec<String>,
+}
+
 #[tokio::test]
 async fn postgres_stopped_under_load_is_unavailable_then_service_resumes() {
     // Its own PostgreSQL: stopping the shared one would fail the other tests.
@@ -252,46 +282,76 @@ async fn postgres_stopped_under_load_is_unavailable_then_service_resumes() {
     let db = pg.database("restart");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    admin(dir, &db, &["add", "dan", "--password-stdin"], "pw\n");
+    admin(
+        dir,
+        &db,
+        &["add", "dan", "--password-stdin", "--quota", "1GiB"],
+        "pw\n",
+    );
     let server = serve(dir, &db, "serve.log");
     let addr = server.addr("native");
+    let file = dir.join("small.bin");
+    std::fs::write(&file, crate::common::noise_from(9, 50_000)).unwrap();
 
-    // Load: sessions that keep asking, each request touching the user store.
-    let clients = 8;
-    let mut sessions = Vec::new();
-    for _ in 0..clients {
-        sessions.push(logged_in(&addr, "dan", "pw").await);
+    // The load: clients asking without pause, listings and uploads (each request reads the
+    // user store; an upload also reserves and settles quota), each answer within a bound.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![Seen::default(); 8]));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for i in 0..8 {
+        let mut client = logged_in(&addr, "dan", "pw").await;
+        let (seen, stop, file) = (seen.clone(), stop.clone(), file.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let name = format!("c{i}-{}", n % 4);
+                let request = async {
+                    if i % 2 == 0 {
+                        client.ls("/").await.map(|_| ())
+                    } else {
+                        client
+                            .put(&file, &name, false, &mut Quiet)
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                let answer = tokio::time::timeout(Duration::from_secs(30), request)
+                    .await
+                    .expect("a request hung");
+                {
+                    let mut seen = seen.lock().unwrap();
+                    match answer {
+                        Ok(()) => seen[i].ok += 1,
+                        Err(Error::Remote {
+                            code: ErrorCode::Unavailable,
+                            message,
+                        }) => {
+                            assert!(!message.contains(PASSWORD), "{message}");
+                            seen[i].unavailable += 1;
+                        }
+                        Err(e) => seen[i].other.push(e.to_string()),
+                    }
+                }
+                // Not a tight loop while every answer is a refusal.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
     }
-    for s in &mut sessions {
-        s.ls("/").await.unwrap();
-    }
+    let before = wait_until(&seen, "no service", |all| all.iter().all(|s| s.ok >= 3)).await;
 
     pg.stop();
-    let deadline = Duration::from_secs(30);
-    let mut answers = Vec::new();
-    for s in &mut sessions {
-        let answer = tokio::time::timeout(deadline, s.ls("/"))
-            .await
-            .expect("a request hung while PostgreSQL was down");
-        answers.push(answer);
-    }
-    for answer in answers {
-        match answer {
-            Err(Error::Remote { code, message }) => {
-                assert_eq!(code, ErrorCode::Unavailable, "{message}");
-                assert!(!message.contains(PASSWORD), "{message}");
-            }
-            other => panic!("expected `unavailable`, got {other:?}"),
-        }
-    }
-    // A new login is refused the same way, not as a wrong password.
+    let down = wait_until(&seen, "no `unavailable` while PostgreSQL was down", |all| {
+        all.iter().all(|s| s.unavailable >= 3)
+    })
+    .await;
+    // A new login is refused the same way, not as a wrong password; so is `sockit user`.
     let endpoint: Endpoint = addr.parse().unwrap();
     let mut fresh = Client::connect(&endpoint).await.unwrap();
-    let refused = tokio::time::timeout(deadline, fresh.login("dan", "pw"))
+    let refused = tokio::time::timeout(Duration::from_secs(30), fresh.login("dan", "pw"))
         .await
         .expect("a login hung while PostgreSQL was down");
     assert_eq!(code(refused), ErrorCode::Unavailable);
-    // So is `sockit user`.
     let offline = sockit(
         dir,
         &["user", "list", "--users", &db, "--data", "data"],
@@ -308,23 +368,24 @@ async fn postgres_stopped_under_load_is_unavailable_then_service_resumes() {
 
     pg.resume();
     // Service resumes by itself: the same sessions and new logins work again.
-    for s in &mut sessions {
-        let started = Instant::now();
-        loop {
-            match s.ls("/").await {
-                Ok(_) => break,
-                Err(e) => {
-                    assert!(
-                        started.elapsed() < deadline,
-                        "no service {deadline:?} after PostgreSQL came back: {e}"
-                    );
-                    // The poll's interval.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+    let oks: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.ok).collect();
+    let resumed = wait_until(&seen, "no service after PostgreSQL came back", |all| {
+        all.iter().zip(&oks).all(|(s, ok)| s.ok >= ok + 3)
+    })
+    .await;
+    stop.cancel();
+    for task in load {
+        task.await.unwrap();
     }
     logged_in(&addr, "dan", "pw").await.ls("/").await.unwrap();
+    for s in seen.lock().unwrap().iter() {
+        assert!(
+            s.other.is_empty(),
+            "answers other than `unavailable`: {:?}",
+            s.other
+        );
+    }
+    eprintln!("before: {before:?}\ndown: {down:?}\nresumed: {resumed:?}");
     assert_eq!(server.interrupt().code(), Some(0));
     assert_no_password_in(dir);
     let pg_log = pg.log();
