@@ -286,11 +286,12 @@ impl Pg {
         let name = name.to_owned();
         self.run(move |pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT name, quota, created, hash FROM users WHERE name = $1")
+                .await
+                .map_err(db_error)?;
             let row = client
-                .query_opt(
-                    "SELECT name, quota, created, hash FROM users WHERE name = $1",
-                    &[&name],
-                )
+                .query_opt(&statement, &[&name])
                 .await
                 .map_err(db_error)?;
             Ok(row.map(|row| {
@@ -317,9 +318,11 @@ impl Pg {
             if removed == 0 {
                 return Ok(false);
             }
+            // Their usage goes too: a later user of that name is measured afresh.
             for sql in [
                 "DELETE FROM user_keys WHERE owner = $1",
                 "DELETE FROM user_limits WHERE owner = $1",
+                "DELETE FROM usage WHERE name = $1",
             ] {
                 tx.execute(sql, &[&name]).await.map_err(db_error)?;
             }
@@ -372,10 +375,11 @@ impl Pg {
     pub(super) fn data_version(&self) -> Result<u64> {
         self.run(|pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_one("SELECT version FROM store_version WHERE id = 1", &[])
+            let statement = client
+                .prepare_cached("SELECT version FROM store_version WHERE id = 1")
                 .await
                 .map_err(db_error)?;
+            let row = client.query_one(&statement, &[]).await.map_err(db_error)?;
             Ok(row.get::<_, i64>(0).cast_unsigned())
         })
     }
@@ -444,11 +448,12 @@ impl Pg {
         let name = name.to_owned();
         self.run(move |pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT 1 FROM user_keys WHERE owner = $1 AND key = $2")
+                .await
+                .map_err(db_error)?;
             let row = client
-                .query_opt(
-                    "SELECT 1 FROM user_keys WHERE owner = $1 AND key = $2",
-                    &[&name, &key],
-                )
+                .query_opt(&statement, &[&name, &key])
                 .await
                 .map_err(db_error)?;
             Ok(row.is_some())
@@ -491,11 +496,12 @@ impl Pg {
         let name = name.to_owned();
         self.run(move |pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT up, down FROM user_limits WHERE owner = $1")
+                .await
+                .map_err(db_error)?;
             let row = client
-                .query_opt(
-                    "SELECT up, down FROM user_limits WHERE owner = $1",
-                    &[&name],
-                )
+                .query_opt(&statement, &[&name])
                 .await
                 .map_err(db_error)?;
             Ok(row.map(|row| (row.get(0), row.get(1))))

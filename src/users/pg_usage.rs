@@ -182,8 +182,12 @@ impl SharedUsage {
         let name = name.to_owned();
         self.pg.run(move |pool| async move {
             let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT used FROM usage WHERE name = $1")
+                .await
+                .map_err(db_error)?;
             let row = client
-                .query_opt("SELECT used FROM usage WHERE name = $1", &[&name])
+                .query_opt(&statement, &[&name])
                 .await
                 .map_err(db_error)?;
             Ok(row.map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
