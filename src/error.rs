@@ -83,13 +83,13 @@ pub enum Error {
     /// A plaintext peer off loopback, on a port that serves it TLS only.
     #[error("{0}")]
     TlsRequired(String),
+    /// A back end the server needs (the object store, the user database) is down or
+    /// refusing; the message names it, never a password.
+    #[error("{0}")]
+    Unavailable(String),
     /// Remote commands are off on this server.
     #[error("remote commands are off on this server (it runs without --allow-exec)")]
     ExecDisabled,
-    /// A service the server depends on (the PostgreSQL user database) cannot be reached or
-    /// did not answer in time; the message says which, never with its password.
-    #[error("{0}")]
-    Unavailable(String),
     /// Something else failed on the server's side; the message says what.
     #[error("internal error: {0}")]
     Internal(String),

@@ -12,13 +12,13 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::protocol::ops::Space;
 use crate::quota::{ENTRY_COST, QuotaLedger, Reservation, Usage};
-use crate::storage::backend::{Local, Storage, Upload};
+use crate::storage::backend::{Storage, Store, StoreUpload, Upload};
 use crate::storage::{Entry, EntryKind, WirePath};
 use crate::{Error, Result};
 
 /// One user's home, with their quota; cheap to make per request.
 #[derive(Debug, Clone)]
-pub(crate) struct Home<S = Local> {
+pub(crate) struct Home<S = Store> {
     user: String,
     quota: Option<u64>,
     storage: S,
@@ -296,5 +296,86 @@ impl<S: Storage> Home<S> {
         let usage = self.storage.usage(&WirePath::root(), false).await?;
         self.ledger.remeasured(&self.user, usage.cost());
         Ok(())
+    }
+}
+
+/// Where a door's upload writes its bytes, from the offset it starts at: the partial file of
+/// a local home, or the parts of an object-store upload (held in the [`Pending`] itself).
+#[derive(Debug)]
+pub(crate) enum UploadWriter {
+    /// The local partial file, opened at the offset.
+    Local(tokio::fs::File),
+    /// Through the pending upload's own parts.
+    Store,
+}
+
+impl Home {
+    /// Opens `pending` for writing at `offset` (what a local partial file holds past it is
+    /// cut), for a file of `size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an offset an object-store upload cannot continue from;
+    /// file system and store errors.
+    pub(crate) async fn writer(
+        &self,
+        pending: &mut Pending<StoreUpload>,
+        offset: u64,
+        size: u64,
+    ) -> Result<UploadWriter> {
+        match &mut pending.upload {
+            StoreUpload::Local(local) => Ok(UploadWriter::Local(tokio::fs::File::from_std(
+                local.open_at(offset).await?,
+            ))),
+            StoreUpload::S3(s3) => {
+                s3.start(offset, size, crate::protocol::DigestKind::Blake3)
+                    .await?;
+                Ok(UploadWriter::Store)
+            }
+        }
+    }
+
+    /// Throws an upload's bytes away (it can never complete, or does not resume).
+    pub(crate) async fn discard(&self, pending: &mut Pending<StoreUpload>) {
+        drop(self.storage.discard_upload(&mut pending.upload).await);
+    }
+}
+
+impl UploadWriter {
+    /// Writes the next bytes of `pending`.
+    ///
+    /// # Errors
+    /// File system and store errors.
+    pub(crate) async fn write(
+        &mut self,
+        pending: &mut Pending<StoreUpload>,
+        bytes: bytes::Bytes,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match (self, &mut pending.upload) {
+            (UploadWriter::Local(file), _) => Ok(file.write_all(&bytes).await?),
+            (UploadWriter::Store, StoreUpload::S3(s3)) => s3.write(bytes).await,
+            (UploadWriter::Store, StoreUpload::Local(_)) => {
+                Err(Error::Internal("a store writer on a local upload".into()))
+            }
+        }
+    }
+
+    /// Ends this run of writes: the local file flushed; an object-store upload keeps what
+    /// can be kept for a later run (its whole parts), and its tail when `last` says the
+    /// commit follows.
+    ///
+    /// # Errors
+    /// File system and store errors.
+    pub(crate) async fn finish(
+        &mut self,
+        pending: &mut Pending<StoreUpload>,
+        last: bool,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match (self, &mut pending.upload) {
+            (UploadWriter::Local(file), _) => Ok(file.flush().await?),
+            (UploadWriter::Store, StoreUpload::S3(s3)) => s3.checkpoint(last).await,
+            (UploadWriter::Store, StoreUpload::Local(_)) => Ok(()),
+        }
     }
 }

@@ -13,10 +13,12 @@ mod errors;
 mod listing;
 mod partial;
 mod regular;
+pub mod s3;
 #[cfg(test)]
 mod tests;
 mod usage;
 pub(crate) mod walk;
+pub(crate) mod writers;
 
 use std::fs::File;
 use std::io;

@@ -175,6 +175,25 @@ pub struct ServeOptions {
     /// reservations of its uploads are reclaimed by the others [default: 60].
     #[arg(long, value_name = "SECS")]
     pub quota_lease: Option<u64>,
+    /// Where the homes live: s3://BUCKET[/PREFIX] for an S3-compatible object store
+    /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: the
+    /// folder DATA/homes].
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub store: Option<String>,
+    /// The object store's endpoint, for one other than AWS (http://127.0.0.1:8333, say).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The object store's region [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Seconds one request to the object store may take, retries included, before the
+    /// client is told `unavailable` [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub s3_timeout: Option<u64>,
+    /// Seconds an unfinished upload to the object store is kept for a resume before its
+    /// parts are deleted [default: 604800, a week].
+    #[arg(long, value_name = "SECS")]
+    pub s3_keep_unfinished: Option<u64>,
 }
 
 impl ServeOptions {
@@ -249,6 +268,11 @@ impl ServeOptions {
             ftp_passive_ports,
             users,
             quota_lease,
+            store,
+            s3_endpoint,
+            s3_region,
+            s3_timeout,
+            s3_keep_unfinished,
         } = self;
         Options {
             listen: listen.or(file.listen),
@@ -301,6 +325,11 @@ impl ServeOptions {
             ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
             users: users.or(file.users),
             quota_lease: quota_lease.or(file.quota_lease),
+            store: store.or(file.store),
+            s3_endpoint: s3_endpoint.or(file.s3_endpoint),
+            s3_region: s3_region.or(file.s3_region),
+            s3_timeout: s3_timeout.or(file.s3_timeout),
+            s3_keep_unfinished: s3_keep_unfinished.or(file.s3_keep_unfinished),
         }
     }
 }
@@ -412,7 +441,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 47, "every flag but --config");
+        assert_eq!(checked, 52, "every flag but --config");
     }
 
     #[test]

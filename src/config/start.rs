@@ -19,6 +19,8 @@ use crate::service::Native;
 use crate::service::chat::Chat;
 use crate::service::session::FileService;
 use crate::service::transport::Transport;
+use crate::storage::s3::{Bucket, S3Options};
+use crate::storage::writers::Writers;
 use crate::tls::Identity;
 
 /// The listeners of a started server; [`Running::stop`] ends them.
@@ -123,7 +125,21 @@ pub async fn start(settings: Settings) -> Result<Running> {
     let transport = Transport::new(&identity, settings.allow_plaintext)?;
     running.fingerprint = Some(transport.fingerprint().to_owned());
     running.health.users(files.users.clone());
-    running.health.folder(settings.data.join("homes"));
+    let files = match &settings.store {
+        Some(options) => {
+            // Servers sharing the store and this data folder keep their uploads apart.
+            let writers = Writers::Files(settings.data.join("locks"));
+            let bucket = open_store(options, writers, settings.allow_exec).await?;
+            running.health.store(bucket.clone());
+            // Not one of the server's tasks: it has nothing to finish at shutdown.
+            tokio::spawn(clean_unfinished(bucket.clone(), options.keep_unfinished));
+            files.with_bucket(bucket)
+        }
+        None => {
+            running.health.folder(settings.data.join("homes"));
+            files
+        }
+    };
     let files = Arc::new(files.with_max_sessions_per_user(settings.max_sessions_per_user));
     let mut native = Native::with_files(files.clone())
         .with_transport(transport.clone())
@@ -296,4 +312,42 @@ async fn watched(
     let served = server.await;
     up.down();
     served
+}
+
+/// Connects to the object store the homes live in, and checks that it answers.
+///
+/// # Errors
+/// [`Error::Config`]: a bad `--store`, missing credentials, a store that does not answer,
+/// or exec asked for (a command runs in a local folder, which such homes are not).
+async fn open_store(options: &S3Options, writers: Writers, allow_exec: bool) -> Result<Bucket> {
+    if allow_exec {
+        return Err(Error::Config {
+            message: "--allow-exec needs the homes in a local folder: a command cannot run \
+                      inside an object store (leave out --store or --allow-exec)"
+                .into(),
+            source: None,
+        });
+    }
+    let bucket = Bucket::connect(options, writers)?;
+    bucket.check().await.map_err(|e| Error::Config {
+        message: format!("the object store {} does not answer", bucket.url()),
+        source: Some(Box::new(e)),
+    })?;
+    Ok(bucket)
+}
+
+/// Aborts the unfinished uploads older than `keep`, at start and then every hour.
+async fn clean_unfinished(bucket: Bucket, keep: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match bucket.clean_abandoned(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                uploads = n,
+                "aborted unfinished uploads to the object store"
+            ),
+            Err(e) => tracing::warn!("cleaning unfinished uploads: {e}"),
+        }
+    }
 }

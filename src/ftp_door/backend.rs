@@ -3,11 +3,12 @@
 //! every core error becomes one FTP reply, in [`ftp_error`].
 
 use std::fmt::Debug;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use tokio::io::AsyncWrite;
 use unftp_core::storage::{
@@ -18,6 +19,7 @@ use super::auth::User;
 use super::upload;
 use crate::filecopy::{blocking, remembered_sums};
 use crate::server::idle::IdleStream;
+use crate::storage::backend::StoreReader;
 use crate::storage::{Entry, EntryKind, WirePath};
 use crate::{Error, Result};
 
@@ -146,7 +148,17 @@ impl Door {
 
     async fn md5_of(user: &User, path: &Path) -> Result<String> {
         let (home, path) = Door::at(user, path)?;
-        let (file, _) = home.open_read(&path).await?;
+        let file = match home.open_read(&path).await? {
+            (StoreReader::Local(file), _) => file,
+            (StoreReader::S3(object), _) => {
+                let mut md5 = Md5::new();
+                let mut chunks = std::pin::pin!(object.stream(0));
+                while let Some(chunk) = chunks.next().await {
+                    md5.update(&chunk?);
+                }
+                return Ok(hex::encode(md5.finalize()));
+            }
+        };
         blocking(move || {
             if let Some(md5) = remembered_sums(&file).and_then(|sums| sums.md5) {
                 return Ok(md5);
@@ -167,7 +179,11 @@ impl Door {
         .await
     }
 
-    async fn open_at(user: &User, path: &Path, start: u64) -> Result<tokio::fs::File> {
+    async fn open_at(
+        user: &User,
+        path: &Path,
+        start: u64,
+    ) -> Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send + Sync>>> {
         let (home, wire) = Door::at(user, path)?;
         let (file, len) = home.open_read(&wire).await?;
         if start > len {
@@ -175,13 +191,7 @@ impl Door {
                 "cannot restart {wire} at byte {start}: it has {len} bytes"
             )));
         }
-        let file = blocking(move || {
-            let mut file = file;
-            file.seek(SeekFrom::Start(start))?;
-            Ok(file)
-        })
-        .await?;
-        Ok(tokio::fs::File::from_std(file))
+        blocking(move || Ok(file.into_async_read(start)?)).await
     }
 }
 

@@ -18,14 +18,14 @@
 use std::future::Future;
 use std::io::Read;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::info;
 
 use crate::filecopy::blocking;
-use crate::home::{Home, Pending};
+use crate::home::{Home, Pending, UploadWriter};
 use crate::storage::WirePath;
-use crate::storage::backend::LocalUpload;
 use crate::storage::backend::Upload as _;
+use crate::storage::backend::{StoreReader, StoreUpload};
 use crate::{Error, Result};
 
 /// Bytes read from the data connection (and reserved) at a time.
@@ -72,70 +72,39 @@ async fn drain<R: AsyncRead + Unpin>(input: &mut R) {
 /// The rest of [`store`], once the upload holds the one-writer lock.
 async fn receive<R: AsyncRead + Unpin>(
     home: &Home,
-    pending: &mut Pending<LocalUpload>,
+    pending: &mut Pending<StoreUpload>,
     target: &WirePath,
     input: &mut R,
     start: u64,
     left: impl Future<Output = bool>,
 ) -> Result<u64> {
     let have = pending.upload.received();
-    let stored = if start > have {
-        // An append to the stored file: its first `start` bytes are copied first.
-        let (file, len) = home.open_read(target).await?;
-        if len < start {
-            return Err(Error::BadRequest(format!(
-                "cannot restart {target} at byte {start}: {len} bytes are stored"
-            )));
-        }
-        Some(file)
+    let mut writer = if start > have {
+        append(home, pending, target, start).await?
     } else {
-        None
+        // FTP says no size: the store's upload is told the most it could be.
+        home.writer(pending, start, u64::MAX).await?
     };
-    let mut partial = pending
-        .upload
-        .partial
-        .take()
-        .ok_or_else(|| Error::Internal("the upload has no partial file".into()))?;
-    let opened = blocking(move || {
-        let file = match stored {
-            Some(stored) => {
-                let mut part = partial.open_at(0)?;
-                let copied = std::io::copy(&mut stored.take(start), &mut part)?;
-                if copied != start {
-                    return Err(Error::Busy(format!(
-                        "the stored file changed while it was read ({copied} of {start} bytes)"
-                    )));
-                }
-                part
-            }
-            None => partial.open_at(start)?,
-        };
-        Ok((file, partial))
-    })
-    .await;
-    let (file, partial) = opened?;
-    pending.upload.partial = Some(partial);
     pending.offset = start;
-
-    let mut file = tokio::fs::File::from_std(file);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = bytes::BytesMut::new();
     let mut received = 0u64;
     loop {
-        let n = input.read(&mut buf).await?;
+        buf.reserve(CHUNK);
+        let n = input.read_buf(&mut buf).await?;
         if n == 0 {
             break;
         }
         if let Err(e) = home.reserve_more(pending, n as u64) {
-            drop(file);
-            discard(pending).await;
+            drop(writer);
+            home.discard(pending).await;
             return Err(e);
         }
-        file.write_all(&buf[..n]).await?;
+        writer.write(pending, buf.split().freeze()).await?;
         received += n as u64;
     }
     // Every write done before the commit reopens, syncs and renames the partial file.
-    file.flush().await?;
-    drop(file);
+    writer.finish(pending, true).await?;
+    drop(writer);
     if left.await {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
@@ -150,9 +119,50 @@ async fn receive<R: AsyncRead + Unpin>(
     Ok(received)
 }
 
-/// Throws an upload's bytes away (the quota refused it: it can never complete).
-async fn discard(pending: &mut Pending<LocalUpload>) {
-    if let Some(partial) = pending.upload.partial.take() {
-        drop(blocking(move || partial.discard()).await);
+/// An append (`REST n` past what the partial file holds): the stored file's first `start`
+/// bytes are copied into the partial file first. Local homes only: an object-store upload
+/// continues from its parts alone.
+async fn append(
+    home: &Home,
+    pending: &mut Pending<StoreUpload>,
+    target: &WirePath,
+    start: u64,
+) -> Result<UploadWriter> {
+    let (stored, len) = match home.open_read(target).await? {
+        (StoreReader::Local(file), len) => (file, len),
+        (StoreReader::S3(_), _) => {
+            return Err(Error::BadRequest(format!(
+                "cannot restart {target} at byte {start} on this server's object store: \
+                 send it from 0 or from where its upload stopped"
+            )));
+        }
+    };
+    if len < start {
+        return Err(Error::BadRequest(format!(
+            "cannot restart {target} at byte {start}: {len} bytes are stored"
+        )));
     }
+    let Some(local) = pending.upload.local() else {
+        return Err(Error::Internal(
+            "a local file in an object-store upload".into(),
+        ));
+    };
+    let mut partial = local
+        .partial
+        .take()
+        .ok_or_else(|| Error::Internal("the upload has no partial file".into()))?;
+    let opened = blocking(move || {
+        let mut part = partial.open_at(0)?;
+        let copied = std::io::copy(&mut stored.take(start), &mut part)?;
+        if copied != start {
+            return Err(Error::Busy(format!(
+                "the stored file changed while it was read ({copied} of {start} bytes)"
+            )));
+        }
+        Ok((part, partial))
+    })
+    .await;
+    let (file, partial) = opened?;
+    local.partial = Some(partial);
+    Ok(UploadWriter::Local(tokio::fs::File::from_std(file)))
 }

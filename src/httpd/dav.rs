@@ -16,13 +16,17 @@ use dav_server::fs::{
 };
 use futures_util::FutureExt;
 use http::StatusCode;
+use tokio::io::AsyncReadExt;
 
-use super::davfile::{DirEntry, Meta, ReadFile, WriteFile, discard, open_partial};
+use super::davfile::{DirEntry, Meta, ReadFile, Source, WriteFile};
 use super::props::DeadProps;
 use crate::Error;
 use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::storage::{EntryKind, WirePath};
+
+/// Bytes read at a time when WebDAV copies a file.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// The file system dav-server sees: one user's [`Home`], for one request.
 #[derive(Clone)]
@@ -99,10 +103,10 @@ impl HomeFs {
             .begin_upload(&path, size, false)
             .await
             .map_err(to_fs)?;
-        let file = match open_partial(&mut pending, 0).await {
+        let file = match self.home.writer(&mut pending, 0, size).await {
             Ok(file) => file,
             Err(e) => {
-                discard(&mut pending).await;
+                self.home.discard(&mut pending).await;
                 self.home.settle(pending).await;
                 return Err(to_fs(e));
             }
@@ -110,7 +114,7 @@ impl HomeFs {
         let mut file = WriteFile {
             home: self.home.clone(),
             pending: Some(pending),
-            file: tokio::fs::File::from_std(file),
+            file,
             size,
             written: 0,
         };
@@ -122,20 +126,25 @@ impl HomeFs {
 
     /// Copies a file through the core: read, upload, commit (quota and one writer apply).
     async fn copy_file(&self, from: &WirePath, to: &WirePath) -> crate::Result<()> {
-        let (mut reader, len) = self.home.open_read(from).await?;
+        let (reader, len) = self.home.open_read(from).await?;
         let mut pending = self.home.begin_upload(to, len, false).await?;
         let copied = async {
-            let mut out = open_partial(&mut pending, 0).await?;
-            blocking(move || {
-                std::io::copy(&mut reader, &mut out)?;
-                Ok(())
-            })
-            .await?;
+            let mut out = self.home.writer(&mut pending, 0, len).await?;
+            let mut reader = blocking(move || Ok(reader.into_async_read(0)?)).await?;
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                buf.reserve(COPY_CHUNK);
+                if reader.read_buf(&mut buf).await? == 0 {
+                    break;
+                }
+                out.write(&mut pending, buf.split().freeze()).await?;
+            }
+            out.finish(&mut pending, true).await?;
             self.home.commit(&mut pending, len).await
         }
         .await;
         if copied.is_err() {
-            discard(&mut pending).await;
+            self.home.discard(&mut pending).await;
         }
         self.home.settle(pending).await;
         copied
@@ -155,9 +164,9 @@ impl DavFileSystem for HomeFs {
                 return Ok(file);
             }
             let entry = self.home.stat(&target).await.map_err(to_fs)?;
-            let (file, _) = self.home.open_read(&target).await.map_err(to_fs)?;
+            let (file, len) = self.home.open_read(&target).await.map_err(to_fs)?;
             let file: Box<dyn DavFile> = Box::new(ReadFile {
-                file: tokio::fs::File::from_std(file),
+                file: Source::new(file, len),
                 meta: Meta::from(&entry),
             });
             Ok(file)

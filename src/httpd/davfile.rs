@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes};
 use dav_server::fs::{DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult};
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::dav::{io, to_fs};
 use crate::Error;
-use crate::filecopy::blocking;
-use crate::home::{Home, Pending};
-use crate::storage::backend::LocalUpload;
+use crate::home::{Home, Pending, UploadWriter};
+use crate::storage::backend::{StoreReader, StoreUpload};
+use crate::storage::s3::{Chunks, S3Reader};
 use crate::storage::{Entry, EntryKind};
 
 /// A file's or folder's metadata, from the core's [`Entry`].
@@ -70,8 +70,82 @@ impl DavDirEntry for DirEntry {
 /// A file opened for a GET.
 #[derive(Debug)]
 pub(super) struct ReadFile {
-    pub(super) file: tokio::fs::File,
+    pub(super) file: Source,
     pub(super) meta: Meta,
+}
+
+/// Where a GET reads from: a local file, or an object read from a position (a seek starts a
+/// new ranged read).
+#[derive(Debug)]
+pub(super) enum Source {
+    /// A local file.
+    Local(tokio::fs::File),
+    /// An object in the store.
+    S3 {
+        /// The object.
+        object: S3Reader,
+        /// The read under way, from `pos`.
+        reading: Option<tokio_util::io::StreamReader<Chunks, Bytes>>,
+        /// Where the next byte comes from.
+        pos: u64,
+        /// The object's length.
+        len: u64,
+    },
+}
+
+impl Source {
+    /// Opens what `reader` reads, of `len` bytes.
+    pub(super) fn new(reader: StoreReader, len: u64) -> Source {
+        match reader {
+            StoreReader::Local(file) => Source::Local(tokio::fs::File::from_std(file)),
+            StoreReader::S3(object) => Source::S3 {
+                object,
+                reading: None,
+                pos: 0,
+                len,
+            },
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Local(file) => file.read(buf).await,
+            Source::S3 {
+                object,
+                reading,
+                pos,
+                ..
+            } => {
+                let reader = reading.get_or_insert_with(|| object.clone().into_async_read(*pos));
+                let n = reader.read(buf).await?;
+                *pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            Source::Local(file) => tokio::io::AsyncSeekExt::seek(file, to).await,
+            Source::S3 {
+                reading, pos, len, ..
+            } => {
+                let target = match to {
+                    SeekFrom::Start(n) => Some(n),
+                    SeekFrom::Current(d) => pos.checked_add_signed(d),
+                    SeekFrom::End(d) => len.checked_add_signed(d),
+                };
+                let target = target.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before byte 0")
+                })?;
+                if target != *pos {
+                    *reading = None;
+                    *pos = target;
+                }
+                Ok(target)
+            }
+        }
+    }
 }
 
 impl DavFile for ReadFile {
@@ -104,12 +178,7 @@ impl DavFile for ReadFile {
         .boxed()
     }
     fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        async move {
-            tokio::io::AsyncSeekExt::seek(&mut self.file, pos)
-                .await
-                .map_err(io)
-        }
-        .boxed()
+        async move { self.file.seek(pos).await.map_err(io) }.boxed()
     }
     fn flush(&mut self) -> FsFuture<'_, ()> {
         async { Ok(()) }.boxed()
@@ -120,8 +189,8 @@ impl DavFile for ReadFile {
 /// arrived, thrown away when dropped before that.
 pub(super) struct WriteFile {
     pub(super) home: Home,
-    pub(super) pending: Option<Pending<LocalUpload>>,
-    pub(super) file: tokio::fs::File,
+    pub(super) pending: Option<Pending<StoreUpload>>,
+    pub(super) file: UploadWriter,
     pub(super) size: u64,
     pub(super) written: u64,
 }
@@ -136,13 +205,16 @@ impl std::fmt::Debug for WriteFile {
 }
 
 impl WriteFile {
-    async fn write(&mut self, bytes: &[u8]) -> FsResult<()> {
+    async fn write(&mut self, bytes: Bytes) -> FsResult<()> {
         let total = self.written.saturating_add(bytes.len() as u64);
         if total > self.size {
             // More than Content-Length announced: never stored.
             return Err(FsError::TooLarge);
         }
-        self.file.write_all(bytes).await.map_err(io)?;
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(FsError::GeneralFailure);
+        };
+        self.file.write(pending, bytes).await.map_err(to_fs)?;
         self.written = total;
         Ok(())
     }
@@ -152,25 +224,18 @@ impl WriteFile {
             return Ok(()); // flushed before
         };
         let committed = if self.written == self.size {
-            match self.file.flush().await {
+            match self.file.finish(&mut pending, true).await {
                 Ok(()) => self.home.commit(&mut pending, self.size).await,
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             }
         } else {
             Err(Error::BadRequest("the body ended before its length".into()))
         };
         if committed.is_err() {
-            discard(&mut pending).await;
+            self.home.discard(&mut pending).await;
         }
         self.home.settle(pending).await;
         committed.map_err(to_fs)
-    }
-}
-
-/// Throws an upload's partial bytes away (a WebDAV PUT does not resume).
-pub(super) async fn discard(pending: &mut Pending<LocalUpload>) {
-    if let Some(partial) = pending.upload.partial.take() {
-        let _ = blocking(move || partial.discard()).await;
     }
 }
 
@@ -183,7 +248,7 @@ impl Drop for WriteFile {
         {
             let home = self.home.clone();
             runtime.spawn(async move {
-                discard(&mut pending).await;
+                home.discard(&mut pending).await;
                 home.settle(pending).await;
             });
         }
@@ -202,16 +267,17 @@ impl DavFile for WriteFile {
     fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
         async move {
             while buf.has_remaining() {
-                let chunk = buf.chunk().to_vec();
-                self.write(&chunk).await?;
-                buf.advance(chunk.len());
+                let chunk = Bytes::copy_from_slice(buf.chunk());
+                let n = chunk.len();
+                self.write(chunk).await?;
+                buf.advance(n);
             }
             Ok(())
         }
         .boxed()
     }
     fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
-        async move { self.write(&buf).await }.boxed()
+        async move { self.write(buf).await }.boxed()
     }
     fn read_bytes(&mut self, _: usize) -> FsFuture<'_, Bytes> {
         async { Err(FsError::Forbidden) }.boxed()
@@ -231,17 +297,4 @@ impl DavFile for WriteFile {
     fn flush(&mut self) -> FsFuture<'_, ()> {
         async move { self.commit().await }.boxed()
     }
-}
-
-/// The upload's partial file, opened for writing at `offset` (what lies past it is cut).
-pub(super) async fn open_partial(
-    pending: &mut Pending<LocalUpload>,
-    offset: u64,
-) -> crate::Result<std::fs::File> {
-    let Some(mut partial) = pending.upload.partial.take() else {
-        return Err(Error::Internal("the upload has no partial file".into()));
-    };
-    let (file, partial) = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
-    pending.upload.partial = Some(partial);
-    Ok(file)
 }

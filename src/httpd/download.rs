@@ -1,7 +1,6 @@
 //! `GET /api/file?path=…`: a file of the user's home, streamed, with one byte range
 //! (`Range: bytes=A-B`, `A-`, `-N`) for a resumed download.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -9,11 +8,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use super::web::{ApiError, Web, resolve};
-use crate::Error;
 
 #[derive(Deserialize)]
 pub(crate) struct FileQuery {
@@ -57,10 +55,7 @@ pub(crate) async fn download(
         )
             .into_response());
     };
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(SeekFrom::Start(start))
-        .await
-        .map_err(|e| ApiError(Error::Io(e)))?;
+    let file = crate::filecopy::blocking(move || Ok(file.into_async_read(start)?)).await?;
     let count = end - start;
     let name = path.name().unwrap_or("file");
     let encoded: String =

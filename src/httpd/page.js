@@ -3,7 +3,7 @@
 // Requests that change something carry X-Sockit: 1, which no other site can add.
 
 const $ = (id) => document.getElementById(id);
-const CHUNK = 4 * 1024 * 1024;
+const CHUNK = 8 * 1024 * 1024;
 let cwd = '/';
 
 async function api(method, url, body) {

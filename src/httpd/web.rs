@@ -20,10 +20,8 @@ use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use super::cookies::{self, Sessions};
-use super::davfile::open_partial;
 use crate::home::Home;
 use crate::ops::metrics::Door;
 use crate::service::session::FileService;
@@ -334,8 +332,7 @@ async fn upload_chunk(
         return Ok((StatusCode::CONFLICT, Json(state)).into_response());
     }
     let stored = async {
-        let file = open_partial(&mut pending, q.offset).await?;
-        let mut file = tokio::fs::File::from_std(file);
+        let mut file = home.writer(&mut pending, q.offset, q.size).await?;
         let mut body = body;
         let mut got = 0u64;
         while let Some(frame) = body.frame().await {
@@ -349,14 +346,14 @@ async fn upload_chunk(
                     "the chunk is longer than announced".into(),
                 ));
             }
-            file.write_all(&data).await?;
+            file.write(&mut pending, data).await?;
         }
-        file.flush().await?;
+        let offset = q.offset + got;
+        let done = offset == q.size;
+        file.finish(&mut pending, done).await?;
         if got < len {
             return Err(Error::BadRequest("the chunk ended early".into()));
         }
-        let offset = q.offset + len;
-        let done = offset == q.size;
         if done {
             home.commit(&mut pending, q.size).await?;
         }

@@ -14,6 +14,7 @@ pub struct Health {
     listeners: Mutex<Vec<(String, Arc<AtomicBool>)>>,
     users: Mutex<Option<Arc<Users>>>,
     folders: Mutex<Vec<PathBuf>>,
+    store: Mutex<Option<crate::storage::s3::Bucket>>,
 }
 
 impl Health {
@@ -44,6 +45,11 @@ impl Health {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(path);
+    }
+
+    /// Checks that this object store (the homes' back-end) answers at each look.
+    pub(crate) fn store(&self, bucket: crate::storage::s3::Bucket) {
+        *self.store.lock().unwrap_or_else(PoisonError::into_inner) = Some(bucket);
     }
 
     /// What is down now, one line each; empty when all is up. Blocks (a query, a `stat`):
@@ -81,6 +87,17 @@ impl Health {
                 Ok(_) => down.push(format!("storage: {} is not a folder", folder.display())),
                 Err(e) => down.push(format!("storage: {}: {e}", folder.display())),
             }
+        }
+        let store = self
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(bucket) = store
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Err(e) = runtime.block_on(bucket.check())
+        {
+            down.push(format!("storage: {e}"));
         }
         down
     }

@@ -49,8 +49,8 @@ pub enum ErrorCode {
     /// The peer spoke plaintext from off loopback to a port that serves it TLS only
     /// (`serve --allow-plaintext` serves it plaintext); the server closes the connection.
     TlsRequired,
-    /// A service the server depends on (its user database) cannot be reached now; the
-    /// request may succeed when tried again later.
+    /// A back end the server needs (the object store, the user database) is down or
+    /// refusing; the request can be tried again later.
     Unavailable,
     /// A code this client does not know (from a newer server).
     #[serde(other)]

@@ -113,6 +113,11 @@ impl WirePath {
             .max(1)
     }
 
+    /// The names, from the home down.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().map(String::as_str)
+    }
+
     /// Whether this is the home root.
     pub fn is_root(&self) -> bool {
         self.parts.is_empty()

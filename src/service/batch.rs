@@ -21,8 +21,8 @@ use crate::connection::Connection;
 use crate::filecopy::blocking;
 use crate::home::{Home, Pending};
 use crate::protocol::ops::Verified;
-use crate::protocol::{Kept, MAX_WRITE, Reply};
-use crate::storage::backend::{LocalUpload, Upload};
+use crate::protocol::{DigestKind, Kept, MAX_WRITE, Reply};
+use crate::storage::backend::{StoreUpload, Upload};
 use crate::{Error, Result};
 
 /// Files in one group at most: each holds its one-writer lock and a reservation until the
@@ -46,7 +46,7 @@ pub(super) struct Batch {
 /// One `write` of a group: stored and verified, waiting for the group's sync, or refused.
 enum Item {
     Stored {
-        pending: Box<Pending<LocalUpload>>,
+        pending: Box<Pending<StoreUpload>>,
         path: String,
         size: u64,
         blake3: String,
@@ -99,7 +99,7 @@ impl Batch {
         home: &Home,
         (path, blake3, kept): (&str, &str, Kept),
         conn: &mut Connection<S>,
-    ) -> Result<Pending<LocalUpload>> {
+    ) -> Result<Pending<StoreUpload>> {
         let size = conn.unread_body();
         if size > MAX_WRITE {
             return Err(Error::TooLarge(format!(
@@ -112,24 +112,29 @@ impl Batch {
             let body = conn.read_body(MAX_WRITE).await?;
             let ours = blake3::hash(&body).to_hex();
             if !ours.as_str().eq_ignore_ascii_case(blake3) {
-                let partial = pending.upload.partial.take();
                 let problem = format!("BLAKE3 of the received bytes is {ours}, not {blake3}");
-                return Err(match partial {
-                    Some(partial) => blocking(move || Ok(partial.reject(&problem))).await?,
-                    None => Error::Internal("the upload has no partial file".into()),
-                });
+                return Err(reject(home, &mut pending, problem).await);
             }
-            let Some(mut partial) = pending.upload.partial.take() else {
-                return Err(Error::Internal("the upload has no partial file".into()));
-            };
-            let partial = blocking(move || {
-                use std::io::Write;
-                let mut file = partial.open_at(0)?;
-                file.write_all(&body)?;
-                Ok(partial)
-            })
-            .await?;
-            pending.upload.partial = Some(partial);
+            match &mut pending.upload {
+                StoreUpload::Local(local) => {
+                    let Some(mut partial) = local.partial.take() else {
+                        return Err(Error::Internal("the upload has no partial file".into()));
+                    };
+                    let partial = blocking(move || {
+                        use std::io::Write;
+                        let mut file = partial.open_at(0)?;
+                        file.write_all(&body)?;
+                        Ok(partial)
+                    })
+                    .await?;
+                    local.partial = Some(partial);
+                }
+                // Held in memory until the group commits: a single PUT each.
+                StoreUpload::S3(s3) => {
+                    s3.start(0, size, DigestKind::Blake3).await?;
+                    s3.write(body).await?;
+                }
+            }
             pending.upload.keep(kept);
             Ok(())
         }
@@ -227,4 +232,23 @@ fn queue_refusals<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// Throws away an upload whose bytes do not match their digest: the error to answer.
+pub(super) async fn reject(
+    home: &Home,
+    pending: &mut Pending<StoreUpload>,
+    problem: String,
+) -> Error {
+    if let Some(local) = pending.upload.local() {
+        return match local.partial.take() {
+            Some(partial) => blocking(move || Ok(partial.reject(&problem)))
+                .await
+                .unwrap_or_else(|e| e),
+            None => Error::Internal("the upload has no partial file".into()),
+        };
+    }
+    let target = pending.upload.target().clone();
+    home.discard(pending).await;
+    Error::DigestMismatch(format!("{target}: {problem}; the upload was discarded"))
 }

@@ -31,7 +31,6 @@ use crate::ops::metrics::{self, Door};
 use crate::ops::shape::ServerRates;
 use crate::protocol::{Reply, Request, encode_head};
 use crate::server::{Conn, TcpService};
-use crate::storage::backend::Local;
 use crate::{Error, Result};
 
 /// Input a closing connection still drains so that its error reply is not lost to a reset.
@@ -198,8 +197,12 @@ impl Native {
     fn home(&self, cx: &mut Context) -> Result<Home> {
         let files = self.files()?;
         let user = cx.session.user(files)?;
-        let storage = Local::new(user.root.clone());
-        Ok(Home::new(&user.name, user.quota, storage, &files.ledger))
+        Ok(Home::new(
+            &user.name,
+            user.quota,
+            user.store.clone(),
+            &files.ledger,
+        ))
     }
 }
 

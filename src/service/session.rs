@@ -29,8 +29,9 @@ use crate::ops::sessions::{SessionSlot, UserSessions};
 use crate::protocol::Reply;
 use crate::protocol::ops::{Challenge, Welcome};
 use crate::quota::QuotaLedger;
-use crate::storage::Root;
-use crate::storage::backend::Local;
+use crate::storage::backend::{Local, Storage as _, Store};
+use crate::storage::s3::Bucket;
+use crate::storage::{Root, WirePath};
 use crate::users::{
     Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users, UsersUrl,
 };
@@ -51,6 +52,8 @@ pub struct FileService {
     checks: Semaphore,
     /// Sessions per user, and the bandwidth buckets each user's sessions share.
     sessions: Arc<UserSessions>,
+    /// The object store holding the homes, if they are not in `DATA/homes`.
+    bucket: Option<Bucket>,
 }
 
 impl FileService {
@@ -88,6 +91,15 @@ impl FileService {
             throttle: AuthThrottle::default(),
             checks: Semaphore::new(max_checks.max(1)),
             sessions: UserSessions::new(crate::config::DEFAULT_MAX_SESSIONS_PER_USER),
+            bucket: None,
+        }
+    }
+
+    /// This file service with every home in `bucket` (`--store s3://…`) instead of a folder.
+    pub(crate) fn with_bucket(self, bucket: Bucket) -> FileService {
+        FileService {
+            bucket: Some(bucket),
+            ..self
         }
     }
 
@@ -122,8 +134,8 @@ impl FileService {
 pub(crate) struct LoggedIn {
     /// The user name.
     pub(crate) name: String,
-    /// The user's home, as a confined folder handle.
-    pub(crate) root: Arc<Root>,
+    /// Where the user's home lives: a confined folder handle, or a prefix in the store.
+    pub(crate) store: Store,
     /// The user's quota in bytes; `None` is unlimited.
     pub(crate) quota: Option<u64>,
     /// The credentials this session logged in with.
@@ -392,22 +404,35 @@ impl FileService {
         let users = self.users.clone();
         let user = info.name.clone();
         let measured = self.ledger.used(&user);
-        let (root, used) = blocking(move || {
-            let home = users.home(&user)?;
-            std::fs::create_dir_all(&home)?;
-            let root = Root::open(&home)?;
-            // Measured once per server run; changes keep it up to date from then on.
-            let used = match measured {
-                Some(used) => used,
-                None => root.usage()?.cost(),
-            };
-            Ok((root, used))
-        })
-        .await?;
+        let (store, used) = match &self.bucket {
+            Some(bucket) => {
+                let home = Store::S3(bucket.home(&user));
+                let used = match measured {
+                    Some(used) => used,
+                    None => home.usage(&WirePath::root(), false).await?.cost(),
+                };
+                (home, used)
+            }
+            None => {
+                let (root, used) = blocking(move || {
+                    let home = users.home(&user)?;
+                    std::fs::create_dir_all(&home)?;
+                    let root = Root::open(&home)?;
+                    // Measured once per server run; changes keep it up to date from then on.
+                    let used = match measured {
+                        Some(used) => used,
+                        None => root.usage()?.cost(),
+                    };
+                    Ok((root, used))
+                })
+                .await?;
+                (Store::Local(Local::new(Arc::new(root))), used)
+            }
+        };
         let used = self.ledger.measured(&info.name, used);
         let user = LoggedIn {
             name: info.name,
-            root: Arc::new(root),
+            store,
             quota: info.quota,
             stamp,
             key,
@@ -478,7 +503,7 @@ impl DoorLogin {
         Ok(Home::new(
             &user.name,
             user.quota,
-            Local::new(user.root.clone()),
+            user.store.clone(),
             &files.ledger,
         ))
     }

@@ -22,6 +22,7 @@
 
 use std::io::Read;
 
+use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -34,7 +35,8 @@ use crate::filecopy::{
 use crate::home::{Home, Pending};
 use crate::protocol::ops::{GetReady, PutReady, Trailer, Verified};
 use crate::protocol::{DigestKind, Kept, Reply, Request};
-use crate::storage::backend::{LocalUpload, Upload};
+use crate::storage::backend::{StoreReader, StoreUpload, Upload};
+use crate::storage::s3::{S3Reader, S3Upload};
 use crate::{Error, Result};
 
 /// Runs an upload whose `put` head was just read.
@@ -60,7 +62,7 @@ pub(crate) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
 /// The rest of an upload after its go-ahead was decided.
 async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     home: &Home,
-    pending: &mut Pending<LocalUpload>,
+    pending: &mut Pending<StoreUpload>,
     path: &str,
     size: u64,
     conn: &mut Connection<S>,
@@ -81,20 +83,20 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             size - offset
         )));
     }
-    let Some(mut partial) = pending.upload.partial.take() else {
-        return Err(Error::Internal("the upload has no partial file".into()));
+    let ours = match &mut pending.upload {
+        StoreUpload::Local(local) => {
+            let file = local.open_at(offset).await?;
+            // Hashed while it streams in (a resumed upload re-reads the prefix it keeps
+            // first), by the one digest the client announced.
+            let which = match digest {
+                DigestKind::Md5 => Digests::Md5,
+                DigestKind::Blake3 => Digests::Blake3,
+            };
+            // Durable: the commit `fsync`s the file before it becomes visible.
+            receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?
+        }
+        StoreUpload::S3(s3) => receive_to_store(conn, s3, (offset, size), digest).await?,
     };
-    let opened = blocking(move || partial.open_at(offset).map(|f| (f, partial))).await;
-    let (file, partial) = opened?;
-    pending.upload.partial = Some(partial);
-    // Hashed while it streams in (a resumed upload re-reads the prefix it keeps first), by
-    // the one digest the client announced.
-    let which = match digest {
-        DigestKind::Md5 => Digests::Md5,
-        DigestKind::Blake3 => Digests::Blake3,
-    };
-    // Durable: the commit `fsync`s the file before it becomes visible.
-    let ours = receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?;
     let head = conn.read_head().await?.ok_or_else(disconnected)?;
     let Request::Done { md5, blake3 } = Request::from_head(&head)? else {
         return Err(Error::BadRequest(
@@ -103,17 +105,11 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let stored = match checked(digest, ours, Sums { md5, blake3 })? {
         Ok(stored) => stored,
-        Err(problem) => {
-            let partial = pending.upload.partial.take();
-            return Err(match partial {
-                Some(partial) => blocking(move || Ok(partial.reject(&problem))).await?,
-                None => Error::Internal("the upload has no partial file".into()),
-            });
-        }
+        Err(problem) => return Err(super::batch::reject(home, pending, problem).await),
     };
     home.commit(pending, size).await?;
     // Downloads of this file can then skip hashing it (see `get`).
-    if let Ok((file, _)) = home.open_read(pending.upload.target()).await {
+    if let Ok((StoreReader::Local(file), _)) = home.open_read(pending.upload.target()).await {
         let sums = stored.clone();
         blocking(move || {
             remember_sums(&file, &sums);
@@ -193,6 +189,10 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             "cannot resume {path} at byte {offset}: it has {size} bytes"
         )));
     }
+    let file = match file {
+        StoreReader::Local(file) => file,
+        StoreReader::S3(object) => return get_object(conn, &object, (size, offset), digest).await,
+    };
     // Digests remembered at upload time spare the server the hashing; md5 (its slowest
     // part) is computed only for a client that checks it. A small file is read and hashed
     // whole in the same trip to the blocking pool (`put -r`'s thousands of small files);
@@ -247,6 +247,101 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         blake3: known.blake3.or(sent.blake3),
     };
     conn.queue(&Reply::ok(digest), b"")?;
+    Ok(size - offset)
+}
+
+/// Receives the data frame's body into an object-store upload, hashed by `digest`. A store
+/// failure in the middle drains the rest of the body, so the error is answered and the
+/// connection goes on.
+async fn receive_to_store<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    upload: &mut S3Upload,
+    (offset, size): (u64, u64),
+    digest: DigestKind,
+) -> Result<Sums> {
+    let stored = async {
+        use tokio::io::AsyncReadExt;
+        upload.start(offset, size, digest).await?;
+        let mut body = conn.body();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            buf.reserve(STORE_CHUNK);
+            let n = body.read_buf(&mut buf).await?;
+            if n == 0 || buf.len() >= STORE_CHUNK {
+                upload.write(buf.split().freeze()).await?;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        upload.finish().await
+    }
+    .await;
+    if let Err(e) = &stored
+        && !e.closes_connection()
+    {
+        conn.discard_body().await?;
+    }
+    stored
+}
+
+/// Bytes taken from the connection at a time for an object-store upload.
+const STORE_CHUNK: usize = 1 << 20;
+
+/// Answers a `get` of a file in the object store: its bytes from `offset` as the store sends
+/// them, hashed on the way (a resumed get reads the bytes before `offset` too, unsent, for
+/// the trailer's digests of the whole file).
+async fn get_object<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    object: &S3Reader,
+    (size, offset): (u64, u64),
+    digest: DigestKind,
+) -> Result<u64> {
+    let mut blake3 = blake3::Hasher::new();
+    let mut md5 = (digest == DigestKind::Md5).then(Md5::new);
+    let mut hash = |bytes: &[u8]| {
+        blake3.update(bytes);
+        if let Some(md5) = md5.as_mut() {
+            md5.update(bytes);
+        }
+    };
+    if offset > 0 {
+        let mut before = std::pin::pin!(object.range(0..offset));
+        while let Some(chunk) = before.next().await {
+            hash(&chunk?);
+        }
+    }
+    let ready = Reply::ok(GetReady {
+        size,
+        offset,
+        blake3: true,
+    });
+    conn.queue_head(&ready, size - offset)?;
+    let mut sent = 0u64;
+    let mut chunks = std::pin::pin!(object.stream(offset));
+    while let Some(chunk) = chunks.next().await {
+        // The head is out: a failure now breaks the frame, and the connection closes.
+        let chunk = chunk.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        sent += chunk.len() as u64;
+        if sent > size - offset {
+            return Err(Error::Io(std::io::Error::other(
+                "the object grew while it was being sent",
+            )));
+        }
+        hash(&chunk);
+        conn.send_body(&chunk).await?;
+    }
+    if sent != size - offset {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the object got shorter while it was being sent",
+        )));
+    }
+    let trailer = Trailer {
+        md5: md5.map(|m| hex::encode(m.finalize())),
+        blake3: Some(blake3.finalize().to_hex().to_string()),
+    };
+    conn.queue(&Reply::ok(trailer), b"")?;
     Ok(size - offset)
 }
 

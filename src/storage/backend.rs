@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::s3::{S3Home, S3Listing, S3Reader, S3Upload};
 use super::{Entry, Listing, PartProbe, PartialFile, Root, Usage, WirePath};
 use crate::Result;
 use crate::filecopy::blocking;
@@ -118,6 +119,24 @@ pub(crate) struct LocalUpload {
     target: WirePath,
     kept: Kept,
     synced: bool,
+}
+
+impl LocalUpload {
+    /// The partial file, opened for writing at `offset` (what lies past it is cut).
+    ///
+    /// # Errors
+    /// File system errors.
+    pub(crate) async fn open_at(&mut self, offset: u64) -> Result<std::fs::File> {
+        let Some(mut partial) = self.partial.take() else {
+            return Err(crate::Error::Internal(
+                "the upload has no partial file".into(),
+            ));
+        };
+        let (file, partial) =
+            blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
+        self.partial = Some(partial);
+        Ok(file)
+    }
 }
 
 impl Upload for LocalUpload {
@@ -242,6 +261,234 @@ impl Storage for Local {
         match upload.partial.take() {
             Some(partial) => blocking(move || partial.discard()).await,
             None => Ok(()),
+        }
+    }
+}
+
+/// Where a user's home lives: a local folder or an object store, chosen by `serve --store`.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    /// A folder under `DATA/homes`.
+    Local(Local),
+    /// A prefix in an S3-compatible bucket.
+    S3(S3Home),
+}
+
+/// A file opened for reading, in either store.
+#[derive(Debug)]
+pub(crate) enum StoreReader {
+    /// A local file.
+    Local(std::fs::File),
+    /// An object, read by ranged requests.
+    S3(S3Reader),
+}
+
+impl StoreReader {
+    /// The bytes from `offset` on, for the doors that copy a file as a stream.
+    ///
+    /// # Errors
+    /// A local file that cannot be positioned.
+    pub(crate) fn into_async_read(
+        self,
+        offset: u64,
+    ) -> std::io::Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send + Sync>>> {
+        match self {
+            StoreReader::Local(file) => {
+                use std::io::Seek;
+                let mut file = file;
+                file.seek(std::io::SeekFrom::Start(offset))?;
+                Ok(Box::pin(tokio::fs::File::from_std(file)))
+            }
+            StoreReader::S3(reader) => Ok(Box::pin(reader.into_async_read(offset))),
+        }
+    }
+}
+
+/// An upload in progress, in either store.
+#[derive(Debug)]
+pub(crate) enum StoreUpload {
+    /// Into a partial file beside the target.
+    Local(LocalUpload),
+    /// Into a multipart upload to the target's key (boxed: it holds its part buffers).
+    S3(Box<S3Upload>),
+}
+
+impl StoreUpload {
+    /// The local upload, for the paths that write a partial file directly.
+    pub(crate) fn local(&mut self) -> Option<&mut LocalUpload> {
+        match self {
+            StoreUpload::Local(l) => Some(l),
+            StoreUpload::S3(_) => None,
+        }
+    }
+}
+
+/// A listing under way, in either store.
+#[derive(Debug)]
+pub(crate) enum StoreListing {
+    /// Of a local folder.
+    Local(Listing),
+    /// Of a folder in the store.
+    S3(S3Listing),
+}
+
+impl Upload for StoreUpload {
+    fn received(&self) -> u64 {
+        match self {
+            StoreUpload::Local(u) => u.received(),
+            StoreUpload::S3(u) => u.received(),
+        }
+    }
+
+    async fn cost(&self) -> u64 {
+        match self {
+            StoreUpload::Local(u) => u.cost().await,
+            StoreUpload::S3(u) => u.cost().await,
+        }
+    }
+
+    fn cost_at_start(&self) -> u64 {
+        match self {
+            StoreUpload::Local(u) => u.cost_at_start(),
+            StoreUpload::S3(u) => u.cost_at_start(),
+        }
+    }
+
+    fn target(&self) -> &WirePath {
+        match self {
+            StoreUpload::Local(u) => u.target(),
+            StoreUpload::S3(u) => u.target(),
+        }
+    }
+
+    fn keep(&mut self, kept: Kept) {
+        match self {
+            StoreUpload::Local(u) => u.keep(kept),
+            StoreUpload::S3(u) => u.keep(kept),
+        }
+    }
+
+    fn synced(&mut self) {
+        match self {
+            StoreUpload::Local(u) => u.synced(),
+            StoreUpload::S3(u) => u.synced(),
+        }
+    }
+}
+
+fn mismatch() -> crate::Error {
+    crate::Error::Internal("a handle from one store used with another".into())
+}
+
+impl Storage for Store {
+    type Reader = StoreReader;
+    type Upload = StoreUpload;
+    type Listing = StoreListing;
+
+    async fn open_list(&self, path: &WirePath) -> Result<StoreListing> {
+        match self {
+            Store::Local(s) => s.open_list(path).await.map(StoreListing::Local),
+            Store::S3(s) => s.open_list(path).await.map(StoreListing::S3),
+        }
+    }
+
+    async fn next_page(
+        &self,
+        listing: &mut StoreListing,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool)> {
+        match (self, listing) {
+            (Store::Local(s), StoreListing::Local(l)) => s.next_page(l, limit).await,
+            (Store::S3(s), StoreListing::S3(l)) => s.next_page(l, limit).await,
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn stat(&self, path: &WirePath) -> Result<Entry> {
+        match self {
+            Store::Local(s) => s.stat(path).await,
+            Store::S3(s) => s.stat(path).await,
+        }
+    }
+
+    async fn mkdir(&self, path: &WirePath, parents: bool) -> Result<()> {
+        match self {
+            Store::Local(s) => s.mkdir(path, parents).await,
+            Store::S3(s) => s.mkdir(path, parents).await,
+        }
+    }
+
+    async fn missing(&self, path: &WirePath) -> Result<u64> {
+        match self {
+            Store::Local(s) => s.missing(path).await,
+            Store::S3(s) => s.missing(path).await,
+        }
+    }
+
+    async fn remove(&self, path: &WirePath, recursive: bool) -> Result<()> {
+        match self {
+            Store::Local(s) => s.remove(path, recursive).await,
+            Store::S3(s) => s.remove(path, recursive).await,
+        }
+    }
+
+    async fn rename(&self, from: &WirePath, to: &WirePath) -> Result<()> {
+        match self {
+            Store::Local(s) => s.rename(from, to).await,
+            Store::S3(s) => s.rename(from, to).await,
+        }
+    }
+
+    async fn usage(&self, path: &WirePath, refuse_busy: bool) -> Result<Usage> {
+        match self {
+            Store::Local(s) => s.usage(path, refuse_busy).await,
+            Store::S3(s) => s.usage(path, refuse_busy).await,
+        }
+    }
+
+    async fn open_read(&self, path: &WirePath) -> Result<(StoreReader, u64)> {
+        match self {
+            Store::Local(s) => s
+                .open_read(path)
+                .await
+                .map(|(f, n)| (StoreReader::Local(f), n)),
+            Store::S3(s) => s
+                .open_read(path)
+                .await
+                .map(|(r, n)| (StoreReader::S3(r), n)),
+        }
+    }
+
+    async fn begin_upload(&self, path: &WirePath) -> Result<StoreUpload> {
+        match self {
+            Store::Local(s) => s.begin_upload(path).await.map(StoreUpload::Local),
+            Store::S3(s) => s
+                .begin_upload(path)
+                .await
+                .map(|u| StoreUpload::S3(Box::new(u))),
+        }
+    }
+
+    async fn commit_upload(&self, upload: &mut StoreUpload, size: u64) -> Result<()> {
+        match (self, upload) {
+            (Store::Local(s), StoreUpload::Local(u)) => s.commit_upload(u, size).await,
+            (Store::S3(s), StoreUpload::S3(u)) => s.commit_upload(u, size).await,
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn discard_upload(&self, upload: &mut StoreUpload) -> Result<()> {
+        match (self, upload) {
+            (Store::Local(s), StoreUpload::Local(u)) => s.discard_upload(u).await,
+            (Store::S3(s), StoreUpload::S3(u)) => s.discard_upload(u).await,
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn sync(&self) -> Result<()> {
+        match self {
+            Store::Local(s) => s.sync().await,
+            Store::S3(s) => s.sync().await,
         }
     }
 }

@@ -128,9 +128,20 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`] with the server's logs (stderr) going to `logs`.
     pub fn start_logging(args: &[&str], expected: usize, logs: Stdio) -> ServerProcess {
+        ServerProcess::start_with(args, expected, logs, &[])
+    }
+
+    /// [`ServerProcess::start_logging`] with `env` added to the server's environment.
+    pub fn start_with(
+        args: &[&str],
+        expected: usize,
+        logs: Stdio,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut child = Command::new(sockit_bin())
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(logs)
             .spawn()

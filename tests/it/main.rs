@@ -25,6 +25,8 @@ mod netns;
 mod ops;
 mod postgres;
 mod postgres_server;
+mod s3;
+mod seaweed;
 mod seeds;
 mod storage_rules;
 mod tls;
