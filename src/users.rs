@@ -10,6 +10,7 @@ mod argon;
 mod keys;
 mod limits;
 mod pg;
+mod pg_locks;
 mod pg_usage;
 mod schema;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::KeyInfo;
 pub use limits::UserRates;
 pub use pg::UsersUrl;
+pub(crate) use pg_locks::{WriterLock, WriterLocks};
 pub(crate) use pg_usage::SharedUsage;
 pub(crate) use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
@@ -180,6 +182,15 @@ impl Users {
         match &self.db {
             Db::Sqlite(_) => Ok(None),
             Db::Postgres(pg) => SharedUsage::start(pg.clone(), lease).map(Some),
+        }
+    }
+
+    /// For a store in PostgreSQL, the writer locks that keep servers sharing it (and an
+    /// object store) to one writer per file, wherever they run; `None` for SQLite.
+    pub(crate) fn writer_locks(&self) -> Option<std::sync::Arc<WriterLocks>> {
+        match &self.db {
+            Db::Sqlite(_) => None,
+            Db::Postgres(pg) => Some(WriterLocks::new(pg.clone())),
         }
     }
 

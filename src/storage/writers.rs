@@ -17,6 +17,8 @@ use crate::filecopy::blocking;
 pub(crate) enum Writers {
     /// Lock files in this folder (`DATA/locks`).
     Files(PathBuf),
+    /// Advisory locks in the PostgreSQL user database (`--users postgres://…`).
+    Postgres(std::sync::Arc<crate::users::WriterLocks>),
 }
 
 /// A lock held: let go when dropped.
@@ -29,6 +31,11 @@ pub(crate) enum Held {
         /// Its open, locked handle: the lock lasts as long as it is open.
         _file: File,
     },
+    /// An advisory lock in PostgreSQL.
+    Postgres {
+        /// Let go (in the background) as it is dropped.
+        _lock: crate::users::WriterLock,
+    },
 }
 
 impl Drop for Held {
@@ -37,6 +44,7 @@ impl Drop for Held {
             // Removed while still locked: a server that opened it meanwhile finds, once it
             // gets the lock, that the name now points elsewhere (or nowhere) and tries again.
             Held::File { path, .. } => drop(std::fs::remove_file(path)),
+            Held::Postgres { .. } => {}
         }
     }
 }
@@ -60,6 +68,10 @@ impl Writers {
                 })
                 .await
             }
+            Writers::Postgres(locks) => Ok(locks
+                .try_lock(key)
+                .await?
+                .map(|lock| Held::Postgres { _lock: lock })),
         }
     }
 }

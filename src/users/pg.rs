@@ -229,6 +229,34 @@ impl Pg {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// [`Pg::run`] for async callers: waits for the answer without blocking a thread.
+    pub(super) async fn run_async<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(Error::Unavailable("the user database was closed".into()));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let future = work(self.pool.clone());
+        let deadline = self.deadline;
+        runtime.spawn(async move {
+            let answer = tokio::time::timeout(deadline, future)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Unavailable(format!(
+                        "the user database did not answer within {} s",
+                        deadline.as_secs_f32()
+                    )))
+                });
+            let _ = tx.send(answer);
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())))
+    }
+
     /// Runs `task` in the background on the pool's runtime (until the store is dropped).
     pub(super) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         if let Some(runtime) = &self.runtime {

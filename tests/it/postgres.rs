@@ -1,7 +1,8 @@
 //! Users in PostgreSQL (`--users postgres://…`) against a real PostgreSQL server (see
 //! `postgres_server`): `sockit user` and `sockit serve` on the same database, two servers as
-//! one, an admin change reaching a session on the other server, the database stopped under
-//! load, and the URL's password kept out of every output and log.
+//! one (also on an object store, with nothing shared on disk), an admin change reaching a
+//! session on the other server, a quota that holds across servers, the database stopped
+//! under load, and the URL's password kept out of every output and log.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -16,6 +17,7 @@ use sockit::quota::ENTRY_COST;
 
 use crate::common::{ServerProcess, output_with_input, sockit_bin};
 use crate::postgres_server::{PASSWORD, PgServer, shared};
+use crate::seaweed;
 
 /// Runs `sockit ARGS` in `dir` with `stdin`; no client password or key from outside.
 fn sockit(dir: &Path, args: &[&str], env: &[(&str, String)], stdin: &str) -> Output {
@@ -660,4 +662,115 @@ fn a_mistyped_users_url_is_refused_without_showing_its_password() {
         .unwrap();
     assert!(!out.status.success());
     assert!(!said(&out).contains("Typo-Pw-5678"), "{}", said(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_with_their_own_data_folders_share_an_object_store_and_postgres_as_one() {
+    let db = shared().database("store_and_users");
+    let store = seaweed::shared();
+    let prefix = format!("pg-{}", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Two machines, as far as sockit can tell: nothing shared on disk.
+    let serve_on = |data: &str, log: &str| {
+        let data = dir.join(data);
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data".into(),
+            data.display().to_string(),
+            "--users".into(),
+            db.clone(),
+        ];
+        args.extend(store.serve_args(&prefix));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        ServerProcess::start_with(&args, 1, Stdio::from(log), &seaweed::credentials())
+    };
+    admin(dir, &db, &["add", "hal", "--password-stdin"], "pw\n");
+    admin(dir, &db, &["limit", "hal", "--up", "1MB"], "");
+    let one = serve_on("data-one", "one.log");
+    let two = serve_on("data-two", "two.log");
+    let (addr_one, addr_two) = (one.addr("native"), two.addr("native"));
+
+    // A file put through one is listed and fetched through the other.
+    let payload = crate::common::noise_from(11, 300_000);
+    std::fs::write(dir.join("a.bin"), &payload).unwrap();
+    let mut on_one = logged_in(&addr_one, "hal", "pw").await;
+    let mut on_two = logged_in(&addr_two, "hal", "pw").await;
+    on_one
+        .put(&dir.join("a.bin"), "a.bin", false, &mut Quiet)
+        .await
+        .unwrap();
+    assert!(
+        on_two
+            .ls("/")
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "a.bin")
+    );
+    on_two
+        .get("a.bin", &dir.join("b.bin"), false, &mut Quiet)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), payload);
+
+    // One writer per file across the two, through the database's advisory locks: while an
+    // upload (slowed by hal's limit) runs through one, the other refuses a second writer.
+    let big = crate::common::noise_from(13, 20_000_000);
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    let mut env = one.client_env();
+    env.push(("SOCKIT_PASSWORD", "pw".into()));
+    let mut slow = Command::new(sockit_bin())
+        .args(["put", "big.bin", "-s", &addr_one, "-u", "hal"])
+        .env_remove("SOCKIT_IDENTITY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let uploads = format!("{prefix}/uploads/");
+    let started = Instant::now();
+    while store.keys(&uploads).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upload did not start"
+        );
+        // The poll's interval.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        code(
+            on_two
+                .put(&dir.join("big.bin"), "big.bin", false, &mut Quiet)
+                .await
+        ),
+        ErrorCode::Busy
+    );
+    // The writer's server dies: the database lets go of its lock at once.
+    drop(one);
+    let _ = slow.kill();
+    let _ = slow.wait();
+    let started = Instant::now();
+    loop {
+        match on_two
+            .put(&dir.join("a.bin"), "big.bin", false, &mut Quiet)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(code::<()>(Err(e)), ErrorCode::Busy);
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the dead server's lock was never let go"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(two);
+    assert_no_password_in(dir);
 }
