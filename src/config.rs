@@ -151,6 +151,12 @@ pub struct Options {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports, A-B [default: 50000-50999].
     pub ftp_passive_ports: Option<String>,
+    /// The PostgreSQL user store, postgres://USER:PASSWORD@HOST:PORT/DB [default: SQLite
+    /// DATA/users.db].
+    pub users: Option<crate::users::UsersUrl>,
+    /// With `users`: seconds a server may go silent before the quota reservations of its
+    /// uploads are reclaimed by the others [default: 60].
+    pub quota_lease: Option<u64>,
     /// Where the homes live: `s3://BUCKET[/PREFIX]` [default: the folder DATA/homes].
     pub store: Option<String>,
     /// The object store's endpoint, for one other than AWS.
@@ -236,6 +242,10 @@ pub struct Settings {
     pub ftp: Option<String>,
     /// The FTP door's passive data ports.
     pub ftp_passive_ports: std::ops::RangeInclusive<u16>,
+    /// The PostgreSQL user store; `None`: SQLite in the data folder.
+    pub users: Option<crate::users::UsersUrl>,
+    /// See [`Options::quota_lease`].
+    pub quota_lease: Duration,
     /// The object store holding the homes, if not the folder `DATA/homes`.
     pub store: Option<crate::storage::s3::S3Options>,
 }
@@ -350,6 +360,8 @@ impl Options {
                 Some(text) => crate::ftp_door::parse_passive_ports(text)?,
                 None => crate::ftp_door::DEFAULT_PASSIVE_PORTS,
             },
+            users: self.users,
+            quota_lease: Duration::from_secs(self.quota_lease.unwrap_or(60).max(1)),
             store: match self.store {
                 Some(url) => Some(crate::storage::s3::S3Options {
                     url,

@@ -222,7 +222,7 @@ impl<S: Storage> Home<S> {
     /// # Errors
     /// [`Error::QuotaExceeded`] when they do not fit.
     pub(crate) fn reserve_more(&self, pending: &mut Pending<S::Upload>, bytes: u64) -> Result<()> {
-        Ok(pending.reservation.grow(self.quota, bytes)?)
+        pending.reservation.grow(self.quota, bytes)
     }
 
     /// What a commit to or a move onto `path` would replace: a file or link there (a
@@ -255,7 +255,7 @@ impl<S: Storage> Home<S> {
         let shortfall = pending.old.saturating_sub(replaced);
         if let Err(e) = self.ledger.charge(&self.user, self.quota, shortfall) {
             drop(self.storage.discard_upload(&mut pending.upload).await);
-            return Err(e.into());
+            return Err(e);
         }
         if let Err(e) = self.storage.commit_upload(&mut pending.upload, size).await {
             self.ledger.credit(&self.user, shortfall);

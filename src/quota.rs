@@ -1,5 +1,6 @@
 //! Storage quotas: a per-server ledger of what each home costs and what uploads in flight
-//! have reserved.
+//! have reserved; with users in PostgreSQL, both live in the database instead, shared by
+//! every server (see `users::SharedUsage`).
 //!
 //! It owns the arithmetic "used + reserved + asked <= quota" under one lock, so uploads and
 //! changes that each fit cannot overshoot together. It does not measure homes (see
@@ -8,6 +9,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::Result;
+use crate::users::SharedUsage;
 
 /// A refused reservation: what was used, reserved and asked, against which quota.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +27,16 @@ pub struct QuotaError {
 }
 
 impl QuotaError {
+    /// A refusal of `asked` bytes against `quota`, with what was `used` and `reserved`.
+    pub(crate) fn new(used: u64, reserved: u64, quota: u64, asked: u64) -> QuotaError {
+        QuotaError {
+            used,
+            reserved,
+            quota,
+            asked,
+        }
+    }
+
     /// By how many bytes the quota would be exceeded.
     fn excess(&self) -> u64 {
         self.used
@@ -114,9 +128,12 @@ type Book = Arc<Mutex<HashMap<String, Account>>>;
 ///
 /// A home is measured once (its first login after the server starts); from then on each
 /// change the server makes adds or takes away what it cost, so no request walks the home.
+/// A ledger made with [`QuotaLedger::shared`] keeps usage and reservations in the user
+/// database instead (the book then only marks which homes this server measured).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QuotaLedger {
     book: Book,
+    shared: Option<Arc<SharedUsage>>,
 }
 
 impl QuotaLedger {
@@ -125,18 +142,41 @@ impl QuotaLedger {
         QuotaLedger::default()
     }
 
+    /// A ledger over usage that several servers share, in their user database.
+    pub(crate) fn shared(shared: Arc<SharedUsage>) -> Self {
+        QuotaLedger {
+            book: Book::default(),
+            shared: Some(shared),
+        }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The cost of `user`'s home, if it was measured.
     pub(crate) fn used(&self, user: &str) -> Option<u64> {
-        self.book().get(user).map(|a| a.used)
+        let used = self.book().get(user).map(|a| a.used);
+        match &self.shared {
+            Some(shared) if used.is_some() => shared.used(user).unwrap_or_else(|e| {
+                tracing::warn!(user = %user, "quota usage: {e}");
+                None
+            }),
+            _ => used,
+        }
     }
 
     /// Records `measured`, the cost of `user`'s home, unless a measurement is already kept
     /// (two first logins at once); returns the cost kept.
     pub(crate) fn measured(&self, user: &str, measured: u64) -> u64 {
+        if let Some(shared) = &self.shared {
+            let kept = shared.measured(user, measured).unwrap_or_else(|e| {
+                tracing::warn!(user = %user, "quota usage: {e}");
+                measured
+            });
+            self.book().entry(user.to_owned()).or_default().used = kept;
+            return kept;
+        }
         let mut book = self.book();
         let account = book.entry(user.to_owned()).or_insert_with(|| Account {
             used: measured,
@@ -148,6 +188,11 @@ impl QuotaLedger {
     /// Replaces the kept cost with a fresh measurement (after something outside the
     /// server's own changes, such as a command, touched the home).
     pub(crate) fn remeasured(&self, user: &str, measured: u64) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.remeasured(user, measured)
+        {
+            tracing::warn!(user = %user, "quota usage: {e}");
+        }
         self.book().entry(user.to_owned()).or_default().used = measured;
     }
 
@@ -165,20 +210,34 @@ impl QuotaLedger {
     /// always succeeds but is still recorded). The check and the booking happen under one
     /// lock with the kept usage, so concurrent uploads and changes see each other.
     ///
+    /// With shared usage, the check and the booking are one statement in the database, so
+    /// servers sharing it see each other's reservations too.
+    ///
     /// # Errors
-    /// [`QuotaError`] when `used + reserved + bytes` would be over `quota`.
+    /// [`crate::Error::QuotaExceeded`] when `used + reserved + bytes` would be over `quota`;
+    /// [`crate::Error::Unavailable`] when shared usage cannot be reached.
     pub(crate) fn reserve(
         &self,
         user: &str,
         quota: Option<u64>,
         bytes: u64,
-    ) -> Result<Reservation, QuotaError> {
+    ) -> Result<Reservation> {
+        if let Some(shared) = &self.shared {
+            shared.reserve(user, quota, bytes)?;
+            return Ok(Reservation {
+                book: Arc::clone(&self.book),
+                shared: Some(shared.clone()),
+                user: user.to_owned(),
+                bytes,
+            });
+        }
         let mut book = self.book();
         let account = book.entry(user.to_owned()).or_default();
         check(account, quota, bytes)?;
         account.reserved = account.reserved.saturating_add(bytes);
         Ok(Reservation {
             book: Arc::clone(&self.book),
+            shared: None,
             user: user.to_owned(),
             bytes,
         })
@@ -187,13 +246,12 @@ impl QuotaLedger {
     /// Adds `cost` to `user`'s usage if it fits `quota` (a new folder, say).
     ///
     /// # Errors
-    /// [`QuotaError`] when it does not fit; nothing is charged then.
-    pub(crate) fn charge(
-        &self,
-        user: &str,
-        quota: Option<u64>,
-        cost: u64,
-    ) -> Result<(), QuotaError> {
+    /// [`crate::Error::QuotaExceeded`] when it does not fit; nothing is charged then.
+    /// [`crate::Error::Unavailable`] when shared usage cannot be reached.
+    pub(crate) fn charge(&self, user: &str, quota: Option<u64>, cost: u64) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.charge(user, quota, cost);
+        }
         let mut book = self.book();
         let account = book.entry(user.to_owned()).or_default();
         check(account, quota, cost)?;
@@ -203,6 +261,10 @@ impl QuotaLedger {
 
     /// Takes `cost` off `user`'s usage (something was removed or replaced).
     pub(crate) fn credit(&self, user: &str, cost: u64) {
+        if let Some(shared) = &self.shared {
+            shared.credit(user, cost);
+            return;
+        }
         if let Some(account) = self.book().get_mut(user) {
             account.used = account.used.saturating_sub(cost);
         }
@@ -241,6 +303,8 @@ fn check(account: &Account, quota: Option<u64>, asked: u64) -> Result<(), QuotaE
 #[must_use = "dropping a reservation releases it at once"]
 pub(crate) struct Reservation {
     book: Book,
+    /// Where the bytes are held instead of `book`, with shared usage.
+    shared: Option<Arc<SharedUsage>>,
     user: String,
     bytes: u64,
 }
@@ -249,7 +313,13 @@ impl Reservation {
     /// Ends the reservation with what the upload really changed: `grown` more (or, when
     /// negative, less) cost in the home, measured after the fact. Both happen under one
     /// lock, so no check sees the bytes twice or not at all.
-    pub(crate) fn settle(self, grown: i64) {
+    pub(crate) fn settle(mut self, grown: i64) {
+        if let Some(shared) = &self.shared {
+            shared.release(&self.user, self.bytes, grown);
+            // Released with the settle, in the same statement.
+            self.bytes = 0;
+            return;
+        }
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(account) = book.get_mut(&self.user) {
             account.used = account.used.saturating_add_signed(grown);
@@ -263,8 +333,13 @@ impl Reservation {
     /// which reserves each chunk before it writes it.
     ///
     /// # Errors
-    /// [`QuotaError`] when they do not fit; nothing more is held then.
-    pub(crate) fn grow(&mut self, quota: Option<u64>, bytes: u64) -> Result<(), QuotaError> {
+    /// [`crate::Error::QuotaExceeded`] when they do not fit; nothing more is held then.
+    pub(crate) fn grow(&mut self, quota: Option<u64>, bytes: u64) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            shared.reserve(&self.user, quota, bytes)?;
+            self.bytes = self.bytes.saturating_add(bytes);
+            return Ok(());
+        }
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let account = book.entry(self.user.clone()).or_default();
         check(account, quota, bytes)?;
@@ -274,6 +349,12 @@ impl Reservation {
     }
 
     fn release(&self) {
+        if let Some(shared) = &self.shared {
+            if self.bytes > 0 {
+                shared.release(&self.user, self.bytes, 0);
+            }
+            return;
+        }
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(account) = book.get_mut(&self.user) {
             account.reserved = account.reserved.saturating_sub(self.bytes);
@@ -292,6 +373,14 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    /// The refusal in `result`, which must be one.
+    fn refused<T: fmt::Debug>(result: Result<T>) -> QuotaError {
+        match result {
+            Err(crate::Error::QuotaExceeded(e)) => e,
+            other => panic!("expected a quota refusal, got {other:?}"),
+        }
+    }
 
     fn ledger(user: &str, used: u64) -> QuotaLedger {
         let ledger = QuotaLedger::new();
@@ -312,9 +401,7 @@ mod tests {
     #[test]
     fn reservation_over_quota_says_by_how_much() {
         let ledger = ledger("ann", 80 * MIB);
-        let err = ledger
-            .reserve("ann", Some(100 * MIB), 30 * MIB)
-            .unwrap_err();
+        let err = refused(ledger.reserve("ann", Some(100 * MIB), 30 * MIB));
         assert_eq!(err.excess(), 10 * MIB);
         let text = err.to_string();
         assert!(text.contains("exceeded by 10.0 MiB"), "{text}");
@@ -326,7 +413,7 @@ mod tests {
     fn two_reservations_that_each_fit_do_not_fit_together() {
         let ledger = ledger("ann", 0);
         let first = ledger.reserve("ann", Some(100), 60).unwrap();
-        let err = ledger.reserve("ann", Some(100), 60).unwrap_err();
+        let err = refused(ledger.reserve("ann", Some(100), 60));
         assert_eq!((err.reserved, err.excess()), (60, 20));
         // Another user's quota is separate.
         let _bob = ledger.reserve("bob", Some(100), 60).unwrap();
@@ -378,7 +465,7 @@ mod tests {
         let ledger = ledger("ann", u64::MAX);
         let _r = ledger.reserve("ann", None, u64::MAX).unwrap();
         let ledger = self::ledger("bob", u64::MAX);
-        let err = ledger.reserve("bob", Some(10), 1).unwrap_err();
+        let err = refused(ledger.reserve("bob", Some(10), 1));
         assert_eq!(err.excess(), u64::MAX - 10);
     }
 

@@ -1,5 +1,6 @@
-//! `Users`: the user store in `DATA/users.db` (SQLite, WAL): names, argon2id password
-//! hashes, login keys, quotas, and each user's home folder `DATA/homes/<name>/`; plus `AuthThrottle`.
+//! `Users`: the user store in `DATA/users.db` (SQLite, WAL), or in PostgreSQL with
+//! `--users postgres://…` (see [`pg`]): names, argon2id password hashes, login keys, quotas,
+//! and each user's home folder `DATA/homes/<name>/`; plus `AuthThrottle`.
 //!
 //! The API is synchronous and `Send + Sync` (callers use `spawn_blocking`). Passwords never
 //! leave this module except as argon2id PHC strings, and never appear in `Debug` output.
@@ -8,6 +9,9 @@
 mod argon;
 mod keys;
 mod limits;
+mod pg;
+mod pg_locks;
+mod pg_usage;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -25,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 pub use keys::KeyInfo;
 pub use limits::UserRates;
+pub use pg::UsersUrl;
+pub(crate) use pg_locks::{WriterLock, WriterLocks};
+pub(crate) use pg_usage::SharedUsage;
 pub(crate) use throttle::{Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Refused};
 
 /// Passwords are a wire type too (the `login` request carries one); defined with it.
@@ -65,13 +72,21 @@ pub enum HashCost {
 
 /// The user store; one per server (or per `sockit user` command).
 pub struct Users {
-    conn: Mutex<Connection>,
+    db: Db,
     data_dir: PathBuf,
     hasher: Argon2<'static>,
     /// Working memory of password checks, reused (see [`argon`]).
     memory: argon::MemoryPool,
     /// A hash to verify against when the user does not exist, so the answer takes as long.
     dummy: OnceLock<String>,
+}
+
+/// Where the users are kept.
+enum Db {
+    /// `DATA/users.db`, one connection per process.
+    Sqlite(Mutex<Connection>),
+    /// A PostgreSQL database that several servers share.
+    Postgres(std::sync::Arc<pg::Pg>),
 }
 
 /// Identifies a user's credentials as they were at login: it changes when the password
@@ -93,8 +108,13 @@ impl Stamp {
 
 impl fmt::Debug for Users {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = match &self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(pg) => pg.shown(),
+        };
         f.debug_struct("Users")
             .field("data_dir", &self.data_dir)
+            .field("db", &db)
             .finish_non_exhaustive()
     }
 }
@@ -114,22 +134,64 @@ impl Users {
     /// # Errors
     /// As [`Users::open`].
     pub fn open_with(data_dir: &Path, cost: HashCost) -> Result<Users> {
+        Users::open_url(data_dir, None, cost)
+    }
+
+    /// Opens the user store that `--users` names: `None` for the SQLite file in
+    /// `data_dir`, or a `postgres://USER:PASSWORD@HOST:PORT/DB` URL (the schema is created
+    /// on first use). Homes stay under `data_dir/homes/` either way.
+    ///
+    /// # Errors
+    /// As [`Users::open`]; [`Error::BadRequest`] for a URL that is not PostgreSQL's;
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub fn open_url(data_dir: &Path, users: Option<&UsersUrl>, cost: HashCost) -> Result<Users> {
         std::fs::create_dir_all(data_dir.join("homes"))?;
-        let conn = Connection::open(data_dir.join("users.db"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        set_up(&conn)?;
+        let db = match users {
+            None => {
+                let conn = Connection::open(data_dir.join("users.db"))?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                set_up(&conn)?;
+                Db::Sqlite(Mutex::new(conn))
+            }
+            Some(url) => Db::Postgres(std::sync::Arc::new(pg::Pg::open(url.expose())?)),
+        };
         let params = match cost {
             HashCost::Standard => Params::DEFAULT,
             HashCost::Minimal => Params::new(Params::MIN_M_COST, 1, 1, None)
                 .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?,
         };
         Ok(Users {
-            conn: Mutex::new(conn),
+            db,
             data_dir: data_dir.to_owned(),
             hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             memory: argon::MemoryPool::default(),
             dummy: OnceLock::new(),
         })
+    }
+
+    /// For a store in PostgreSQL, the quota usage that all servers on it share (this server
+    /// registered as one of them, its reservations reclaimed by the others when it is
+    /// silent for `lease`); `None` for SQLite, whose server keeps usage in memory.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when PostgreSQL cannot be reached.
+    pub(crate) fn shared_usage(
+        &self,
+        lease: Duration,
+    ) -> Result<Option<std::sync::Arc<SharedUsage>>> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(pg) => SharedUsage::start(pg.clone(), lease).map(Some),
+        }
+    }
+
+    /// For a store in PostgreSQL, the writer locks that keep servers sharing it (and an
+    /// object store) to one writer per file, wherever they run; `None` for SQLite.
+    pub(crate) fn writer_locks(&self) -> Option<std::sync::Arc<WriterLocks>> {
+        match &self.db {
+            Db::Sqlite(_) => None,
+            Db::Postgres(pg) => Some(WriterLocks::new(pg.clone())),
+        }
     }
 
     /// The home folder of `name`: `DATA/homes/<name>/`.
@@ -153,7 +215,16 @@ impl Users {
         // Hash before taking the lock: it is the slow part.
         let hash = self.hash(password)?;
         let created = chrono::Utc::now().timestamp();
-        let mut conn = self.lock();
+        let info = UserInfo {
+            name: name.to_owned(),
+            quota,
+            created,
+        };
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.add(&info, hash, self.home(name)?).map(|()| info),
+        };
+        let mut conn = lock(conn);
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT INTO users (name, hash, quota, created) VALUES (?1, ?2, ?3, ?4)",
@@ -169,11 +240,7 @@ impl Users {
         };
         std::fs::create_dir_all(self.home(name)?)?;
         tx.commit()?;
-        Ok(UserInfo {
-            name: name.to_owned(),
-            quota,
-            created,
-        })
+        Ok(info)
     }
 
     /// All users, sorted by name.
@@ -181,7 +248,10 @@ impl Users {
     /// # Errors
     /// Database errors.
     pub fn list(&self) -> Result<Vec<UserInfo>> {
-        let conn = self.lock();
+        let conn = match &self.db {
+            Db::Sqlite(conn) => lock(conn),
+            Db::Postgres(pg) => return pg.list(),
+        };
         let mut stmt = conn.prepare("SELECT name, quota, created FROM users ORDER BY name")?;
         let rows = stmt.query_map([], |row| {
             Ok(UserInfo {
@@ -211,17 +281,9 @@ impl Users {
     /// [`Error::NotFound`] for an unknown user; database and folder errors.
     pub fn remove(&self, name: &str, remove_home: bool) -> Result<()> {
         check_name(name)?;
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
-        if removed == 0 {
+        if !self.remove_row(name)? {
             return Err(unknown(name));
         }
-        // Their keys go with them: a later user of that name must not inherit them.
-        tx.execute("DELETE FROM keys WHERE user = ?1", [name])?;
-        tx.execute("DELETE FROM limits WHERE user = ?1", [name])?;
-        tx.commit()?;
-        drop(conn);
         if remove_home {
             // Through handles, like `rm -r`: a home may be deeper than any path can say.
             let removed =
@@ -243,6 +305,25 @@ impl Users {
         Ok(())
     }
 
+    /// Deletes a user's row with their keys and limits; whether there was one.
+    fn remove_row(&self, name: &str) -> Result<bool> {
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.remove(name),
+        };
+        let mut conn = lock(conn);
+        let tx = conn.transaction()?;
+        let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        // Their keys go with them: a later user of that name must not inherit them.
+        tx.execute("DELETE FROM keys WHERE user = ?1", [name])?;
+        tx.execute("DELETE FROM limits WHERE user = ?1", [name])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Replaces a user's password.
     ///
     /// # Errors
@@ -251,11 +332,16 @@ impl Users {
     pub fn set_password(&self, name: &str, password: &Password) -> Result<()> {
         check_name(name)?;
         let hash = self.hash(password)?;
-        let changed = self.lock().execute(
-            "UPDATE users SET hash = ?2 WHERE name = ?1",
-            params![name, hash],
-        )?;
-        if changed == 0 {
+        let changed = match &self.db {
+            Db::Sqlite(conn) => {
+                lock(conn).execute(
+                    "UPDATE users SET hash = ?2 WHERE name = ?1",
+                    params![name, hash],
+                )? > 0
+            }
+            Db::Postgres(pg) => pg.set_password(name, hash)?,
+        };
+        if !changed {
             return Err(unknown(name));
         }
         Ok(())
@@ -268,12 +354,16 @@ impl Users {
     /// 2^63 - 1 bytes; database errors.
     pub fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()> {
         check_name(name)?;
-        let quota = quota_to_sql(quota)?;
-        let changed = self.lock().execute(
-            "UPDATE users SET quota = ?2 WHERE name = ?1",
-            params![name, quota],
-        )?;
-        if changed == 0 {
+        let changed = match &self.db {
+            Db::Sqlite(conn) => {
+                lock(conn).execute(
+                    "UPDATE users SET quota = ?2 WHERE name = ?1",
+                    params![name, quota_to_sql(quota)?],
+                )? > 0
+            }
+            Db::Postgres(pg) => pg.set_quota(name, quota)?,
+        };
+        if !changed {
             return Err(unknown(name));
         }
         Ok(())
@@ -317,19 +407,26 @@ impl Users {
     }
 
     /// A number that changes whenever another connection (a `sockit user` command) has
-    /// changed the store since this one last looked: the cue to check open sessions.
+    /// changed the store since this one last looked: the cue to check open sessions. On
+    /// PostgreSQL it counts every change made through any server or command (a row bumped
+    /// in each change's transaction), so an admin change reaches sessions on every node.
     ///
     /// # Errors
-    /// Database errors.
+    /// Database errors; [`Error::Unavailable`] when PostgreSQL cannot be reached.
     pub(crate) fn data_version(&self) -> Result<u64> {
-        let version: i64 = self
-            .lock()
-            .query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.data_version(),
+        };
+        let version: i64 = lock(conn).query_row("PRAGMA data_version", [], |row| row.get(0))?;
         Ok(version.cast_unsigned())
     }
 
     fn lookup(&self, name: &str) -> Result<Option<(UserInfo, String)>> {
-        let conn = self.lock();
+        let conn = match &self.db {
+            Db::Sqlite(conn) => lock(conn),
+            Db::Postgres(pg) => return pg.lookup(name),
+        };
         let row = conn
             .query_row(
                 "SELECT name, quota, created, hash FROM users WHERE name = ?1",
@@ -373,12 +470,12 @@ impl Users {
                 .unwrap_or_default()
         })
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written: it has its own
-        // transactions. So a poisoned lock is still a good connection.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite half-written: it has its own
+    // transactions. So a poisoned lock is still a good connection.
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Checks a user name: 1 to 32 characters of `A-Z a-z 0-9 _ . -`, not starting with `.`,

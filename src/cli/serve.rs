@@ -12,6 +12,7 @@ use tracing::info;
 
 use sockit::config::{LogFormat, Options, Settings, parse_size, parse_switch};
 use sockit::net::Endpoint;
+use sockit::users::UsersUrl;
 
 /// `sockit serve`: every setting, each optional so that flags and file can be merged.
 #[derive(Debug, Clone, Default, PartialEq, Args)]
@@ -165,6 +166,15 @@ pub struct ServeOptions {
     /// The FTP door's passive data ports [default: 50000-50999].
     #[arg(long, value_name = "A-B")]
     pub ftp_passive_ports: Option<String>,
+    /// Keep users, keys, quotas and limits in PostgreSQL, shared by every server given the
+    /// same URL: postgres://USER:PASSWORD@HOST:PORT/DB (`connect_timeout=S` in the query
+    /// bounds waits; default 5 s) [default: SQLite DATA/users.db].
+    #[arg(long, value_name = "URL", env = "SOCKIT_USERS", hide_env_values = true)]
+    pub users: Option<UsersUrl>,
+    /// With --users: seconds a server may go silent (crashed, cut off) before the quota
+    /// reservations of its uploads are reclaimed by the others [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub quota_lease: Option<u64>,
     /// Where the homes live: s3://BUCKET[/PREFIX] for an S3-compatible object store
     /// (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) [default: the
     /// folder DATA/homes].
@@ -256,6 +266,8 @@ impl ServeOptions {
             http,
             ftp,
             ftp_passive_ports,
+            users,
+            quota_lease,
             store,
             s3_endpoint,
             s3_region,
@@ -311,6 +323,8 @@ impl ServeOptions {
             http: http.or(file.http),
             ftp: ftp.or(file.ftp),
             ftp_passive_ports: ftp_passive_ports.or(file.ftp_passive_ports),
+            users: users.or(file.users),
+            quota_lease: quota_lease.or(file.quota_lease),
             store: store.or(file.store),
             s3_endpoint: s3_endpoint.or(file.s3_endpoint),
             s3_region: s3_region.or(file.s3_region),
@@ -427,7 +441,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 50, "every flag but --config");
+        assert_eq!(checked, 52, "every flag but --config");
     }
 
     #[test]

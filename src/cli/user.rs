@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use sockit::config::parse_size;
 use sockit::keys::PublicKey;
-use sockit::users::{Password, UserRates, Users};
+use sockit::users::{HashCost, Password, UserRates, Users, UsersUrl};
 
 /// `sockit user …`: manage the users of a data folder (run on the server's machine).
 #[derive(Debug, Args)]
@@ -19,6 +19,16 @@ pub struct UserArgs {
     /// The server's data folder.
     #[arg(long, global = true, default_value = "./sockit-data")]
     pub data: PathBuf,
+    /// The users in PostgreSQL, as `serve --users` keeps them:
+    /// postgres://USER:PASSWORD@HOST:PORT/DB [default: SQLite DATA/users.db].
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
+    pub users: Option<UsersUrl>,
 }
 
 /// The `user` actions.
@@ -109,8 +119,12 @@ pub enum KeyAction {
 /// # Errors
 /// Bad names, duplicates, unknown users, database errors.
 pub fn user(args: UserArgs) -> Result<()> {
-    let users = Users::open(&args.data)
-        .with_context(|| format!("opening the users of {}", args.data.display()))?;
+    let users = Users::open_url(&args.data, args.users.as_ref(), HashCost::Standard).with_context(
+        || match &args.users {
+            Some(url) => format!("opening the users in {url}"),
+            None => format!("opening the users of {}", args.data.display()),
+        },
+    )?;
     match args.action {
         UserAction::Add {
             name,

@@ -111,7 +111,8 @@ pub async fn start(settings: Settings) -> Result<Running> {
         tasks: Vec::new(),
         health: Health::new(),
     };
-    let files = FileService::open(&settings.data).map_err(|e| {
+    let users = (settings.users.as_ref(), settings.quota_lease);
+    let files = FileService::open(&settings.data, users).map_err(|e| {
         failed(
             format!("opening the users and homes in {}", settings.data.display()),
             e,
@@ -127,7 +128,11 @@ pub async fn start(settings: Settings) -> Result<Running> {
     let files = match &settings.store {
         Some(options) => {
             // Servers sharing the store and this data folder keep their uploads apart.
-            let writers = Writers::Files(settings.data.join("locks"));
+            // In PostgreSQL when the users are: servers anywhere then, not one machine.
+            let writers = match files.users.writer_locks() {
+                Some(locks) => Writers::Postgres(locks),
+                None => Writers::Files(settings.data.join("locks")),
+            };
             let bucket = open_store(options, writers, settings.allow_exec).await?;
             running.health.store(bucket.clone());
             // Not one of the server's tasks: it has nothing to finish at shutdown.

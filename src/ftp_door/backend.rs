@@ -368,7 +368,7 @@ mod tests {
         let quota = crate::quota::QuotaLedger::new()
             .reserve("ann", Some(0), 1)
             .unwrap_err();
-        let e = ftp_error(Error::QuotaExceeded(quota));
+        let e = ftp_error(quota);
         assert_eq!(e.kind(), ErrorKind::ExceededStorageAllocationError);
         let e = ftp_error(Error::PermissionDenied("outside".into()));
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);

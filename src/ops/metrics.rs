@@ -358,6 +358,7 @@ mod tests {
             ExecDisabled,
             TooManyConnections,
             TlsRequired,
+            Unavailable,
             Other,
         ] {
             assert_eq!(code_label(code), code.to_string());

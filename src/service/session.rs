@@ -33,7 +33,7 @@ use crate::storage::backend::{Local, Storage as _, Store};
 use crate::storage::s3::Bucket;
 use crate::storage::{Root, WirePath};
 use crate::users::{
-    Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users,
+    Attempt, AuthThrottle, FAILED_LOGIN_DELAY, Password, Refused, Stamp, UserInfo, Users, UsersUrl,
 };
 use crate::{Error, Result};
 
@@ -57,12 +57,23 @@ pub struct FileService {
 }
 
 impl FileService {
-    /// Opens the user store in `data_dir` (creating it if needed).
+    /// Opens the user store in `data_dir` (creating it if needed), or in PostgreSQL at
+    /// `users` (`serve --users`), whose servers reclaim a silent one's quota reservations
+    /// after `lease` (`serve --quota-lease`).
     ///
     /// # Errors
     /// When the database or the folders cannot be opened or created.
-    pub(crate) fn open(data_dir: &Path) -> Result<FileService> {
-        Ok(FileService::with_users(Users::open(data_dir)?))
+    pub(crate) fn open(
+        data_dir: &Path,
+        (users, lease): (Option<&UsersUrl>, std::time::Duration),
+    ) -> Result<FileService> {
+        let users = Users::open_url(data_dir, users, crate::users::HashCost::Standard)?;
+        let shared = users.shared_usage(lease)?;
+        let mut files = FileService::with_users(users);
+        if let Some(shared) = shared {
+            files.ledger = QuotaLedger::shared(shared);
+        }
+        Ok(files)
     }
 
     /// A file service over an already opened user store, checking as many passwords at

@@ -4,7 +4,7 @@
 use rusqlite::{ErrorCode as SqlCode, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Stamp, UserInfo, Users, check_name, unknown};
+use super::{Db, Stamp, UserInfo, Users, check_name, lock, unknown};
 use crate::keys::PublicKey;
 use crate::{Error, Result};
 
@@ -43,7 +43,11 @@ impl Users {
             comment,
             added: chrono::Utc::now().timestamp(),
         };
-        let mut conn = self.lock();
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.add_key(name, &info, key.to_base64()).map(|()| info),
+        };
+        let mut conn = lock(conn);
         let tx = conn.transaction()?;
         let exists: Option<String> = tx
             .query_row("SELECT name FROM users WHERE name = ?1", [name], |r| {
@@ -82,7 +86,10 @@ impl Users {
     /// [`Error::NotFound`] for an unknown user; database errors.
     pub fn keys(&self, name: &str) -> Result<Vec<KeyInfo>> {
         self.get(name)?;
-        let conn = self.lock();
+        let conn = match &self.db {
+            Db::Sqlite(conn) => lock(conn),
+            Db::Postgres(pg) => return pg.keys(name),
+        };
         let mut stmt = conn.prepare(
             "SELECT fingerprint, comment, added FROM keys WHERE user = ?1 ORDER BY added, rowid",
         )?;
@@ -102,11 +109,16 @@ impl Users {
     /// [`Error::NotFound`] when the user has no such key; database errors.
     pub fn remove_key(&self, name: &str, fingerprint: &str) -> Result<()> {
         check_name(name)?;
-        let removed = self.lock().execute(
-            "DELETE FROM keys WHERE user = ?1 AND fingerprint = ?2",
-            params![name, fingerprint],
-        )?;
-        if removed == 0 {
+        let removed = match &self.db {
+            Db::Sqlite(conn) => {
+                lock(conn).execute(
+                    "DELETE FROM keys WHERE user = ?1 AND fingerprint = ?2",
+                    params![name, fingerprint],
+                )? > 0
+            }
+            Db::Postgres(pg) => pg.remove_key(name, fingerprint)?,
+        };
+        if !removed {
             return Err(Error::NotFound(format!(
                 "user `{name}` has no key {fingerprint}"
             )));
@@ -127,15 +139,18 @@ impl Users {
         if check_name(name).is_err() {
             return Ok(None);
         }
-        let found: Option<String> = self
-            .lock()
-            .query_row(
-                "SELECT user FROM keys WHERE user = ?1 AND key = ?2",
-                params![name, key.to_base64()],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if found.is_none() {
+        let found = match &self.db {
+            Db::Sqlite(conn) => lock(conn)
+                .query_row(
+                    "SELECT user FROM keys WHERE user = ?1 AND key = ?2",
+                    params![name, key.to_base64()],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()?
+                .is_some(),
+            Db::Postgres(pg) => pg.has_key(name, key.to_base64())?,
+        };
+        if !found {
             return Ok(None);
         }
         self.current(name)

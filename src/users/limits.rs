@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Users, check_name, unknown};
+use super::{Db, Users, check_name, lock, unknown};
 use crate::Result;
 use crate::error::Error;
 
@@ -33,7 +33,11 @@ impl Users {
             .transpose()
         };
         let (up, down) = (sql(rates.up)?, sql(rates.down)?);
-        let mut conn = self.lock();
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(pg) => return pg.set_rates(name, up, down),
+        };
+        let mut conn = lock(conn);
         let tx = conn.transaction()?;
         let exists: Option<i64> = tx
             .query_row("SELECT 1 FROM users WHERE name = ?1", [name], |r| r.get(0))
@@ -58,12 +62,14 @@ impl Users {
     /// # Errors
     /// A database error.
     pub fn rates(&self, name: &str) -> Result<UserRates> {
-        let row: Option<(Option<i64>, Option<i64>)> = self
-            .lock()
-            .query_row("SELECT up, down FROM limits WHERE user = ?1", [name], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        let row: Option<(Option<i64>, Option<i64>)> = match &self.db {
+            Db::Sqlite(conn) => lock(conn)
+                .query_row("SELECT up, down FROM limits WHERE user = ?1", [name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?,
+            Db::Postgres(pg) => pg.rates(name)?,
+        };
         let rate = |r: Option<i64>| r.and_then(|r| u64::try_from(r).ok());
         Ok(row.map_or_else(UserRates::default, |(up, down)| UserRates {
             up: rate(up),

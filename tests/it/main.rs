@@ -23,6 +23,8 @@ mod limits;
 mod native;
 mod netns;
 mod ops;
+mod postgres;
+mod postgres_server;
 mod s3;
 mod seaweed;
 mod seeds;
