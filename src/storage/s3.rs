@@ -218,14 +218,18 @@ impl Bucket {
             let Ok(state) = self.load_state(&meta.location).await else {
                 continue;
             };
-            let Some(state) = state else { continue };
-            let key = Path::from(state.key.as_str());
-            if self.writing(&key) {
-                continue;
-            }
-            if let Some(id) = &state.upload_id {
-                // Already gone (completed or aborted by someone else) is fine.
-                drop(self.inner.store.abort_multipart(&key, id).await);
+            // A state that cannot be read names no upload to abort: it just goes.
+            if let Some(state) = state {
+                let Ok(key) = Path::parse(&state.key) else {
+                    continue;
+                };
+                if self.writing(&key) {
+                    continue;
+                }
+                if let Some(id) = &state.upload_id {
+                    // Already gone (completed or aborted by someone else) is fine.
+                    drop(self.inner.store.abort_multipart(&key, id).await);
+                }
             }
             drop(self.inner.store.delete(&meta.location).await);
             ended += 1;
@@ -376,24 +380,32 @@ impl S3Home {
         }
     }
 
-    /// Every object at or below `path`'s key (the file itself, or a folder's whole tree).
-    async fn objects(&self, path: &WirePath) -> Result<Vec<object_store::ObjectMeta>> {
+    /// Every object at or below `path`'s key (the file itself, or a folder's whole tree),
+    /// as the store lists them, a page at a time: never the whole tree in memory.
+    fn objects(
+        &self,
+        path: &WirePath,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,
+    > {
         let key = self.key(path)?;
-        let prefix = (!path.is_root()).then_some(&key);
-        let mut found: Vec<_> = self
+        let below = self
             .store()
-            .list(Some(prefix.unwrap_or(&self.home)))
-            .try_collect()
-            .await
-            .map_err(|e| self.fail(path, e))?;
-        if !path.is_root() {
-            match self.store().head(&key).await {
-                Ok(meta) => found.push(meta),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.fail(path, e)),
-            }
+            .list(Some(if path.is_root() { &self.home } else { &key }));
+        if path.is_root() {
+            return Ok(below);
         }
-        Ok(found)
+        // The file itself, if `path` is one (a listing gives what is below a prefix only).
+        let store = self.store().clone();
+        let itself = futures_util::stream::once(async move {
+            match store.head(&key).await {
+                Ok(meta) => Some(Ok(meta)),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .filter_map(futures_util::future::ready);
+        Ok(itself.chain(below).boxed())
     }
 
     fn busy_inside(&self, path: &WirePath) -> Result<bool> {
@@ -973,8 +985,7 @@ impl Storage for S3Home {
                 "busy: an upload is in progress inside {path}"
             )));
         }
-        let gone = self.objects(path).await?;
-        let locations = futures_util::stream::iter(gone.into_iter().map(|m| Ok(m.location)));
+        let locations = self.objects(path)?.map_ok(|m| m.location);
         let mut deleted = self.store().delete_stream(locations.boxed());
         while let Some(done) = deleted.next().await {
             match done {
@@ -1023,38 +1034,53 @@ impl Storage for S3Home {
                 "busy: an upload is in progress inside {from}"
             )));
         }
-        let objects = self.objects(from).await?;
-        // Every object's new path must fit the path limits, as on a local disk.
-        for meta in &objects {
-            let below: Vec<_> = meta
+        // Every object's new path must fit the path limits, as on a local disk: checked
+        // before anything is copied.
+        let mut listed = self.objects(from)?;
+        while let Some(meta) = listed.try_next().await.map_err(|e| self.fail(from, e))? {
+            let below: Vec<String> = meta
                 .location
                 .prefix_match(&from_key)
                 .map(|parts| parts.map(|p| p.as_ref().to_owned()).collect())
                 .unwrap_or_default();
-            let len: usize = below.iter().map(|p| p.len() + 1).sum();
-            if to.depth() + below.len() > MAX_DEPTH + 1 || to.display_len() + len > MAX_PATH_LEN {
+            // A marker stands for its folder, one level up.
+            let marker = below.last().is_some_and(|name| name == MARKER);
+            let names = &below[..below.len() - usize::from(marker)];
+            let len: usize = names.iter().map(|p| p.len() + 1).sum();
+            if to.depth() + names.len() > MAX_DEPTH || to.display_len() + len > MAX_PATH_LEN {
                 return Err(Error::BadRequest(format!(
                     "moving {from} to {to} would nest what it holds too deep: paths may have \
                      at most {MAX_PATH_LEN} bytes and {MAX_DEPTH} levels"
                 )));
             }
         }
-        // Copies first, then the deletes: a failure half way leaves both, never neither.
-        for meta in &objects {
-            let mut target = to_key.clone();
-            if let Some(parts) = meta.location.prefix_match(&from_key) {
-                for part in parts {
-                    target = target.join(part);
+        // Copies first (a few at a time), then the deletes: a failure half way leaves both,
+        // never neither.
+        let (store, from_prefix) = (self.store().clone(), from_key.clone());
+        self.objects(from)?
+            .map(|meta| {
+                let (store, from_prefix, to_key) =
+                    (store.clone(), from_prefix.clone(), to_key.clone());
+                async move {
+                    let meta = meta?;
+                    let mut target = to_key;
+                    if let Some(parts) = meta.location.prefix_match(&from_prefix) {
+                        for part in parts {
+                            target = target.join(part);
+                        }
+                    }
+                    store.copy(&meta.location, &target).await
                 }
-            }
-            self.store()
-                .copy(&meta.location, &target)
-                .await
-                .map_err(|e| self.fail(from, e))?;
-        }
-        for meta in &objects {
-            match self.store().delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(|e| self.fail(from, e))?;
+        let locations = self.objects(from)?.map_ok(|m| m.location);
+        let mut deleted = self.store().delete_stream(locations.boxed());
+        while let Some(done) = deleted.next().await {
+            match done {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.fail(from, e)),
             }
         }
@@ -1067,15 +1093,18 @@ impl Storage for S3Home {
                 "busy: an upload is in progress inside {path}"
             )));
         }
-        let objects = self.objects(path).await?;
-        if objects.is_empty() && !path.is_root() {
-            return Err(Error::NotFound(format!("{path}: no such file or folder")));
-        }
         // A folder's marker stands for the folder itself, and costs as an entry.
-        let mut usage = Usage::default();
-        for meta in &objects {
-            usage.entries += 1;
-            usage.bytes = usage.bytes.saturating_add(meta.size);
+        let usage = self
+            .objects(path)?
+            .try_fold(Usage::default(), |mut usage, meta| {
+                usage.entries += 1;
+                usage.bytes = usage.bytes.saturating_add(meta.size);
+                futures_util::future::ready(Ok(usage))
+            })
+            .await
+            .map_err(|e| self.fail(path, e))?;
+        if usage.entries == 0 && !path.is_root() {
+            return Err(Error::NotFound(format!("{path}: no such file or folder")));
         }
         Ok(usage)
     }
