@@ -40,7 +40,7 @@ pub fn shared() -> &'static PgServer {
 }
 
 /// Removes the folders of earlier runs' shared servers: those whose server is gone and
-/// that are over an hour old (a younger one may be a server between a stop and a start).
+/// that are over ten minutes old (a younger one may be a server between a stop and a start).
 fn sweep() {
     let tmp = std::env::temp_dir();
     for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
@@ -52,7 +52,7 @@ fn sweep() {
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
         let running = std::fs::read_to_string(path.join("db/postmaster.pid"))
             .ok()
             .and_then(|pid| pid.lines().next().map(str::to_owned))
