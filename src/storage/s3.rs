@@ -11,18 +11,19 @@
 //!
 //! An upload is an S3 multipart upload to its final key, which no reader sees until it is
 //! completed: that happens only once the size and digest match, so nothing is ever visible
-//! half written. Each part is [`PART_SIZE`] bytes (the last one shorter); after each part the
-//! upload's state (multipart id, each part's ETag and the BLAKE3 chaining value of its bytes)
-//! is written next to the homes, so a resume, by this server after a restart or by another
-//! one, sends only the parts missing and still checks the whole file's BLAKE3 without reading
-//! a byte back: the parts are whole subtrees of the BLAKE3 tree (a power of two of chunks, at
-//! an aligned offset), so their chaining values merge into the file's hash ([`merge_cvs`]).
+//! half written. Each part is [`PART_SIZE`] bytes (the last one shorter), a few on their way
+//! at once; once a part and all before it landed, the upload's state (multipart id, each
+//! part's ETag and the BLAKE3 chaining value of its bytes) is written next to the homes, so
+//! a resume, by this server after a restart or by another one, sends only the parts missing
+//! and still checks the whole file's BLAKE3 without reading a byte back: the parts are whole
+//! subtrees of the BLAKE3 tree (a power of two of chunks, at an aligned offset), so their
+//! chaining values merge into the file's hash ([`merge_cvs`]).
 //! The bytes after the last whole part are lost when a connection drops; the client resends
 //! them. Files up to one part go up in a single `PUT` at the commit.
 //!
 //! Rename and remove of a folder are a copy and a delete per object: not atomic, as with
-//! every S3 client. One writer per file holds on this server (a lock per key); across
-//! servers, two uploads of the same file at once are not prevented here.
+//! every S3 client. One writer per file holds on this server (a lock per key) and across the
+//! servers sharing the store ([`Writers`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,6 +55,10 @@ use crate::{Error, Result};
 /// Bytes in each part of a multipart upload but the last: 8 MiB, 8,192 BLAKE3 chunks (a power
 /// of two, so each part is a whole subtree of the file's hash), above S3's 5 MiB minimum.
 pub(crate) const PART_SIZE: usize = 8 << 20;
+
+/// Parts of one upload on their way to the store at once: an upload holds at most this many
+/// parts and the one it is filling in memory (40 MiB).
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// The empty object that says "this is a folder".
 pub(crate) const MARKER: &str = ".sockit-folder";
@@ -536,8 +541,13 @@ pub(crate) struct S3Upload {
     state: UploadState,
     /// Received bytes after the last whole part.
     tail: BytesMut,
-    /// The part on its way to the store, if one is.
-    in_flight: Option<JoinHandle<Result<PartState>>>,
+    /// The last part sent to the store, if one is on its way: it resolves to every part
+    /// of the upload, once it and all before it landed and were saved.
+    in_flight: Option<JoinHandle<Result<Vec<PartState>>>>,
+    /// Parts sent (landed or on their way).
+    sent: usize,
+    /// Room for the parts on their way at once.
+    slots: Arc<tokio::sync::Semaphore>,
     md5: Option<md5::Md5>,
     /// The file's size, as the upload announced it.
     expected: u64,
@@ -648,11 +658,12 @@ impl S3Upload {
         self.abort().await;
         self.state.parts.clear();
         self.state.upload_id = None;
+        self.sent = 0;
         Ok(())
     }
 
     /// Takes the next received bytes: a whole part goes to the store while the next one
-    /// arrives (so an upload holds at most two parts in memory).
+    /// arrives (up to [`PARTS_IN_FLIGHT`] at once).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the store refuses a part or the state.
@@ -680,7 +691,6 @@ impl S3Upload {
     }
 
     async fn send_part(&mut self, bytes: Bytes) -> Result<()> {
-        self.settle_in_flight().await?;
         let store = self.home.store().clone();
         let id = match &self.state.upload_id {
             Some(id) => id.clone(),
@@ -695,41 +705,71 @@ impl S3Upload {
                 id
             }
         };
-        let index = self.state.parts.len();
-        let offset = self.state.received();
+        // At most PARTS_IN_FLIGHT parts travel at once; the next waits for a slot.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("part slots: {e}")))?;
+        let index = self.sent;
+        self.sent += 1;
+        let offset = index as u64 * self.state.part_size;
         let (key, bucket) = (self.key.clone(), self.home.bucket.clone());
-        let (state_key, mut state) = (self.state_key.clone(), self.state.clone());
+        let (state_key, base) = (self.state_key.clone(), self.state.clone());
+        let before = self.in_flight.take();
         self.in_flight = Some(tokio::spawn(async move {
             let hashed = bytes.clone();
-            let cv = tokio::task::spawn_blocking(move || subtree_cv(offset, &hashed))
-                .await
-                .map_err(|e| Error::Internal(format!("hashing a part: {e}")))?;
+            let cv = tokio::task::spawn_blocking(move || subtree_cv(offset, &hashed));
             let sent = store
                 .put_part(&key, &id, index, PutPayload::from_bytes(bytes))
                 .await
-                .map_err(|e| bucket.unavailable(&e))?;
-            let part = PartState {
-                etag: sent.content_id,
-                cv: hex::encode(cv),
+                .map_err(|e| bucket.unavailable(&e));
+            drop(slot);
+            let cv = cv
+                .await
+                .map_err(|e| Error::Internal(format!("hashing a part: {e}")));
+            // Recorded in order: after every part before it, whichever landed first.
+            let mut parts = match before {
+                Some(before) => before
+                    .await
+                    .map_err(|e| Error::Internal(format!("sending a part: {e}")))??,
+                None => base.parts.clone(),
             };
-            // Saved as soon as it landed: from now on a resume continues after it.
-            state.parts.push(part.clone());
+            parts.push(PartState {
+                etag: sent?.content_id,
+                cv: hex::encode(cv?),
+            });
+            // Saved as soon as it and all before it landed: a resume continues after it.
+            let state = UploadState {
+                parts: parts.clone(),
+                ..base
+            };
             save_state(&bucket, &state_key, &state).await?;
-            Ok(part)
+            Ok(parts)
         }));
         Ok(())
     }
 
-    /// Waits for the part in flight (which saves the state once it landed) and records it.
+    /// Waits for the parts in flight (which save the state as they land) and records them.
     async fn settle_in_flight(&mut self) -> Result<()> {
-        let Some(part) = self.in_flight.take() else {
+        let Some(last) = self.in_flight.take() else {
             return Ok(());
         };
-        let part = part
+        let parts = last
             .await
-            .map_err(|e| Error::Internal(format!("sending a part: {e}")))??;
-        self.state.parts.push(part);
-        Ok(())
+            .map_err(|e| Error::Internal(format!("sending a part: {e}")))?;
+        match parts {
+            Ok(parts) => {
+                self.state.parts = parts;
+                Ok(())
+            }
+            Err(e) => {
+                // What landed is in the saved state; this upload goes no further.
+                self.sent = self.state.parts.len();
+                Err(e)
+            }
+        }
     }
 
     async fn save(&self) -> Result<()> {
@@ -767,7 +807,7 @@ impl S3Upload {
     }
 
     fn len(&self) -> u64 {
-        self.state.received() + self.tail.len() as u64
+        self.sent as u64 * self.state.part_size + self.tail.len() as u64
     }
 
     async fn abort(&mut self) {
@@ -1108,6 +1148,7 @@ impl Storage for S3Home {
                 parts: Vec::new(),
             },
         };
+        let state_parts = state.parts.len();
         Ok(S3Upload {
             home: self.clone(),
             key,
@@ -1116,6 +1157,8 @@ impl Storage for S3Home {
             state,
             tail: BytesMut::new(),
             in_flight: None,
+            sent: state_parts,
+            slots: Arc::new(tokio::sync::Semaphore::new(PARTS_IN_FLIGHT)),
             md5: None,
             expected: 0,
             writer: Some(writer),
@@ -1170,6 +1213,7 @@ impl Storage for S3Home {
     async fn discard_upload(&self, upload: &mut S3Upload) -> Result<()> {
         upload.abort().await;
         upload.state.parts.clear();
+        upload.sent = 0;
         upload.tail.clear();
         Ok(())
     }
