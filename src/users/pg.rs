@@ -11,16 +11,18 @@
 //! Failures to reach the database are [`Error::Unavailable`]: a refused or lost connection,
 //! a database shutting down, or no answer within the deadline (twice the connect timeout,
 //! `connect_timeout` in the URL, 5 s by default; the server also cancels statements past it
-//! through `statement_timeout`). For half a second after such a failure, calls fail at
-//! once rather than each waiting out a timeout. The pool drops dead connections and opens
-//! new ones, so service resumes by itself once the database is back. The URL's password never appears in
+//! through `statement_timeout`). Once a call finds the database unreachable, calls fail at
+//! once rather than each waiting out a timeout, while a probe in the background tries it
+//! every half second. The pool drops dead connections and opens new ones, so service
+//! resumes by itself once the database is back. The URL's password never appears in
 //! errors, logs or `Debug` output: see [`redact`].
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -32,7 +34,7 @@ use crate::{Error, Result};
 /// The connect timeout when the URL sets none (`connect_timeout=SECONDS`).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long calls fail at once after one found the database unreachable.
+/// How often a database found unreachable is tried again (calls fail at once meanwhile).
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Connections kept open to the database, per server.
@@ -88,10 +90,14 @@ pub(super) struct Pg {
     deadline: Duration,
     /// The URL without its password, for messages.
     shown: String,
-    /// Until when calls fail at once, after one found the database unreachable: so that
-    /// while it is down, each request does not wait out its own connect timeout.
-    down_until: std::sync::Mutex<Option<(Instant, String)>>,
+    /// Why the database is down, once a call found it unreachable: until a probe in the
+    /// background reaches it again, calls fail at once instead of each waiting out its
+    /// own timeout (on a thread of the server).
+    down: Outage,
 }
+
+/// See [`Pg::down`].
+type Outage = Arc<std::sync::Mutex<Option<String>>>;
 
 impl Drop for Pg {
     fn drop(&mut self) {
@@ -162,7 +168,7 @@ impl Pg {
             pool,
             deadline,
             shown,
-            down_until: std::sync::Mutex::default(),
+            down: Outage::default(),
         };
         pg.run(|pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
@@ -191,42 +197,10 @@ impl Pg {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let Some(runtime) = self.runtime.as_ref() else {
-            return Err(Error::Unavailable("the user database was closed".into()));
-        };
-        if let Some((until, why)) = self.down().as_ref()
-            && Instant::now() < *until
-        {
-            return Err(Error::Unavailable(why.clone()));
-        }
         let (tx, rx) = mpsc::sync_channel(1);
-        let future = work(self.pool.clone());
-        let deadline = self.deadline;
-        runtime.spawn(async move {
-            let answer = tokio::time::timeout(deadline, future)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Unavailable(format!(
-                        "the user database did not answer within {} s",
-                        deadline.as_secs_f32()
-                    )))
-                });
-            let _ = tx.send(answer);
-        });
-        let answer = rx
-            .recv()
-            .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())));
-        *self.down() = match &answer {
-            Err(Error::Unavailable(why)) => Some((Instant::now() + RETRY_AFTER, why.clone())),
-            _ => None,
-        };
-        answer
-    }
-
-    fn down(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
-        self.down_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.launch(work, move |answer| drop(tx.send(answer)))?;
+        let answer = rx.recv().unwrap_or_else(|_| Err(closed()));
+        self.settled(answer)
     }
 
     /// [`Pg::run`] for async callers: waits for the answer without blocking a thread.
@@ -236,25 +210,54 @@ impl Pg {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let Some(runtime) = self.runtime.as_ref() else {
-            return Err(Error::Unavailable("the user database was closed".into()));
-        };
         let (tx, rx) = tokio::sync::oneshot::channel();
+        self.launch(work, move |answer| drop(tx.send(answer)))?;
+        let answer = rx.await.unwrap_or_else(|_| Err(closed()));
+        self.settled(answer)
+    }
+
+    /// Spawns `work` on the pool's runtime, bounded by the deadline, and hands its answer
+    /// to `answer`; refuses at once while the database is known to be down.
+    fn launch<T, F, Fut>(
+        &self,
+        work: F,
+        answer: impl FnOnce(Result<T>) + Send + 'static,
+    ) -> Result<()>
+    where
+        F: FnOnce(Pool) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(closed());
+        };
+        if let Some(why) = lock_outage(&self.down).as_ref() {
+            return Err(Error::Unavailable(why.clone()));
+        }
         let future = work(self.pool.clone());
         let deadline = self.deadline;
         runtime.spawn(async move {
-            let answer = tokio::time::timeout(deadline, future)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Unavailable(format!(
-                        "the user database did not answer within {} s",
-                        deadline.as_secs_f32()
-                    )))
-                });
-            let _ = tx.send(answer);
+            answer(
+                tokio::time::timeout(deadline, future)
+                    .await
+                    .unwrap_or_else(|_| Err(late(deadline))),
+            );
         });
-        rx.await
-            .unwrap_or_else(|_| Err(Error::Unavailable("the user database was closed".into())))
+        Ok(())
+    }
+
+    /// Passes `answer` on; when it says the database cannot be reached, marks it down and
+    /// starts the probe that marks it up again.
+    fn settled<T>(&self, answer: Result<T>) -> Result<T> {
+        if let Err(Error::Unavailable(why)) = &answer {
+            let mut down = lock_outage(&self.down);
+            if down.is_none() {
+                *down = Some(why.clone());
+                drop(down);
+                self.spawn(probe(self.pool.clone(), self.down.clone(), self.deadline));
+            }
+        }
+        answer
     }
 
     /// Runs `task` in the background on the pool's runtime (until the store is dropped).
@@ -576,6 +579,39 @@ impl<'de> serde::Deserialize<'de> for UsersUrl {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
         Ok(UsersUrl(String::deserialize(de)?))
     }
+}
+
+/// Tries the database every [`RETRY_AFTER`] until it answers, then clears `down`.
+async fn probe(pool: Pool, down: Outage, deadline: Duration) {
+    loop {
+        tokio::time::sleep(RETRY_AFTER).await;
+        let answered = tokio::time::timeout(deadline, async {
+            let client = pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        })
+        .await;
+        if let Ok(Some(_)) = answered {
+            *lock_outage(&down) = None;
+            tracing::info!("the user database answers again");
+            return;
+        }
+    }
+}
+
+fn lock_outage(down: &Outage) -> std::sync::MutexGuard<'_, Option<String>> {
+    down.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn closed() -> Error {
+    Error::Unavailable("the user database was closed".into())
+}
+
+fn late(deadline: Duration) -> Error {
+    Error::Unavailable(format!(
+        "the user database did not answer within {} s",
+        deadline.as_secs_f32()
+    ))
 }
 
 /// `url` with the password of its user part replaced by `***` (and the `password=` query

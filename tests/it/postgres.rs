@@ -774,3 +774,45 @@ async fn servers_with_their_own_data_folders_share_an_object_store_and_postgres_
     drop(two);
     assert_no_password_in(dir);
 }
+
+#[tokio::test]
+async fn a_postgres_that_stops_answering_gives_unavailable_in_bounded_time_not_a_hang() {
+    use nix::sys::signal::Signal;
+    // Its own PostgreSQL, frozen with SIGSTOP: connections stay open, nothing answers (a
+    // database host gone silent, the case a refused connection does not cover).
+    let pg = PgServer::start();
+    // connect_timeout=2 (in the URL): a call gives up after 4 s.
+    let db = pg.database("frozen");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    admin(dir, &db, &["add", "ida", "--password-stdin"], "pw\n");
+    let server = serve(dir, &db, "serve.log");
+    let addr = server.addr("native");
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(logged_in(&addr, "ida", "pw").await);
+    }
+
+    pg.signal_all(Signal::SIGSTOP);
+    let bound = Duration::from_secs(30);
+    for session in &mut sessions {
+        let answer = tokio::time::timeout(bound, session.ls("/"))
+            .await
+            .expect("a request hung on a silent database");
+        assert_eq!(code(answer), ErrorCode::Unavailable);
+    }
+    pg.signal_all(Signal::SIGCONT);
+    for session in &mut sessions {
+        let started = Instant::now();
+        while let Err(e) = session.ls("/").await {
+            assert_eq!(code::<()>(Err(e)), ErrorCode::Unavailable);
+            assert!(
+                started.elapsed() < bound,
+                "no service once the database answered"
+            );
+            // The poll's interval.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(server.interrupt().code(), Some(0));
+}

@@ -40,7 +40,7 @@ pub fn shared() -> &'static PgServer {
 }
 
 /// Removes the folders of earlier runs' shared servers: those whose server is gone and
-/// that are over an hour old (a younger one may be a server between a stop and a start).
+/// that are over ten minutes old (a younger one may be a server between a stop and a start).
 fn sweep() {
     let tmp = std::env::temp_dir();
     for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
@@ -52,7 +52,7 @@ fn sweep() {
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
         let running = std::fs::read_to_string(path.join("db/postmaster.pid"))
             .ok()
             .and_then(|pid| pid.lines().next().map(str::to_owned))
@@ -213,6 +213,8 @@ impl PgServer {
 
     /// Stops the server (fast shutdown: sessions are ended) and waits for it to exit.
     pub fn stop(&self) {
+        // A server a test froze (and then failed) would never act on the shutdown signal.
+        self.signal_all(nix::sys::signal::Signal::SIGCONT);
         if let Some(mut child) = self.postmaster.lock().unwrap().take() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
@@ -237,6 +239,37 @@ impl PgServer {
             "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{name}?connect_timeout=2",
             self.port
         )
+    }
+
+    /// Sends `signal` to the server and every process it started (its backends), by PID:
+    /// SIGSTOP makes a server that keeps its connections open and never answers.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) {
+        let Some(pid) = self.postmaster.lock().unwrap().as_ref().map(Child::id) else {
+            return;
+        };
+        let mut pids = vec![pid];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // `PID (comm) STATE PPID …`; comm may hold spaces, so split after its `)`.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if parent == Some(pid) {
+                pids.push(child);
+            }
+        }
+        for pid in pids {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
     }
 
     /// What the server logged.
