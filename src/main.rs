@@ -40,9 +40,12 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // libunftp (the FTP door) logs each command at info, with spans that print its whole
-        // session state: its warnings are enough unless tracing.
+        // session state, and tokio-postgres each NOTICE of the database (the schema's
+        // `IF NOT EXISTS` at every start): their warnings are enough unless tracing.
         match default_level {
-            "info" | "debug" => EnvFilter::new(format!("{default_level},libunftp=warn")),
+            "info" | "debug" => EnvFilter::new(format!(
+                "{default_level},libunftp=warn,tokio_postgres=warn"
+            )),
             _ => EnvFilter::new(default_level),
         }
     });
