@@ -43,9 +43,9 @@ fn main() -> ExitCode {
         // session state, and tokio-postgres each NOTICE of the database (the schema's
         // `IF NOT EXISTS` at every start): their warnings are enough unless tracing.
         match default_level {
-            "info" | "debug" => EnvFilter::new(format!(
-                "{default_level},libunftp=warn,tokio_postgres=warn"
-            )),
+            "info" | "debug" => {
+                EnvFilter::new(format!("{default_level},libunftp=warn,tokio_postgres=warn"))
+            }
             _ => EnvFilter::new(default_level),
         }
     });

@@ -351,6 +351,17 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit: a server holds a
+/// descriptor per connection (10,000 by default), and the usual soft limit is 1,024.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

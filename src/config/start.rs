@@ -76,6 +76,7 @@ impl Drop for Running {
 /// errors. Nothing is left listening on error (dropping the partly built [`Running`] stops
 /// what had started).
 pub async fn start(settings: Settings) -> Result<Running> {
+    crate::net::raise_fd_limit();
     if let Some(exec) = &settings.seed_exec {
         if !settings.allow_exec {
             return Err(refused(

@@ -16,8 +16,8 @@ use crate::common::{ServerProcess, output_with_input, sockit_bin};
 
 /// A server with `--http`, its data folder, and users `ann` (quota 1 MB) and `bob`.
 pub(crate) struct Door {
-    /// Kept for its drop, which stops the server.
-    _server: ServerProcess,
+    /// The server process (stopped when this drops).
+    server: ServerProcess,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) port: u16,
 }
@@ -54,11 +54,7 @@ impl Door {
         let server = ServerProcess::start(&flags, 2);
         let addr = server.addr("http");
         let port = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        Door {
-            _server: server,
-            dir,
-            port,
-        }
+        Door { server, dir, port }
     }
 
     pub(crate) fn data(&self) -> PathBuf {
@@ -417,4 +413,68 @@ fn door_http_slow_heads_and_idle_connections_are_bounded() {
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains("max-connections-per-ip"), "{reply}");
     drop(idle);
+}
+
+/// Sends `GET /api/list?path=/` (answered 401 without a session: small) on `c` and reads the whole
+/// answer, leaving the connection open and idle.
+fn one_request(c: &mut TcpStream) -> Vec<u8> {
+    c.write_all(b"GET /api/list?path=/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().unwrap());
+            if body.len() >= len {
+                return answer;
+            }
+        }
+    }
+}
+
+#[test]
+fn door_http_ten_thousand_idle_keep_alive_connections_cost_little_and_others_are_served() {
+    // One address may hold them all here (its cap and rate are lifted): what is measured is
+    // what an idle keep-alive connection costs the server.
+    sockit::net::raise_fd_limit();
+    let door = Door::start_with(&[
+        "--max-connections",
+        "20000",
+        "--max-connections-per-ip",
+        "12000",
+        "--connection-rate",
+        "0",
+    ]);
+    let before = door.server.rss();
+    let idle: Vec<TcpStream> = (0..10_000)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", door.port)).unwrap();
+            let answer = one_request(&mut c);
+            assert!(
+                answer.starts_with(b"HTTP/1.1 401"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+            c
+        })
+        .collect();
+    let after = door.server.rss();
+    let each = after.saturating_sub(before) / 10_000;
+    assert!(
+        each < 48 * 1024,
+        "an idle keep-alive connection costs {each} bytes of server memory"
+    );
+    // Another client is served beside them, and every idle one still is.
+    let mut other = TcpStream::connect(("127.0.0.1", door.port)).unwrap();
+    assert!(one_request(&mut other).starts_with(b"HTTP/1.1 401"));
+    let mut last = idle.into_iter().last().unwrap();
+    assert!(one_request(&mut last).starts_with(b"HTTP/1.1 401"));
+    eprintln!("10,000 idle keep-alive connections: {each} bytes of server memory each");
 }

@@ -19,7 +19,7 @@ const WAVE: usize = 256;
 
 /// Runs an `idle` load against `server`.
 pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) -> Result<Report> {
-    raise_fd_limit();
+    crate::net::raise_fd_limit();
     let frame: Arc<[u8]> = echo_frame(BODY)?.into();
     let go = Arc::new(tokio::sync::Notify::new());
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(load.connections.max(1));
@@ -121,14 +121,4 @@ pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) 
         }),
         server_process,
     })
-}
-
-/// Raises the soft limit on open files to the hard limit (idle mode holds thousands).
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
