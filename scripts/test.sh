@@ -9,6 +9,7 @@
 #             the HTTP door's WebDAV client (upload, download, hostile paths) and the FTP
 #             door's FTP and FTPS client (`curl ftp://`, `curl --ssl-reqd`)
 #   litmus    the WebDAV compliance suite, run against the HTTP door's /dav/
+#   cadaver   a command-line WebDAV client, scripted against /dav/ (put, ls, get, mkcol, move)
 #   chromium, chromium-driver   a real browser (headless, driven by WebDriver) for the web page
 #   lftp      the FTP door's mirroring client (mirror up and down, `mirror --continue`)
 #   postgresql  the user store of `--users postgres://…`: the tests run its initdb and postgres
@@ -24,6 +25,7 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v litmus >/dev/null 2>&1 || need+=(litmus)
+command -v cadaver >/dev/null 2>&1 || need+=(cadaver)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v lftp >/dev/null 2>&1 || need+=(lftp)

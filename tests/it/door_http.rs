@@ -478,3 +478,45 @@ fn door_http_ten_thousand_idle_keep_alive_connections_cost_little_and_others_are
     assert!(one_request(&mut last).starts_with(b"HTTP/1.1 401"));
     eprintln!("10,000 idle keep-alive connections: {each} bytes of server memory each");
 }
+
+#[test]
+fn cadaver_puts_lists_gets_makes_and_moves_through_webdav() {
+    let door = Door::start();
+    let scratch = door.dir.path().join("cadaver");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // cadaver reads its login from ~/.netrc and its commands from stdin; plaintext HTTP on
+    // loopback, which the door serves (a certificate prompt would need a terminal).
+    std::fs::write(
+        scratch.join(".netrc"),
+        "machine 127.0.0.1\nlogin bob\npassword bob-pw\n",
+    )
+    .unwrap();
+    let payload = (0..300_000u32).map(|i| (i % 249) as u8).collect::<Vec<_>>();
+    std::fs::write(scratch.join("local.bin"), &payload).unwrap();
+    let script = "put local.bin remote.bin\nls\nget remote.bin back.bin\nmkcol folder\n\
+                  move remote.bin folder/moved.bin\nls folder\nquit\n";
+    assert!(
+        Command::new("cadaver").arg("--version").output().is_ok(),
+        "cadaver is not installed (scripts/test.sh installs it)"
+    );
+    let mut cadaver = Command::new("cadaver");
+    cadaver
+        .arg(format!("http://127.0.0.1:{}/dav/", door.port))
+        .env("HOME", &scratch)
+        .current_dir(&scratch);
+    let out = output_with_input(&mut cadaver, script);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!said.contains("failed"), "{said}");
+    assert!(
+        said.contains("remote.bin") && said.contains("moved.bin"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(scratch.join("back.bin")).unwrap(), payload);
+    let home = door.home("bob");
+    assert_eq!(
+        std::fs::read(home.join("folder/moved.bin")).unwrap(),
+        payload
+    );
+    assert!(!home.join("remote.bin").exists());
+}
