@@ -60,6 +60,7 @@ if command -v nginx >/dev/null; then
   nginx_port="$(port)"
   mkdir -p "$work/nginx"
   cat >"$work/nginx/nginx.conf" <<EOF
+user root;
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
@@ -154,21 +155,26 @@ out="$work/out.bin"
 curl_get=(curl -sSf -k -o "$out")
 declare -A times
 for round in $(seq "$rounds"); do
+  rm -f "$out"
   times[sockit-get]+="$(seconds "$sockit" get big.bin "$out" -s "$native" -u bench) "
-  cmp "$work/files/big.bin" "$out"
+  cmp "$work/files/big.bin" "$out" && rm -f "$out"
   times[sockit-https]+="$(seconds "${curl_get[@]}" -u "bench:$SOCKIT_PASSWORD" "https://$http/dav/big.bin") "
   cmp "$work/files/big.bin" "$out"
   if [ -n "$nginx_port" ]; then
+    rm -f "$out"
     times[nginx-https]+="$(seconds "${curl_get[@]}" "https://127.0.0.1:$nginx_port/big.bin") "
     cmp "$work/files/big.bin" "$out"
   fi
+  rm -f "$out"
   times[sockit-ftps]+="$(seconds "${curl_get[@]}" --ssl-reqd -u "bench:$SOCKIT_PASSWORD" "ftp://$ftp/big.bin") "
   cmp "$work/files/big.bin" "$out"
   if [ -n "$vsftpd_port" ]; then
+    rm -f "$out"
     times[vsftpd-ftps]+="$(seconds "${curl_get[@]}" --ssl-reqd -u anonymous: "ftp://127.0.0.1:$vsftpd_port/big.bin") "
     cmp "$work/files/big.bin" "$out"
   fi
   if [ -n "$pyftpdlib_port" ]; then
+    rm -f "$out"
     times[pyftpdlib-ftps]+="$(seconds "${curl_get[@]}" --ssl-reqd -u anonymous: "ftp://127.0.0.1:$pyftpdlib_port/big.bin") "
     cmp "$work/files/big.bin" "$out"
   fi

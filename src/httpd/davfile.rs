@@ -107,9 +107,9 @@ impl Source {
         }
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    async fn read_buf(&mut self, buf: &mut impl bytes::BufMut) -> std::io::Result<usize> {
         match self {
-            Source::Local(file) => file.read(buf).await,
+            Source::Local(file) => file.read_buf(buf).await,
             Source::S3 {
                 object,
                 reading,
@@ -117,7 +117,7 @@ impl Source {
                 ..
             } => {
                 let reader = reading.get_or_insert_with(|| object.clone().into_async_read(*pos));
-                let n = reader.read(buf).await?;
+                let n = reader.read_buf(buf).await?;
                 *pos += n as u64;
                 Ok(n)
             }
@@ -162,18 +162,17 @@ impl DavFile for ReadFile {
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         async move {
             // dav-server asks for its read buffer's size (bounded); read until it is full
-            // or the file ends.
-            let mut buf = vec![0u8; count.min(1 << 20)];
-            let mut filled = 0;
-            while filled < buf.len() {
-                let n = self.file.read(&mut buf[filled..]).await.map_err(io)?;
-                if n == 0 {
+            // or the file ends, into memory that is not zeroed first.
+            let want = count.min(1 << 20);
+            let mut buf = bytes::BytesMut::with_capacity(want);
+            while buf.len() < want {
+                let left = want - buf.len();
+                let mut room = bytes::BufMut::limit(&mut buf, left);
+                if self.file.read_buf(&mut room).await.map_err(io)? == 0 {
                     break;
                 }
-                filled += n;
             }
-            buf.truncate(filled);
-            Ok(Bytes::from(buf))
+            Ok(buf.freeze())
         }
         .boxed()
     }

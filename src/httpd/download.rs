@@ -60,7 +60,8 @@ pub(crate) async fn download(
     let name = path.name().unwrap_or("file");
     let encoded: String =
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).collect();
-    let mut response = Response::new(Body::from_stream(ReaderStream::new(file.take(count))));
+    let chunks = ReaderStream::with_capacity(file.take(count), super::READ_CHUNK);
+    let mut response = Response::new(Body::from_stream(chunks));
     let h = response.headers_mut();
     let put = |h: &mut HeaderMap, k, v: String| {
         if let Ok(v) = v.parse() {

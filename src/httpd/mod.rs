@@ -50,6 +50,10 @@ use crate::service::session::{DoorLogin, FileService};
 use crate::service::transport::Transport;
 use crate::{Error, Result};
 
+/// Bytes a download reads (and hands to TLS) at a time: small reads make small TLS records
+/// and many trips to the blocking pool (dav-server's default is 16 KiB, tokio's 4 KiB).
+const READ_CHUNK: usize = 1 << 20;
+
 /// The HTTP listener's service.
 #[derive(Debug)]
 pub struct Http {
@@ -281,6 +285,7 @@ impl App {
             .or_insert_with(|| {
                 DavHandler::builder()
                     .strip_prefix("/dav")
+                    .read_buf_size(READ_CHUNK)
                     .locksystem(MemLs::new())
                     .build_handler()
             })
