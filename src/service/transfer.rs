@@ -95,7 +95,22 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             // Durable: the commit `fsync`s the file before it becomes visible.
             receive_body(conn, file, Some((offset, which)), true, &mut Quiet).await?
         }
-        StoreUpload::S3(s3) => receive_to_store(conn, s3, (offset, size), digest).await?,
+        StoreUpload::S3(s3) => match receive_to_store(conn, s3, (offset, size), digest).await {
+            Ok(sums) => sums,
+            Err(e) if e.closes_connection() => return Err(e),
+            Err(e) => {
+                // The store failed while the body came in (drained since): the client's
+                // `done` frame is on its way and belongs to this upload, so it is read here
+                // and the one reply is the error.
+                let head = conn.read_head().await?.ok_or_else(disconnected)?;
+                return match Request::from_head(&head) {
+                    Ok(Request::Done { .. }) => Err(e),
+                    _ => Err(Error::Io(std::io::Error::other(
+                        "expected a `done` frame after the data",
+                    ))),
+                };
+            }
+        },
     };
     let head = conn.read_head().await?.ok_or_else(disconnected)?;
     let Request::Done { md5, blake3 } = Request::from_head(&head)? else {

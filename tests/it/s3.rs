@@ -581,3 +581,56 @@ fn the_web_pages_chunked_upload_resumes_on_the_object_store() {
         Some(&payload[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_checked_by_md5_is_refused_and_the_connection_goes_on() {
+    let store = seaweed::shared();
+    let site = Site::new("md5", &[("ann", "pw-ann", None)]);
+    let server = site.serve(store, &[], 1);
+    let addr = server.addr("native");
+    let payload = bytes(20_000_000, 21);
+    // Parts kept by a first upload (checked by BLAKE3), cut off.
+    drop(upload_part_way(store, &site, &addr, ("m.bin", &payload, 10_000_000), 1).await);
+    let mut client = Client::connect(&addr.parse().unwrap()).await.unwrap();
+    client.login(ANN.0, ANN.1).await.unwrap();
+    // A client that names no digest (md5, as the seeds do) resumes where the server says.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let offset = loop {
+        assert!(Instant::now() < deadline, "the first upload never let go");
+        let ready = client
+            .call(
+                &json!({"op": "put", "path": "m.bin", "size": payload.len(), "resume": true}),
+                b"",
+            )
+            .await;
+        match ready {
+            Ok((reply, _)) => break reply["offset"].as_u64().unwrap(),
+            // The first connection's server side may still hold the file for a moment.
+            Err(e) if e.to_string().contains("busy") => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(offset, 8_388_608);
+    let conn = client.connection();
+    let rest = &payload[offset as usize..];
+    conn.queue_head(&json!({"op": "data"}), rest.len() as u64)
+        .unwrap();
+    conn.queue_raw(rest);
+    conn.queue(&json!({"op": "done", "md5": "0".repeat(32)}), b"")
+        .unwrap();
+    conn.flush().await.unwrap();
+    let reply = conn.read_head().await.unwrap().unwrap();
+    assert_eq!(reply.header["ok"], false, "{:?}", reply.header);
+    assert!(
+        reply.header["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("md5"),
+        "{:?}",
+        reply.header
+    );
+    // One reply for the upload, and the connection is in step for the next request.
+    let entry = client.stat("/").await.unwrap();
+    assert_eq!(entry.name, "/");
+    assert!(store.get(&site.key("ann", "m.bin")).is_none());
+}
