@@ -560,6 +560,8 @@ pub(crate) struct S3Upload {
     sent: usize,
     /// Room for the parts on their way at once.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Set by a part that failed: no more are sent.
+    failed: Arc<std::sync::atomic::AtomicBool>,
     md5: Option<md5::Md5>,
     /// The file's size, as the upload announced it.
     expected: u64,
@@ -703,11 +705,20 @@ impl S3Upload {
     }
 
     async fn send_part(&mut self, bytes: Bytes) -> Result<()> {
-        let store = self.home.store().clone();
+        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            // A part on its way failed: nothing more goes to the store; its error is told.
+            self.settle_in_flight().await?;
+            return Err(Error::Unavailable(format!(
+                "object store {}: a part of the upload failed",
+                self.home.bucket.url()
+            )));
+        }
         let id = match &self.state.upload_id {
             Some(id) => id.clone(),
             None => {
-                let id = store
+                let id = self
+                    .home
+                    .store()
                     .create_multipart(&self.key)
                     .await
                     .map_err(|e| self.home.fail(&self.target, e))?;
@@ -727,42 +738,87 @@ impl S3Upload {
         let index = self.sent;
         self.sent += 1;
         let offset = index as u64 * self.state.part_size;
-        let (key, bucket) = (self.key.clone(), self.home.bucket.clone());
-        let (state_key, base) = (self.state_key.clone(), self.state.clone());
         let before = self.in_flight.take();
+        let failed = self.failed.clone();
+        let part = Part {
+            bucket: self.home.bucket.clone(),
+            key: self.key.clone(),
+            id,
+            index,
+            offset,
+        };
+        let state = (self.state_key.clone(), self.state.clone());
         self.in_flight = Some(tokio::spawn(async move {
-            let hashed = bytes.clone();
-            let cv = tokio::task::spawn_blocking(move || subtree_cv(offset, &hashed));
-            let sent = store
-                .put_part(&key, &id, index, PutPayload::from_bytes(bytes))
-                .await
-                .map_err(|e| bucket.unavailable(&e));
-            drop(slot);
-            let cv = cv
-                .await
-                .map_err(|e| Error::Internal(format!("hashing a part: {e}")));
-            // Recorded in order: after every part before it, whichever landed first.
-            let mut parts = match before {
-                Some(before) => before
-                    .await
-                    .map_err(|e| Error::Internal(format!("sending a part: {e}")))??,
-                None => base.parts.clone(),
-            };
-            parts.push(PartState {
-                etag: sent?.content_id,
-                cv: hex::encode(cv?),
-            });
-            // Saved as soon as it and all before it landed: a resume continues after it.
-            let state = UploadState {
-                parts: parts.clone(),
-                ..base
-            };
-            save_state(&bucket, &state_key, &state).await?;
-            Ok(parts)
+            let sent = part.send(bytes, slot, before, state).await;
+            if sent.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Release);
+            }
+            sent
         }));
         Ok(())
     }
+}
 
+/// One part of a multipart upload, on its way.
+struct Part {
+    bucket: Bucket,
+    key: Path,
+    id: String,
+    index: usize,
+    offset: u64,
+}
+
+impl Part {
+    /// Sends the part's `bytes`, hashing them meanwhile, and lets go of its `slot`; then,
+    /// once every part `before` it landed, saves the upload's state (`base` at `state_key`)
+    /// with it. Returns the parts so far.
+    async fn send(
+        self,
+        bytes: Bytes,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        before: Option<JoinHandle<Result<Vec<PartState>>>>,
+        (state_key, base): (Path, UploadState),
+    ) -> Result<Vec<PartState>> {
+        let (offset, hashed) = (self.offset, bytes.clone());
+        let cv = tokio::task::spawn_blocking(move || subtree_cv(offset, &hashed));
+        let sent = self
+            .bucket
+            .inner
+            .store
+            .put_part(
+                &self.key,
+                &self.id,
+                self.index,
+                PutPayload::from_bytes(bytes),
+            )
+            .await
+            .map_err(|e| self.bucket.unavailable(&e));
+        drop(slot);
+        let cv = cv
+            .await
+            .map_err(|e| Error::Internal(format!("hashing a part: {e}")));
+        // Recorded in order: after every part before it, whichever landed first.
+        let mut parts = match before {
+            Some(before) => before
+                .await
+                .map_err(|e| Error::Internal(format!("sending a part: {e}")))??,
+            None => base.parts.clone(),
+        };
+        parts.push(PartState {
+            etag: sent?.content_id,
+            cv: hex::encode(cv?),
+        });
+        // Saved as soon as it and all before it landed: a resume continues after it.
+        let state = UploadState {
+            parts: parts.clone(),
+            ..base
+        };
+        save_state(&self.bucket, &state_key, &state).await?;
+        Ok(parts)
+    }
+}
+
+impl S3Upload {
     /// Waits for the parts in flight (which save the state as they land) and records them.
     async fn settle_in_flight(&mut self) -> Result<()> {
         let Some(last) = self.in_flight.take() else {
@@ -1188,6 +1244,7 @@ impl Storage for S3Home {
             in_flight: None,
             sent: state_parts,
             slots: Arc::new(tokio::sync::Semaphore::new(PARTS_IN_FLIGHT)),
+            failed: Arc::default(),
             md5: None,
             expected: 0,
             writer: Some(writer),
