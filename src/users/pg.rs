@@ -316,15 +316,12 @@ impl Pg {
     pub(super) fn lookup(&self, name: &str) -> Result<Option<(UserInfo, String)>> {
         let name = name.to_owned();
         self.run(move |pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT name, quota, created, hash FROM users WHERE name = $1")
-                .await
-                .map_err(db_error)?;
-            let row = client
-                .query_opt(&statement, &[&name])
-                .await
-                .map_err(db_error)?;
+            let row = cached_row(
+                &pool,
+                "SELECT name, quota, created, hash FROM users WHERE name = $1",
+                &[&name],
+            )
+            .await?;
             Ok(row.map(|row| {
                 let info = UserInfo {
                     name: row.get(0),
@@ -405,12 +402,9 @@ impl Pg {
     /// Counts every change to users, keys and limits made through any server or command.
     pub(super) fn data_version(&self) -> Result<u64> {
         self.run(|pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT version FROM store_version WHERE id = 1")
-                .await
-                .map_err(db_error)?;
-            let row = client.query_one(&statement, &[]).await.map_err(db_error)?;
+            let row = cached_row(&pool, "SELECT version FROM store_version WHERE id = 1", &[])
+                .await?
+                .ok_or_else(|| Error::Internal("the store_version row is missing".into()))?;
             Ok(row.get::<_, i64>(0).cast_unsigned())
         })
     }
@@ -478,15 +472,12 @@ impl Pg {
     pub(super) fn has_key(&self, name: &str, key: String) -> Result<bool> {
         let name = name.to_owned();
         self.run(move |pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT 1 FROM user_keys WHERE owner = $1 AND key = $2")
-                .await
-                .map_err(db_error)?;
-            let row = client
-                .query_opt(&statement, &[&name, &key])
-                .await
-                .map_err(db_error)?;
+            let row = cached_row(
+                &pool,
+                "SELECT 1 FROM user_keys WHERE owner = $1 AND key = $2",
+                &[&name, &key],
+            )
+            .await?;
             Ok(row.is_some())
         })
     }
@@ -526,15 +517,12 @@ impl Pg {
     pub(super) fn rates(&self, name: &str) -> Result<Option<(Option<i64>, Option<i64>)>> {
         let name = name.to_owned();
         self.run(move |pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT up, down FROM user_limits WHERE owner = $1")
-                .await
-                .map_err(db_error)?;
-            let row = client
-                .query_opt(&statement, &[&name])
-                .await
-                .map_err(db_error)?;
+            let row = cached_row(
+                &pool,
+                "SELECT up, down FROM user_limits WHERE owner = $1",
+                &[&name],
+            )
+            .await?;
             Ok(row.map(|row| (row.get(0), row.get(1))))
         })
     }
@@ -650,6 +638,18 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// Maps a database error: one about reaching the server, or the server going away, is
 /// [`Error::Unavailable`]; anything else is internal.
+/// Runs `sql` (prepared once per connection, then cached) with `params` on a connection of
+/// `pool`: its one row, if there is one.
+pub(super) async fn cached_row(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<tokio_postgres::Row>> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    client.query_opt(&statement, params).await.map_err(db_error)
+}
+
 pub(super) fn db_error(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => {

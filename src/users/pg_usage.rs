@@ -24,7 +24,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::pg::{Pg, db_error, pool_error};
+use super::pg::{Pg, cached_row, db_error, pool_error};
 use crate::quota::QuotaError;
 use crate::{Error, Result};
 
@@ -181,15 +181,7 @@ impl SharedUsage {
     pub(crate) fn used(&self, name: &str) -> Result<Option<u64>> {
         let name = name.to_owned();
         self.pg.run(move |pool| async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT used FROM usage WHERE name = $1")
-                .await
-                .map_err(db_error)?;
-            let row = client
-                .query_opt(&statement, &[&name])
-                .await
-                .map_err(db_error)?;
+            let row = cached_row(&pool, "SELECT used FROM usage WHERE name = $1", &[&name]).await?;
             Ok(row.map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
         })
     }
