@@ -60,6 +60,10 @@ pub(crate) const PART_SIZE: usize = 8 << 20;
 /// parts and the one it is filling in memory (40 MiB).
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// Parts of all uploads on their way at once (512 MiB): however many connections upload, the
+/// parts they hold waiting for the store stay within this.
+const SERVER_PARTS: usize = 64;
+
 /// The empty object that says "this is a folder".
 pub(crate) const MARKER: &str = ".sockit-folder";
 
@@ -84,6 +88,8 @@ struct BucketInner {
     writers: Mutex<HashSet<Path>>,
     /// Where servers sharing the store keep their uploads apart.
     shared_writers: Writers,
+    /// Room for parts on their way to the store, all uploads together.
+    parts: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where the object store is and how to reach it (`serve --store`, `--s3-endpoint`,
@@ -166,6 +172,7 @@ impl Bucket {
                 root,
                 writers: Mutex::new(HashSet::new()),
                 shared_writers,
+                parts: Arc::new(tokio::sync::Semaphore::new(SERVER_PARTS)),
             }),
         })
     }
@@ -728,13 +735,12 @@ impl S3Upload {
                 id
             }
         };
-        // At most PARTS_IN_FLIGHT parts travel at once; the next waits for a slot.
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Internal(format!("part slots: {e}")))?;
+        // At most PARTS_IN_FLIGHT parts of this upload travel at once, and SERVER_PARTS of
+        // all uploads together; the next waits for a slot of each.
+        let closed = |e| Error::Internal(format!("part slots: {e}"));
+        let mine = self.slots.clone().acquire_owned().await.map_err(closed)?;
+        let server = self.home.bucket.inner.parts.clone();
+        let slot = (mine, server.acquire_owned().await.map_err(closed)?);
         let index = self.sent;
         self.sent += 1;
         let offset = index as u64 * self.state.part_size;
@@ -775,7 +781,10 @@ impl Part {
     async fn send(
         self,
         bytes: Bytes,
-        slot: tokio::sync::OwnedSemaphorePermit,
+        slot: (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
         before: Option<JoinHandle<Result<Vec<PartState>>>>,
         (state_key, base): (Path, UploadState),
     ) -> Result<Vec<PartState>> {

@@ -416,13 +416,7 @@ impl Pg {
         self.run(move |pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(db_error)?;
-            let exists = tx
-                .query_opt("SELECT 1 FROM users WHERE name = $1 FOR SHARE", &[&name])
-                .await
-                .map_err(db_error)?;
-            if exists.is_none() {
-                return Err(super::unknown(&name));
-            }
+            user_exists(&tx, &name).await?;
             let inserted = tx
                 .execute(
                     "INSERT INTO user_keys (owner, fingerprint, key, comment, added) \
@@ -488,13 +482,7 @@ impl Pg {
         self.run(move |pool| async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(db_error)?;
-            let exists = tx
-                .query_opt("SELECT 1 FROM users WHERE name = $1 FOR SHARE", &[&name])
-                .await
-                .map_err(db_error)?;
-            if exists.is_none() {
-                return Err(super::unknown(&name));
-            }
+            user_exists(&tx, &name).await?;
             if up.is_none() && down.is_none() {
                 tx.execute("DELETE FROM user_limits WHERE owner = $1", &[&name])
                     .await
@@ -638,6 +626,15 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// Maps a database error: one about reaching the server, or the server going away, is
 /// [`Error::Unavailable`]; anything else is internal.
+/// Checks in `tx` that user `name` exists, and keeps them from being removed until `tx` ends.
+async fn user_exists(tx: &tokio_postgres::Transaction<'_>, name: &str) -> Result<()> {
+    let row = tx
+        .query_opt("SELECT 1 FROM users WHERE name = $1 FOR SHARE", &[&name])
+        .await
+        .map_err(db_error)?;
+    row.map(drop).ok_or_else(|| super::unknown(name))
+}
+
 /// Runs `sql` (prepared once per connection, then cached) with `params` on a connection of
 /// `pool`: its one row, if there is one.
 pub(super) async fn cached_row(
