@@ -614,13 +614,19 @@ class Suite:
             run([a.sockit, "put", "-q", "-s", f"127.0.0.1:{port}", "-u", "bench", src,
                  "bench-source.bin"], 600, env={**self.client_env(port, tls=True), **env},
                 stdout=subprocess.DEVNULL)
-        results = {(name, what): [] for name in servers for what in ("echo", "put", "get")}
-        for _ in range(a.reps):
-            for name, (p, port) in servers.items():
+        results = {(name, what): [] for name in servers
+                   for what in ("echo", "echo cpu", "put", "get")}
+        for round_ in range(a.reps):
+            # Odd rounds run the two the other way round: whichever runs first in a round
+            # meets the machine in another state (caches, the other's leftovers).
+            order = list(servers.items())
+            for name, (p, port) in order[::-1] if round_ % 2 else order:
                 r = self.bench("echo", "-s", f"127.0.0.1:{port}", "-c", str(a.connections),
                                "-b", str(a.body), "-d", str(a.seconds), "--server-pid", str(p.pid),
                                timeout=a.seconds + 120, env={**os.environ, "SOCKIT_PLAINTEXT": "1"})
                 results[(name, "echo")].append(r["requests_per_sec"])
+                results[(name, "echo cpu")].append(
+                    (r["server_process"] or {}).get("cpu_us_per_request", 0))
                 for mode in ("put", "get"):
                     what = ["--file", src] if mode == "put" else ["--remote", "bench-source.bin"]
                     out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{port}", "-u", "bench",
@@ -632,7 +638,8 @@ class Suite:
                     results[(name, mode)].append(size / r["seconds"] / 1e6)
         for (name, what), xs in results.items():
             self.rows.append(("metrics", f"{what}: {name}", {
-                "median": statistics.median(xs), "all": [round(x) for x in xs]}))
+                "median": statistics.median(xs),
+                "all": [round(x, 2) if what == "echo cpu" else round(x) for x in xs]}))
         for p, _ in servers.values():
             stop(p)
 
@@ -646,10 +653,13 @@ class Suite:
                        f"{a.size_mib} MiB file over TLS; median of {a.reps} interleaved rounds\n")
             out.append("| load | metrics off | metrics on | on ÷ off | runs off | runs on |")
             out.append("|---|---|---|---|---|---|")
-            for what, unit in (("echo", "req/s"), ("put", "MB/s"), ("get", "MB/s")):
+            for what, unit in (("echo", "req/s"), ("echo cpu", "server µs/req, lower is better"),
+                               ("put", "MB/s"), ("get", "MB/s")):
                 off, on = overhead[f"{what}: metrics off"], overhead[f"{what}: metrics on"]
-                out.append(f"| {what} ({unit}) | {off['median']:,.0f} | {on['median']:,.0f} | "
-                           f"{on['median'] / off['median']:.3f} | {off['all']} | {on['all']} |")
+                digits = 2 if what == "echo cpu" else 0
+                out.append(f"| {what} ({unit}) | {off['median']:,.{digits}f} | "
+                           f"{on['median']:,.{digits}f} | {on['median'] / off['median']:.3f} | "
+                           f"{off['all']} | {on['all']} |")
             out.append("")
         echo = {name: f for s, name, f in self.rows if s == "echo"}
         if echo:

@@ -20,16 +20,16 @@
 //! | `sockit_exec_started_total`, `sockit_exec_ended_total` | reason ([`ExecEnd`]) |
 //! | `sockit_uploads_in_progress` | (none: counted in the core) |
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use metrics::{Counter, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::protocol::ErrorCode;
+
+mod requests;
 
 /// Whether a recorder is installed (`serve --metrics`).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -44,7 +44,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// A door: the protocol a connection speaks, the `door` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Door {
     /// sockit's own protocol (`--listen`).
     Native,
@@ -128,11 +128,6 @@ pub fn install() -> crate::Result<&'static PrometheusHandle> {
         return Ok(handle);
     }
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("sockit_request_duration_seconds".into()),
-            LATENCY_BUCKETS,
-        )
-        .map_err(|e| crate::Error::Internal(format!("metrics: {e}")))?
         .install_recorder()
         .map_err(|e| crate::Error::Internal(format!("installing the metrics recorder: {e}")))?;
     let handle = HANDLE.get_or_init(|| handle);
@@ -166,7 +161,12 @@ pub fn enabled() -> bool {
 
 /// The text format of every series now (empty when off).
 pub fn render() -> String {
-    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+    let Some(handle) = HANDLE.get() else {
+        return String::new();
+    };
+    let mut text = handle.render();
+    requests::render(&mut text, LATENCY_BUCKETS);
+    text
 }
 
 /// Drains the histograms' buffers into their buckets; call every few seconds.
@@ -214,29 +214,7 @@ pub fn request(door: Door, op: &'static str, result: Option<ErrorCode>, since: O
         return;
     };
     let result = result.map_or("ok", code_label);
-    let elapsed = since.elapsed().as_secs_f64();
-    // The handles of each (door, op, result) are looked up in the registry once per worker
-    // thread, not once per request: a lookup builds the key and hashes it.
-    REQUEST_HANDLES.with(|handles| {
-        let mut handles = handles.borrow_mut();
-        let (count, latency) = handles.entry((door, op, result)).or_insert_with(|| {
-            let door = door.as_str();
-            (
-                counter!("sockit_requests_total", "door" => door, "op" => op, "result" => result),
-                histogram!("sockit_request_duration_seconds", "door" => door, "op" => op),
-            )
-        });
-        count.increment(1);
-        latency.record(elapsed);
-    });
-}
-
-/// The request series of one thread, by (door, op, result): a bounded set, each label a
-/// fixed word.
-type RequestHandles = HashMap<(Door, &'static str, &'static str), (Counter, Histogram)>;
-
-thread_local! {
-    static REQUEST_HANDLES: RefCell<RequestHandles> = RefCell::new(HashMap::new());
+    requests::record((door, op, result), since.elapsed().as_secs_f64());
 }
 
 /// Bytes that arrived on (`received`) or left through (`sent`) `door`.

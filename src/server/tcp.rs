@@ -160,7 +160,9 @@ pub async fn serve_tcp<S: TcpService>(
         let conn = Conn {
             stream: IdleStream::new(stream, config.idle_timeout),
             peer,
-            shutdown: shutdown.token().clone(),
+            // A child of the server's token: the connection polls it between requests, and
+            // a token of its own keeps those polls off the lock every connection would share.
+            shutdown: shutdown.token().child_token(),
             config: config.clone(),
         };
         let service = service.clone();

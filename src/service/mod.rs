@@ -301,11 +301,14 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &tokio_util::sync::CancellationToken,
     batch: &mut batch::Batch,
 ) -> Result<()> {
+    // Waited on across requests, so it registers with the token once, not once a request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         // Shutdown is only heard between requests: one in flight runs to its end.
         let head = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = &mut cancelled => return Ok(()),
             head = conn.read_head() => head?,
         };
         let Some(head) = head else {
