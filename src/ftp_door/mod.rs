@@ -12,12 +12,14 @@
 //!
 //! What an unauthenticated peer can make it spend: one control connection (within
 //! `--max-connections` and `--max-connections-per-ip`), held at most `--head-timeout` in all
-//! before a login succeeds (a stalled `AUTH TLS` handshake included), and the memory of what
-//! it sends in that time: libunftp buffers a command line without a length limit, so a line
-//! that never ends costs what arrives until the deadline (or, once logged in, until
-//! `--idle-timeout`). Passive data ports come from `--ftp-passive-ports`, one listener per
-//! control connection at a time; active mode (`PORT`, which would make the server connect
-//! anywhere) is off.
+//! before a login succeeds (a stalled `AUTH TLS` handshake included), and one command line
+//! of at most `--max-header` bytes (a longer one gets `500` and the close). Passive data ports
+//! come from `--ftp-passive-ports`, one listener per control connection at a time; active
+//! mode (`PORT`, which would make the server connect anywhere) is off. Where TLS is required,
+//! it is required of every data channel, whichever command opens it (`PASV` or `EPSV`).
+//!
+//! libunftp is vendored with two fixes of sockit's (the command line's bound, and the data
+//! channel's TLS requirement checked on `EPSV`, not only `PASV`): see `vendor/VENDORED.md`.
 
 mod auth;
 mod backend;
@@ -192,6 +194,9 @@ impl TcpService for Ftp {
         .ftps_required(required, required)
         .passive_ports(self.passive_ports.clone())
         .idle_session_timeout(idle.as_secs().max(1))
+        // A command line is FTP's request head: `--max-header` bounds it as it bounds the
+        // native protocol's, so a line that never ends costs that much and the connection.
+        .max_command_line(conn.config.limits.max_header_len as usize)
         .sitemd5(SiteMd5::Accounts)
         .build()
         .map_err(|e| Error::Internal(format!("the FTP session: {e}")))?;

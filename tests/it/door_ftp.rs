@@ -808,3 +808,65 @@ fn a_connection_that_does_not_log_in_is_closed_after_the_head_timeout() {
     control.writer.write_all(&[b'A'; 10_000]).unwrap();
     control.wait_for_close();
 }
+
+#[test]
+fn an_endless_command_line_costs_one_connection() {
+    let door = Door::start(&[("ann", "pw", None)], &["--max-header", "4KiB"]);
+    // Under the bound, a long line is a command like any other.
+    let mut control = door.control("ann", "pw");
+    let long = format!("{}/", "d".repeat(60)).repeat(50);
+    let (code, text) = control.send(&format!("CWD {long}"));
+    assert_eq!(code, 550, "{text}");
+    // Past it, the server answers 500 and closes, instead of holding every byte of the line.
+    let mut hostile = Control::connect(&format!("127.0.0.1:{}", door.port));
+    let line = vec![b'A'; 1 << 20];
+    // The server may close before all of it is written.
+    drop(hostile.writer.write_all(&line));
+    let mut answer = String::new();
+    drop(hostile.reader.read_line(&mut answer));
+    assert!(answer.starts_with("500 "), "{answer:?}");
+    hostile.wait_for_close();
+    // Everyone else is still served, the first session included.
+    assert_eq!(control.send("PWD").0, 257);
+    let mut other = door.control("ann", "pw");
+    assert_eq!(other.send("NOOP").0, 200);
+}
+
+#[test]
+fn epsv_without_prot_p_is_refused_where_tls_is_required() {
+    let door = Door::start_on("0.0.0.0:0", &[("ann", "pw", None)], &[]);
+    std::fs::create_dir_all(door.home("ann", "")).unwrap();
+    std::fs::write(door.home("ann", "f.bin"), bytes(50_000, 11)).unwrap();
+    let ns = Namespace::create_for(1);
+    // TLS for the login only (`--ftp-ssl-control`: AUTH TLS, then PROT C): the file would cross
+    // in clear, by EPSV (curl's first choice) or PASV (its fallback). Both must be refused.
+    let cert = door.path("data/tls/cert.pem");
+    let out = ns
+        .command("curl")
+        .args([
+            "-sS",
+            "-v",
+            "--max-time",
+            "30",
+            "--ftp-ssl-control",
+            "--cacert",
+        ])
+        .arg(&cert)
+        .arg("--resolve")
+        .arg(format!("localhost:{}:{}", door.port, ns.host_ip))
+        .arg("-o")
+        .arg(door.path("clear.bin"))
+        .arg(format!("ftp://ann:pw@localhost:{}/f.bin", door.port))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("> EPSV"), "curl did not try EPSV:\n{log}");
+    let after_epsv = &log[log.find("> EPSV").unwrap()..];
+    assert!(
+        after_epsv.contains("< 534"),
+        "EPSV was not refused for want of TLS:\n{log}"
+    );
+    assert!(!after_epsv.contains("< 150"), "a transfer began:\n{log}");
+    assert!(!door.path("clear.bin").exists());
+}
