@@ -17,8 +17,10 @@ use tokio::sync::mpsc;
 
 mod digest;
 mod direct;
+mod read_ahead;
 
 pub(crate) use digest::{Digests, Sums, remember_sums, remembered_sums};
+pub(crate) use read_ahead::ReadAhead;
 
 use crate::connection::Connection;
 use crate::{Error, Result};

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use md5::{Digest, Md5};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use unftp_core::storage::{
     self as ftp, ErrorKind, FEATURE_RESTART, FEATURE_SITEMD5, Fileinfo, Metadata, StorageBackend,
 };
@@ -19,15 +19,12 @@ use super::auth::User;
 use super::upload;
 use crate::filecopy::{blocking, remembered_sums};
 use crate::server::idle::IdleStream;
-use crate::storage::backend::StoreReader;
+use crate::storage::backend::{ByteStream, StoreReader};
 use crate::storage::{Entry, EntryKind, WirePath};
 use crate::{Error, Result};
 
 /// Bytes read at a time when hashing a file for `SITE MD5`.
 const HASH_CHUNK: usize = 256 * 1024;
-
-/// Bytes read from a file at a time for `RETR`.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// The storage of FTP sessions: the logged-in user's home.
 #[derive(Debug, Clone)]
@@ -179,11 +176,7 @@ impl Door {
         .await
     }
 
-    async fn open_at(
-        user: &User,
-        path: &Path,
-        start: u64,
-    ) -> Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send + Sync>>> {
+    async fn open_at(user: &User, path: &Path, start: u64) -> Result<ByteStream> {
         let (home, wire) = Door::at(user, path)?;
         let (file, len) = home.open_read(&wire).await?;
         if start > len {
@@ -191,7 +184,7 @@ impl Door {
                 "cannot restart {wire} at byte {start}: it has {len} bytes"
             )));
         }
-        blocking(move || Ok(file.into_async_read(start)?)).await
+        Ok(file.into_stream(start, len))
     }
 }
 
@@ -258,16 +251,23 @@ impl StorageBackend<User> for Door {
         W: AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        let file = Door::open_at(user, path.as_ref(), start_pos)
+        let mut chunks = Door::open_at(user, path.as_ref(), start_pos)
             .await
             .map_err(ftp_error)?;
-        // Large reads: each is a trip to the blocking pool.
-        let mut file = tokio::io::BufReader::with_capacity(READ_CHUNK, file);
         // A client that stops reading costs the transfer after the idle time, not forever.
         let mut output = IdleStream::new(output, self.idle);
-        let copied = tokio::io::copy_buf(&mut file, &mut output)
-            .await
-            .map_err(|e| ftp_error(Error::Io(e)))?;
+        let mut copied = 0;
+        let sent: std::io::Result<()> = async {
+            // Each chunk is written as read (read ahead of the sending), without a copy.
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                output.write_all(&chunk).await?;
+                copied += chunk.len() as u64;
+            }
+            output.flush().await
+        }
+        .await;
+        sent.map_err(|e| ftp_error(Error::Io(e)))?;
         Ok(copied)
     }
 
@@ -277,10 +277,10 @@ impl StorageBackend<User> for Door {
         path: P,
         start_pos: u64,
     ) -> ftp::Result<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
-        let file = Door::open_at(user, path.as_ref(), start_pos)
+        let chunks = Door::open_at(user, path.as_ref(), start_pos)
             .await
             .map_err(ftp_error)?;
-        Ok(Box::new(file))
+        Ok(Box::new(tokio_util::io::StreamReader::new(chunks)))
     }
 
     async fn put<

@@ -15,18 +15,14 @@ use dav_server::fs::{
     FsStream, OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
+use futures_util::StreamExt;
 use http::StatusCode;
-use tokio::io::AsyncReadExt;
 
 use super::davfile::{DirEntry, Meta, ReadFile, Source, WriteFile};
 use super::props::DeadProps;
 use crate::Error;
-use crate::filecopy::blocking;
 use crate::home::Home;
 use crate::storage::{EntryKind, WirePath};
-
-/// Bytes read at a time when WebDAV copies a file.
-const COPY_CHUNK: usize = 1 << 20;
 
 /// The file system dav-server sees: one user's [`Home`], for one request.
 #[derive(Clone)]
@@ -130,14 +126,9 @@ impl HomeFs {
         let mut pending = self.home.begin_upload(to, len, false).await?;
         let copied = async {
             let mut out = self.home.writer(&mut pending, 0, len).await?;
-            let mut reader = blocking(move || Ok(reader.into_async_read(0)?)).await?;
-            let mut buf = bytes::BytesMut::new();
-            loop {
-                buf.reserve(COPY_CHUNK);
-                if reader.read_buf(&mut buf).await? == 0 {
-                    break;
-                }
-                out.write(&mut pending, buf.split().freeze()).await?;
+            let mut chunks = reader.into_stream(0, len);
+            while let Some(chunk) = chunks.next().await {
+                out.write(&mut pending, chunk?).await?;
             }
             out.finish(&mut pending, true).await?;
             self.home.commit(&mut pending, len).await

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use dav_server::fs::{DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use super::dav::{io, to_fs};
 use crate::Error;
+use crate::filecopy::ReadAhead;
 use crate::home::{Home, Pending, UploadWriter};
-use crate::storage::backend::{StoreReader, StoreUpload};
+use crate::storage::backend::{STREAM_CHUNK, StoreReader, StoreUpload};
 use crate::storage::s3::{Chunks, S3Reader};
 use crate::storage::{Entry, EntryKind};
 
@@ -78,8 +79,17 @@ pub(super) struct ReadFile {
 /// new ranged read).
 #[derive(Debug)]
 pub(super) enum Source {
-    /// A local file.
-    Local(tokio::fs::File),
+    /// A local file, read ahead of the sending (`ReadAhead`).
+    Local {
+        /// The chunks from `pos` on (past what `rest` holds).
+        ahead: ReadAhead,
+        /// What is left of the chunk being handed out.
+        rest: Bytes,
+        /// Where the next byte handed out comes from.
+        pos: u64,
+        /// The file's length.
+        len: u64,
+    },
     /// An object in the store.
     S3 {
         /// The object.
@@ -97,7 +107,12 @@ impl Source {
     /// Opens what `reader` reads, of `len` bytes.
     pub(super) fn new(reader: StoreReader, len: u64) -> Source {
         match reader {
-            StoreReader::Local(file) => Source::Local(tokio::fs::File::from_std(file)),
+            StoreReader::Local(file) => Source::Local {
+                ahead: ReadAhead::new(file, 0, len, STREAM_CHUNK),
+                rest: Bytes::new(),
+                pos: 0,
+                len,
+            },
             StoreReader::S3(object) => Source::S3 {
                 object,
                 reading: None,
@@ -107,9 +122,42 @@ impl Source {
         }
     }
 
+    /// Up to `count` bytes (none at the end): a local file's come as read, without a copy.
+    async fn read_bytes(&mut self, count: usize) -> std::io::Result<Bytes> {
+        if let Source::Local {
+            ahead, rest, pos, ..
+        } = self
+        {
+            if rest.is_empty() {
+                match ahead.next().await {
+                    Some(chunk) => *rest = chunk?,
+                    None => return Ok(Bytes::new()),
+                }
+            }
+            let out = rest.split_to(count.min(rest.len()));
+            *pos += out.len() as u64;
+            return Ok(out);
+        }
+        // dav-server asks for its read buffer's size (bounded); read until it is full or
+        // the object ends, into memory that is not zeroed first.
+        let want = count.min(STREAM_CHUNK);
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        while buf.len() < want {
+            let left = want - buf.len();
+            if self
+                .read_buf(&mut bytes::BufMut::limit(&mut buf, left))
+                .await?
+                == 0
+            {
+                break;
+            }
+        }
+        Ok(buf.freeze())
+    }
+
     async fn read_buf(&mut self, buf: &mut impl bytes::BufMut) -> std::io::Result<usize> {
         match self {
-            Source::Local(file) => file.read_buf(buf).await,
+            Source::Local { .. } => Err(std::io::Error::other("a local file is read by chunks")),
             Source::S3 {
                 object,
                 reading,
@@ -125,26 +173,33 @@ impl Source {
     }
 
     async fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        match self {
-            Source::Local(file) => tokio::io::AsyncSeekExt::seek(file, to).await,
-            Source::S3 {
-                reading, pos, len, ..
-            } => {
-                let target = match to {
-                    SeekFrom::Start(n) => Some(n),
-                    SeekFrom::Current(d) => pos.checked_add_signed(d),
-                    SeekFrom::End(d) => len.checked_add_signed(d),
-                };
-                let target = target.ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before byte 0")
-                })?;
-                if target != *pos {
+        let (pos, len) = match self {
+            Source::Local { pos, len, .. } | Source::S3 { pos, len, .. } => (*pos, *len),
+        };
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => pos.checked_add_signed(d),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before byte 0")
+        })?;
+        if target != pos {
+            match self {
+                Source::Local {
+                    ahead, rest, pos, ..
+                } => {
+                    ahead.restart(target);
+                    *rest = Bytes::new();
+                    *pos = target;
+                }
+                Source::S3 { reading, pos, .. } => {
                     *reading = None;
                     *pos = target;
                 }
-                Ok(target)
             }
         }
+        Ok(target)
     }
 }
 
@@ -160,21 +215,7 @@ impl DavFile for ReadFile {
         async { Err(FsError::Forbidden) }.boxed()
     }
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
-        async move {
-            // dav-server asks for its read buffer's size (bounded); read until it is full
-            // or the file ends, into memory that is not zeroed first.
-            let want = count.min(1 << 20);
-            let mut buf = bytes::BytesMut::with_capacity(want);
-            while buf.len() < want {
-                let left = want - buf.len();
-                let mut room = bytes::BufMut::limit(&mut buf, left);
-                if self.file.read_buf(&mut room).await.map_err(io)? == 0 {
-                    break;
-                }
-            }
-            Ok(buf.freeze())
-        }
-        .boxed()
+        async move { self.file.read_bytes(count).await.map_err(io) }.boxed()
     }
     fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
         async move { self.file.seek(pos).await.map_err(io) }.boxed()

@@ -8,8 +8,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use super::web::{ApiError, Web, resolve};
 
@@ -55,13 +53,11 @@ pub(crate) async fn download(
         )
             .into_response());
     };
-    let file = crate::filecopy::blocking(move || Ok(file.into_async_read(start)?)).await?;
     let count = end - start;
     let name = path.name().unwrap_or("file");
     let encoded: String =
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).collect();
-    let chunks = ReaderStream::with_capacity(file.take(count), super::READ_CHUNK);
-    let mut response = Response::new(Body::from_stream(chunks));
+    let mut response = Response::new(Body::from_stream(file.into_stream(start, end)));
     let h = response.headers_mut();
     let put = |h: &mut HeaderMap, k, v: String| {
         if let Ok(v) = v.parse() {

@@ -50,9 +50,9 @@ use crate::service::session::{DoorLogin, FileService};
 use crate::service::transport::Transport;
 use crate::{Error, Result};
 
-/// Bytes a download reads (and hands to TLS) at a time: small reads make small TLS records
-/// and many trips to the blocking pool (dav-server's default is 16 KiB, tokio's 4 KiB).
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes a WebDAV GET asks of a file at a time: small reads make small TLS records and many
+/// trips to the blocking pool (dav-server's default is 16 KiB). The chunks the store reads.
+const READ_CHUNK: usize = crate::storage::backend::STREAM_CHUNK;
 
 /// The HTTP listener's service.
 #[derive(Debug)]

@@ -283,23 +283,34 @@ pub(crate) enum StoreReader {
     S3(S3Reader),
 }
 
+/// The chunks a file is read in when a door streams it out: large enough that a chunk is
+/// many TLS records and few system calls, small enough that a download holds two.
+pub(crate) const STREAM_CHUNK: usize = 1 << 20;
+
+/// A file's bytes as a stream of chunks.
+pub(crate) type ByteStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync>,
+>;
+
 impl StoreReader {
-    /// The bytes from `offset` on, for the doors that copy a file as a stream.
-    ///
-    /// # Errors
-    /// A local file that cannot be positioned.
-    pub(crate) fn into_async_read(
-        self,
-        offset: u64,
-    ) -> std::io::Result<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send + Sync>>> {
+    /// The bytes `start..end`, in chunks of up to [`STREAM_CHUNK`]: a local file's read one
+    /// chunk ahead by the blocking pool (`ReadAhead`), an object's by one ranged request.
+    pub(crate) fn into_stream(self, start: u64, end: u64) -> ByteStream {
+        let end = end.max(start);
         match self {
-            StoreReader::Local(file) => {
-                use std::io::Seek;
-                let mut file = file;
-                file.seek(std::io::SeekFrom::Start(offset))?;
-                Ok(Box::pin(tokio::fs::File::from_std(file)))
+            StoreReader::Local(file) => Box::pin(crate::filecopy::ReadAhead::new(
+                file,
+                start,
+                end,
+                STREAM_CHUNK,
+            )),
+            StoreReader::S3(reader) => {
+                use tokio::io::AsyncReadExt;
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                    reader.into_async_read(start).take(end - start),
+                    STREAM_CHUNK,
+                ))
             }
-            StoreReader::S3(reader) => Ok(Box::pin(reader.into_async_read(offset))),
         }
     }
 }
