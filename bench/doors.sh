@@ -13,8 +13,14 @@
 # writes the file to disk. A server that is not installed is skipped and said so. Release
 # build. Run on demand, on an otherwise idle machine; CI never runs it.
 #
+# Before each timed download the machine's dirty pages are written out (`sync`, not timed), so
+# no contender pays for the one before. The clients write to OUT_DIR (default: the temp
+# folder, on disk). On a VM whose page-cache writes are slow, curl's writes bound the curl
+# rows (sockit get writes with O_DIRECT); OUT_DIR=/dev/shm measures memory to memory instead.
+#
 #   bash bench/doors.sh                 # 1 GiB, 3 rounds
 #   SIZE_MB=256 ROUNDS=5 bash bench/doors.sh
+#   OUT_DIR=/dev/shm bash bench/doors.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb="${SIZE_MB:-1024}"
@@ -27,7 +33,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  rm -rf "$work" "${out_dir:-}"
 }
 trap cleanup EXIT
 
@@ -146,12 +152,14 @@ for p in $nginx_port $vsftpd_port $pyftpdlib_port; do wait_port "$p"; done
 
 seconds() {
   local t0 t1
+  sync
   t0=$(date +%s.%N)
   "$@" >/dev/null
   t1=$(date +%s.%N)
   python3 -c "print($t1 - $t0)"
 }
-out="$work/out.bin"
+out_dir="$(mktemp -d "${OUT_DIR:-$work}/sockit-doors.XXXXXX")"
+out="$out_dir/out.bin"
 curl_get=(curl -sSf -k -o "$out")
 declare -A times
 for round in $(seq "$rounds"); do
@@ -182,7 +190,7 @@ for round in $(seq "$rounds"); do
   echo "round $round done" >&2
 done
 
-echo "# ${size_mb} MiB download, $rounds rounds, median MB/s (and seconds)"
+echo "# ${size_mb} MiB download into ${OUT_DIR:-a temp folder on disk}, $rounds rounds, median MB/s (and seconds)"
 for key in sockit-get sockit-https nginx-https sockit-ftps vsftpd-ftps pyftpdlib-ftps; do
   [ -n "${times[$key]:-}" ] || continue
   python3 - "$key" "$size_mb" ${times[$key]} <<'EOF'
