@@ -29,6 +29,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib >&2
 
+# The doors (HTTPS, FTPS) against nginx, vsftpd and pyftpdlib: a script of its own, since its
+# servers are configured by files (bench/doors.sh; SIZE_MB, ROUNDS, OUT_DIR as it says).
+if [ "${1:-}" = --only ] && [ "${2:-}" = doors ]; then
+  if ! command -v nginx >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >&2
+  fi
+  python3 -c 'import OpenSSL' 2>/dev/null || python3 -m pip install -q pyopenssl >&2
+  exec bash bench/doors.sh
+fi
+
 cargo build --release --bin sockit --example tokio_echo >&2
 target="${CARGO_TARGET_DIR:-target}"
 exec python3 bench/compare.py --sockit "$target/release/sockit" \
