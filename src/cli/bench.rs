@@ -185,7 +185,26 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let pinned = crate::cli::trust::pin(&config.server, trust, fingerprint.as_deref()).await?;
         config.tls = Some(pinned);
     }
+    let told = match &mut config.load {
+        bench::Load::Flood(flood) => {
+            // Say when the address first meets its limits: a script can start what runs
+            // beside the flood then.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            flood.refused = Some(tx);
+            Some(tokio::spawn(async move {
+                if let Some(words) = rx.recv().await {
+                    eprintln!("sockit bench flood: first refusal: {words}");
+                }
+            }))
+        }
+        _ => None,
+    };
     let report = bench::run(&config).await?;
+    // The last sender goes with the config: the line, if any, is out once the task ends.
+    drop(config);
+    if let Some(told) = told {
+        let _ = told.await;
+    }
     if json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -222,6 +241,7 @@ impl BenchArgs {
             Mode::Flood(a) => bench::Load::Flood(bench::FloodLoad {
                 connections: a.connections,
                 duration: seconds("--duration", a.duration)?,
+                refused: None,
             }),
         };
         Ok(bench::Config {
@@ -406,11 +426,8 @@ mod tests {
         };
         assert!(matches!(c.load, Load::Idle(i) if i == idle) && c.threads == 2);
         let c = config(&["sockit", "bench", "flood", "--from", "127.0.0.9", "-d", "2"]).unwrap();
-        let flood = bench::FloodLoad {
-            connections: 10_000,
-            duration: Duration::from_secs(2),
-        };
-        assert!(matches!(c.load, Load::Flood(f) if f == flood));
+        let two = Duration::from_secs(2);
+        assert!(matches!(c.load, Load::Flood(f) if (f.connections, f.duration) == (10_000, two)));
         assert_eq!(c.from, Some([127, 0, 0, 9].into()));
         let c = config(&["sockit", "bench", "echo", "-c", "50", "--from", "127.0.0.2"]).unwrap();
         assert_eq!(c.from.map(|a| a.to_string()).as_deref(), Some("127.0.0.2"));

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -33,21 +33,25 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
     if let Outcome::Failed(e) = attempt(server, source, &frame).await {
         return Err(e);
     }
-    let stop = CancellationToken::new();
-    let held = Arc::new(Gauge::default());
+    let shared = Arc::new(Shared {
+        held: Gauge::default(),
+        stop: CancellationToken::new(),
+        told: AtomicBool::new(false),
+        refused: load.refused.clone(),
+    });
     let before = probe.as_ref().map(Probe::sample);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..load.connections.max(1) {
         let (server, frame) = (server.clone(), frame.clone());
-        let (held, stop) = (held.clone(), stop.clone());
-        tasks.spawn(async move { worker(&server, source, &frame, &held, &stop).await });
+        let shared = shared.clone();
+        tasks.spawn(async move { worker(&server, source, &frame, &shared).await });
     }
     tokio::select! {
         _ = tokio::time::sleep(load.duration) => {}
         _ = interrupted() => {}
     }
-    stop.cancel();
+    shared.stop.cancel();
     let seconds = start.elapsed().as_secs_f64();
     let mut total = Tally::new();
     let mut counts = FloodFigures::default();
@@ -61,7 +65,7 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
         }
     }
     counts.source = source.map(|s| s.to_string());
-    counts.held_peak = held.peak.load(Ordering::Relaxed);
+    counts.held_peak = shared.held.peak.load(Ordering::Relaxed);
     let shape = Shape {
         connections: load.connections.max(1),
         body_bytes: 0,
@@ -99,15 +103,27 @@ async fn source(server: &Target) -> Result<Option<IpAddr>> {
     Ok(is_loopback_v4(to).then_some(Ipv4Addr::LOCALHOST.into()))
 }
 
-/// One of the K attempts under way: attempts again and again until `stop`, holding each
-/// served connection until then (or until the server closes it).
+/// What the attempts of a run share.
+struct Shared {
+    /// Connections held.
+    held: Gauge,
+    /// Cancelled at the end of the run.
+    stop: CancellationToken,
+    /// Whether the first refusal was told to [`FloodLoad::refused`].
+    told: AtomicBool,
+    /// [`FloodLoad::refused`].
+    refused: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// One of the K attempts under way: attempts again and again until the run stops, holding
+/// each served connection until then (or until the server closes it).
 async fn worker(
     server: &Target,
     source: Option<IpAddr>,
     frame: &[u8],
-    held: &Gauge,
-    stop: &CancellationToken,
+    shared: &Shared,
 ) -> (Tally, FloodFigures) {
+    let (held, stop) = (&shared.held, &shared.stop);
     let mut tally = Tally::new();
     let mut counts = FloodFigures::default();
     loop {
@@ -134,8 +150,13 @@ async fn worker(
                 }
                 counts.dropped += 1;
             }
-            Outcome::Refused(why) => {
+            Outcome::Refused(why, words) => {
                 tally.record(began);
+                if let Some(to) = &shared.refused
+                    && !shared.told.swap(true, Ordering::Relaxed)
+                {
+                    let _ = to.send(words);
+                }
                 match why {
                     Refusal::Cap => counts.refused_cap += 1,
                     Refusal::Rate => counts.refused_rate += 1,
@@ -159,8 +180,8 @@ async fn worker(
 enum Outcome {
     /// Served: its echo was answered.
     Held(Client),
-    /// Refused with an error reply.
-    Refused(Refusal),
+    /// Refused with an error reply (why, and the reply's message).
+    Refused(Refusal, String),
     /// Connected, then ended without a reply.
     Closed(String),
     /// The connect failed.
@@ -195,8 +216,8 @@ async fn attempt(server: &Target, source: Option<IpAddr>, frame: &[u8]) -> Outco
     // A refused connection may be closed before the request is written; its refusal can
     // still be waiting to be read.
     let sent = conn.flush().await;
-    let answer = match conn.read_head().await {
-        Ok(Some(head)) => answer(&head.header),
+    let (answer, words) = match conn.read_head().await {
+        Ok(Some(head)) => (answer(&head.header), message(&head.header)),
         Ok(None) => {
             let why = sent.err().map_or_else(
                 || "the server closed the connection without a word".to_string(),
@@ -208,7 +229,7 @@ async fn attempt(server: &Target, source: Option<IpAddr>, frame: &[u8]) -> Outco
     };
     match answer {
         None => Outcome::Held(client),
-        Some(why) => Outcome::Refused(why),
+        Some(why) => Outcome::Refused(why, words),
     }
 }
 
@@ -218,16 +239,24 @@ fn answer(header: &Map<String, Value>) -> Option<Refusal> {
     if header.get("ok") == Some(&Value::Bool(true)) {
         return None;
     }
-    let error = header.get("error");
-    let field = |name| error.and_then(|e| e.get(name)).and_then(Value::as_str);
-    let message = field("message").unwrap_or_default();
-    Some(match field("code") {
+    let message = message(header);
+    let code = header.get("error").and_then(|e| e.get("code"));
+    Some(match code.and_then(Value::as_str) {
         Some("too_many_connections") if message.contains("--connection-rate") => Refusal::Rate,
         Some("too_many_connections") if message.contains("--max-connections-per-ip") => {
             Refusal::Cap
         }
         _ => Refusal::Other,
     })
+}
+
+/// The message of an error reply head (empty when there is none).
+fn message(header: &Map<String, Value>) -> String {
+    let message = header.get("error").and_then(|e| e.get("message"));
+    message
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Adds `other`'s counts to `into` (the source and the peak are the run's, not added).

@@ -130,12 +130,15 @@ pub struct SessionLoad {
 
 /// The load of a `flood` run: what one address opening connections as fast as it can does to
 /// a server, and what the server answers it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FloodLoad {
     /// Connection attempts under way at once (the held connections among them).
     pub connections: usize,
     /// How long to keep trying; an interrupt (Ctrl-C) ends the run sooner, with its report.
     pub duration: Duration,
+    /// Gets the server's words of the first refusal, once, as it comes back: from then on the
+    /// address is at its limits (for a caller to say so, or to start what runs beside it).
+    pub refused: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// How a bench logs in.
