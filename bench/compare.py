@@ -708,6 +708,11 @@ class Suite:
                                "-c", str(a.flood_connections), "-b", str(a.body),
                                "-d", str(a.seconds), "--server-pid", str(p.pid),
                                timeout=a.seconds + 120, env=env)
+                # New connections from a third address: they queue in the same listen
+                # backlog as the flood's.
+                fresh = self.bench("idle", "-s", server, "--from", "127.0.0.3",
+                                   "-k", str(a.flood_fresh), "--hold", "0", "--budget", "30",
+                                   timeout=300, env=env)
                 f = None
                 if flood:
                     os.kill(flood.pid, signal.SIGINT)  # it ends and reports
@@ -715,8 +720,8 @@ class Suite:
                     PROCS.remove(flood)
                     f = json.loads(out)
                 peaks.stop()
-                self.rows.append(("flood", name, {"echo": r, "flood": f, "rss": peaks.rss,
-                                                  "threads": peaks.threads}))
+                self.rows.append(("flood", name, {"echo": r, "fresh": fresh, "flood": f,
+                                                  "rss": peaks.rss, "threads": peaks.threads}))
         stop(p)
 
     def flood_table(self):
@@ -730,11 +735,14 @@ class Suite:
         out = [f"### A flood from one address: `sockit bench flood -k {a.flood}` from 127.0.0.1 "
                f"against the default limits; echo from 127.0.0.2, {a.flood_connections} "
                f"connections x {a.body} B, plaintext, {a.seconds} s per run; median of "
-               f"{a.reps} interleaved rounds\n",
+               f"{a.reps} interleaved rounds; then {a.flood_fresh} new connections at once from "
+               f"127.0.0.3, one echo on each\n",
                "| echo from 127.0.0.2 | req/s | p50 | p99 | p99.9 | max | p99 runs | errors | "
-               "server RSS peak | server threads peak | server CPU s | flood attempts | "
-               "held (peak) | refused at cap | refused by rate | closed, connect errors |",
-               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+               "new from 127.0.0.3: connected in, echo p99, errors | "
+               "server RSS peak | server threads peak | server CPU s (echo run) | "
+               "flood attempts | held (peak) | refused at cap | refused by rate | "
+               "closed, connect errors |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         p99 = {}
         for name in ("without flood", "with flood"):
             rs = runs.get(name, [])
@@ -753,7 +761,11 @@ class Suite:
                 f"| {name} | {med(lambda r: r['echo']['requests_per_sec']):,.0f} | {us(lat('p50'))} | "
                 f"{us(lat('p99'))} | {us(lat('p999'))} | {us(lat('max'))} | "
                 f"{', '.join(us(r['echo']['latency_us']['p99']) for r in rs)} | "
-                f"{sum(r['echo']['errors'] for r in rs)} | {max(r['rss'] for r in rs) / 1e6:.1f} MB | "
+                f"{sum(r['echo']['errors'] for r in rs)} | "
+                f"{med(lambda r: r['fresh']['idle']['connect_seconds']):.2f} s, "
+                f"{us(med(lambda r: r['fresh']['latency_us']['p99']))}, "
+                f"{sum(r['fresh']['errors'] for r in rs)} | "
+                f"{max(r['rss'] for r in rs) / 1e6:.1f} MB | "
                 f"{max(r['threads'] for r in rs)} | "
                 f"{med(lambda r: (r['echo']['server_process'] or {}).get('cpu_seconds', 0)):.2f} "
                 f"{flood}")
@@ -893,6 +905,8 @@ def main():
                     help="connection attempts at once of the flood section's `sockit bench flood`")
     ap.add_argument("--flood-connections", type=int, default=50,
                     help="echo connections from another address in the flood section")
+    ap.add_argument("--flood-fresh", type=int, default=50,
+                    help="new connections at once from a third address in the flood section")
     ap.add_argument("--tree-many", type=int, default=100000,
                     help="files of 1 KiB in the second folder test (0: skip it)")
     a = ap.parse_args()
