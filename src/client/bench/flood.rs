@@ -4,7 +4,8 @@
 //!
 //! Each attempt connects (with TLS when the run speaks it), sends one empty echo and reads the
 //! answer. A served connection is held until the end; a refused one (`too_many_connections`,
-//! by the per-address cap or the connection rate) is closed and tried again at once. Run
+//! by the per-address cap or the connection rate) is closed and tried again at once. Every
+//! connection is closed with a reset (SO_LINGER 0), so that none keeps its port in TIME_WAIT. Run
 //! `bench echo --from ANOTHER-ADDRESS` beside it to measure what other addresses get meanwhile.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,7 +21,7 @@ use super::probe::Probe;
 use super::report::{FloodFigures, Mode, Report, Shape, Tally, report};
 use super::{FloodLoad, Target, connect_one, is_loopback_v4, secure};
 use crate::client::Client;
-use crate::net::Endpoint;
+use crate::net::{Endpoint, Stream};
 use crate::{Error, Result};
 
 /// Runs a `flood` load against `server`.
@@ -205,6 +206,14 @@ async fn attempt(server: &Target, source: Option<IpAddr>, frame: &[u8]) -> Outco
         Ok(stream) => stream,
         Err(e) => return Outcome::Failed(e),
     };
+    // Closed with a reset, not a FIN: a connection this end closes first (a TLS handshake
+    // given up at once) would otherwise hold its port of the one source address in TIME_WAIT
+    // for a minute, and tens of thousands of attempts would run out of ports.
+    if let Stream::Tcp(tcp) = &stream
+        && let Err(e) = tcp.set_zero_linger()
+    {
+        return Outcome::Failed(e.into());
+    }
     // A refusal is written before any TLS, so over TLS it breaks the handshake.
     let stream = match secure(server, stream).await {
         Ok(stream) => stream,
