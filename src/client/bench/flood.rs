@@ -9,8 +9,8 @@
 //! `bench echo --from ANOTHER-ADDRESS` beside it to measure what other addresses get meanwhile.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -39,6 +39,7 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
         stop: CancellationToken::new(),
         told: AtomicBool::new(false),
         refused: load.refused.clone(),
+        tally: Mutex::new(Tally::new()),
     });
     let before = probe.as_ref().map(Probe::sample);
     let start = Instant::now();
@@ -54,16 +55,17 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
     }
     shared.stop.cancel();
     let seconds = start.elapsed().as_secs_f64();
-    let mut total = Tally::new();
     let mut counts = FloodFigures::default();
+    let mut panicked = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((tally, c)) => {
-                total.merge(tally);
-                add(&mut counts, &c);
-            }
-            Err(e) => total.fail(e),
+            Ok(c) => add(&mut counts, &c),
+            Err(e) => panicked.push(e),
         }
+    }
+    let mut total = std::mem::replace(&mut *shared.lock(), Tally::new());
+    for e in panicked {
+        total.fail(e);
     }
     counts.source = source.map(|s| s.to_string());
     counts.held_peak = shared.held.peak.load(Ordering::Relaxed);
@@ -114,6 +116,15 @@ struct Shared {
     told: AtomicBool,
     /// [`FloodLoad::refused`].
     refused: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Answers, failures and latencies of all attempts: one histogram for the run, not one
+    /// per attempt under way (each is a few hundred KiB, and there may be 10,000).
+    tally: Mutex<Tally>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// One of the K attempts under way: attempts again and again until the run stops, holding
@@ -123,9 +134,8 @@ async fn worker(
     source: Option<IpAddr>,
     frame: &[u8],
     shared: &Shared,
-) -> (Tally, FloodFigures) {
+) -> FloodFigures {
     let (held, stop) = (&shared.held, &shared.stop);
-    let mut tally = Tally::new();
     let mut counts = FloodFigures::default();
     loop {
         let began = Instant::now();
@@ -137,7 +147,7 @@ async fn worker(
         counts.attempts += 1;
         match outcome {
             Outcome::Held(mut client) => {
-                tally.record(began);
+                shared.lock().record(began);
                 counts.held += 1;
                 held.up();
                 // Anything the server sends now (an idle timeout's word, the close) ends it.
@@ -152,7 +162,7 @@ async fn worker(
                 counts.dropped += 1;
             }
             Outcome::Refused(why, words) => {
-                tally.record(began);
+                shared.lock().record(began);
                 if let Some(to) = &shared.refused
                     && !shared.told.swap(true, Ordering::Relaxed)
                 {
@@ -166,15 +176,15 @@ async fn worker(
             }
             Outcome::Closed(e) => {
                 counts.closed += 1;
-                tally.fail(e);
+                shared.lock().fail(e);
             }
             Outcome::Failed(e) => {
                 counts.connect_errors += 1;
-                tally.fail(e);
+                shared.lock().fail(e);
             }
         }
     }
-    (tally, counts)
+    counts
 }
 
 /// How one attempt ended.
