@@ -16,6 +16,11 @@ Started by bench/run.sh (which installs the peers and builds sockit). Sections:
   metrics  what `serve --metrics` costs (not in the default run): the same build with and
          without it, echo (C connections, plaintext) and SIZE put/get (TLS), rounds
          interleaved, no limits set either way.
+  flood  what one address flooding the server costs the others (not in the default run): a
+         sockit server with its default limits, `sockit bench echo` from 127.0.0.2 (C
+         connections, B-byte bodies, D seconds, plaintext) without and with `sockit bench flood
+         -k K` from 127.0.0.1 running for the whole echo run; rounds interleaved, the order
+         alternating; the server's RSS and threads sampled from /proc every 20 ms.
 Every load has a count or time bound; every process is stopped by PID at exit. Loopback only.
 """
 import argparse
@@ -32,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,6 +137,38 @@ def repeat(cmd, n, concurrency, env):
         results = list(pool.map(once, range(n)))
     secs = time.perf_counter() - t
     return secs, [d for d, ok in results if ok] or [0.0], sum(1 for _, ok in results if not ok)
+
+
+class Peaks:
+    """The most resident memory and threads a process has, sampled from /proc every 20 ms on a
+    thread of its own until stop()."""
+
+    def __init__(self, pid):
+        self.pid, self.rss, self.threads = pid, 0, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    status = f.read()
+            except OSError:
+                return
+            for line in status.splitlines():
+                key, _, value = line.partition(":")
+                if key == "VmRSS":
+                    self.rss = max(self.rss, int(value.split()[0]) * 1024)
+                elif key == "Threads":
+                    self.threads = max(self.threads, int(value))
+            if self.done.wait(0.02):
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self
 
 
 class Suite:
@@ -643,9 +681,107 @@ class Suite:
         for p, _ in servers.values():
             stop(p)
 
+    def flood(self):
+        """Echo from 127.0.0.2 without and with a flood from 127.0.0.1, default limits."""
+        a = self.a
+        # Only the flags every section passes: the limits are the defaults (128 connections
+        # per address, 100 new ones a second after a burst of 500).
+        p, port = self.sockit_server(os.path.join(self.work, "flood-data"))
+        server = f"127.0.0.1:{port}"
+        env = {**os.environ, "SOCKIT_PLAINTEXT": "1"}
+        for round_ in range(a.reps):
+            order = ["without flood", "with flood"]
+            for name in order[::-1] if round_ % 2 else order:
+                peaks = Peaks(p.pid)
+                flood = None
+                if name == "with flood":
+                    flood = start([a.sockit, "bench", "flood", "-s", server, "--from", "127.0.0.1",
+                                   "-k", str(a.flood), "-d", "3600", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env)
+                    # The flood says its first refusal: from then on the address is at its
+                    # limits, and the echo starts.
+                    said = flood.stderr.readline()
+                    if not said.startswith("sockit bench flood: first refusal"):
+                        raise RuntimeError(f"the flood did not reach the limits: {said!r}")
+                r = self.bench("echo", "-s", server, "--from", "127.0.0.2",
+                               "-c", str(a.flood_connections), "-b", str(a.body),
+                               "-d", str(a.seconds), "--server-pid", str(p.pid),
+                               timeout=a.seconds + 120, env=env)
+                # New connections from a third address: they queue in the same listen
+                # backlog as the flood's.
+                fresh = self.bench("idle", "-s", server, "--from", "127.0.0.3",
+                                   "-k", str(a.flood_fresh), "--hold", "0", "--budget", "30",
+                                   timeout=300, env=env)
+                f = None
+                if flood:
+                    os.kill(flood.pid, signal.SIGINT)  # it ends and reports
+                    out, _ = flood.communicate(timeout=120)
+                    PROCS.remove(flood)
+                    f = json.loads(out)
+                peaks.stop()
+                self.rows.append(("flood", name, {"echo": r, "fresh": fresh, "flood": f,
+                                                  "rss": peaks.rss, "threads": peaks.threads}))
+        stop(p)
+
+    def flood_table(self):
+        a = self.a
+        runs = {}
+        for s, name, f in self.rows:
+            if s == "flood":
+                runs.setdefault(name, []).append(f)
+        if not runs:
+            return []
+        out = [f"### A flood from one address: `sockit bench flood -k {a.flood}` from 127.0.0.1 "
+               f"against the default limits; echo from 127.0.0.2, {a.flood_connections} "
+               f"connections x {a.body} B, plaintext, {a.seconds} s per run; median of "
+               f"{a.reps} interleaved rounds; then {a.flood_fresh} new connections at once from "
+               f"127.0.0.3, one echo on each\n",
+               "| echo from 127.0.0.2 | req/s | p50 | p99 | p99.9 | max | p99 runs | errors | "
+               "new from 127.0.0.3: connected in, echo p99, errors | "
+               "server RSS peak | server threads peak | server CPU s (echo run) | "
+               "flood attempts | held (peak) | refused at cap | refused by rate | "
+               "closed, connect errors |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        p99 = {}
+        for name in ("without flood", "with flood"):
+            rs = runs.get(name, [])
+            if not rs:
+                continue
+            med = lambda get: statistics.median(get(r) for r in rs)
+            lat = lambda key: med(lambda r: r["echo"]["latency_us"][key])
+            p99[name] = lat("p99")
+            flood = "| | | | | |"
+            if all(r["flood"] for r in rs):
+                fl = lambda key: round(med(lambda r: r["flood"]["flood"][key]))
+                flood = (f"| {fl('attempts'):,} | {fl('held')} ({fl('held_peak')}) | "
+                         f"{fl('refused_cap'):,} | {fl('refused_rate'):,} | "
+                         f"{fl('closed')}, {fl('connect_errors')} |")
+            out.append(
+                f"| {name} | {med(lambda r: r['echo']['requests_per_sec']):,.0f} | {us(lat('p50'))} | "
+                f"{us(lat('p99'))} | {us(lat('p999'))} | {us(lat('max'))} | "
+                f"{', '.join(us(r['echo']['latency_us']['p99']) for r in rs)} | "
+                f"{sum(r['echo']['errors'] for r in rs)} | "
+                f"{med(lambda r: r['fresh']['idle']['connect_seconds']):.2f} s, "
+                f"{us(med(lambda r: r['fresh']['latency_us']['p99']))}, "
+                f"{sum(r['fresh']['errors'] for r in rs)} | "
+                f"{max(r['rss'] for r in rs) / 1e6:.1f} MB | "
+                f"{max(r['threads'] for r in rs)} | "
+                f"{med(lambda r: (r['echo']['server_process'] or {}).get('cpu_seconds', 0)):.2f} "
+                f"{flood}")
+        if len(p99) == 2:
+            worst = max(r["echo"]["latency_us"]["p99"] for r in runs["with flood"])
+            ratio = p99["with flood"] / max(p99["without flood"], 1e-9)
+            verdict = "met in every round" if worst < 100_000 else "MISSED"
+            out.append(f"\np99 with ÷ without the flood: {ratio:.2f}×. Issue 15's target (other "
+                       f"addresses answered within 100 ms p99): {verdict} (worst p99 with the "
+                       f"flood: {us(worst)}).")
+        out.append("")
+        return out
+
     def table(self):
         a = self.a
-        out = []
+        out = self.flood_table()
         overhead = {name: f for s, name, f in self.rows if s == "metrics"}
         if overhead:
             out.append(f"### Metrics overhead: the same build without and with --metrics; echo "
@@ -745,7 +881,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockit", required=True)
     ap.add_argument("--tokio-echo", required=True)
-    ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle", "metrics"],
+    ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle", "metrics",
+                                       "flood"],
                     action="append")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--body", type=int, default=64)
@@ -764,6 +901,12 @@ def main():
     ap.add_argument("--tree-files", type=int, default=1000)
     ap.add_argument("--tree-size", type=int, default=4096)
     ap.add_argument("--tree-reps", type=int, default=3)
+    ap.add_argument("--flood", type=int, default=10000,
+                    help="connection attempts at once of the flood section's `sockit bench flood`")
+    ap.add_argument("--flood-connections", type=int, default=50,
+                    help="echo connections from another address in the flood section")
+    ap.add_argument("--flood-fresh", type=int, default=50,
+                    help="new connections at once from a third address in the flood section")
     ap.add_argument("--tree-many", type=int, default=100000,
                     help="files of 1 KiB in the second folder test (0: skip it)")
     a = ap.parse_args()

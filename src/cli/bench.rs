@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// the server, more threads than cores add scheduler delays to the latencies measured.
     #[arg(long, global = true, default_value_t = 1)]
     pub threads: usize,
+    /// Source address of the connections. flood: every attempt comes from it (default
+    /// 127.0.0.1 against a loopback server). Other modes: the first 64 come from it, and
+    /// against a loopback server each next 64 from the next address (default 127.0.0.1), so
+    /// that an echo run can come from other addresses than a flood's.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub from: Option<std::net::IpAddr>,
 }
 
 /// The load of one run.
@@ -68,6 +74,9 @@ pub enum Mode {
     /// N fresh connections, each doing the handshake, a login and one stat (needs -u, and
     /// SOCKIT_PASSWORD or -i).
     Sessions(SessionArgs),
+    /// K connection attempts at once from one address (--from) for a while: served ones are
+    /// held, refused ones closed and tried again at once; counts what the server answered.
+    Flood(FloodArgs),
 }
 
 /// Options of `bench echo`.
@@ -130,6 +139,17 @@ pub struct IdleArgs {
     pub budget: f64,
 }
 
+/// Options of `bench flood`.
+#[derive(Debug, Clone, Args)]
+pub struct FloodArgs {
+    /// Connection attempts under way at once, all from one address (the held ones count).
+    #[arg(short = 'k', long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Seconds to keep trying (Ctrl-C ends the run sooner, and it still reports).
+    #[arg(short, long, default_value_t = 10.0)]
+    pub duration: f64,
+}
+
 /// Options of `bench sessions`.
 #[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
@@ -165,7 +185,26 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let pinned = crate::cli::trust::pin(&config.server, trust, fingerprint.as_deref()).await?;
         config.tls = Some(pinned);
     }
+    let told = match &mut config.load {
+        bench::Load::Flood(flood) => {
+            // Say when the address first meets its limits: a script can start what runs
+            // beside the flood then.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            flood.refused = Some(tx);
+            Some(tokio::spawn(async move {
+                if let Some(words) = rx.recv().await {
+                    eprintln!("sockit bench flood: first refusal: {words}");
+                }
+            }))
+        }
+        _ => None,
+    };
     let report = bench::run(&config).await?;
+    // The last sender goes with the config: the line, if any, is out once the task ends.
+    drop(config);
+    if let Some(told) = told {
+        let _ = told.await;
+    }
     if json {
         out!("{}", serde_json::to_string(&report)?);
     } else {
@@ -199,6 +238,11 @@ impl BenchArgs {
                 budget: seconds("--budget", a.budget)?,
             }),
             Mode::Sessions(a) => bench::Load::Sessions(a.into_load()?),
+            Mode::Flood(a) => bench::Load::Flood(bench::FloodLoad {
+                connections: a.connections,
+                duration: seconds("--duration", a.duration)?,
+                refused: None,
+            }),
         };
         Ok(bench::Config {
             load,
@@ -206,6 +250,7 @@ impl BenchArgs {
             tls: None,
             server_pid: self.server_pid,
             threads: self.threads,
+            from: self.from,
         })
     }
 }
@@ -255,6 +300,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
 fn text(report: &Report) -> String {
     let unit = match report.mode {
         bench::Mode::Sessions => "sessions",
+        bench::Mode::Flood => "answers",
         mode if mode.transfers() => "transfers",
         _ => "requests",
     };
@@ -291,6 +337,24 @@ fn text(report: &Report) -> String {
             idle.held, idle.connect_seconds, idle.burst_seconds
         );
     }
+    if let Some(f) = &report.flood {
+        let _ = writeln!(
+            s,
+            "  flood from {}: {} attempts; held {} ({} at once at most, {} dropped); refused \
+             {} at the per-address cap, {} by the connection rate, {} otherwise; {} closed \
+             without a reply, {} connect errors",
+            f.source.as_deref().unwrap_or("the system's choice"),
+            f.attempts,
+            f.held,
+            f.held_peak,
+            f.dropped,
+            f.refused_cap,
+            f.refused_rate,
+            f.refused_other,
+            f.closed,
+            f.connect_errors
+        );
+    }
     if let Some(p) = &report.server_process {
         let _ = writeln!(
             s,
@@ -322,7 +386,7 @@ fn micros(us: f64) -> String {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use sockit::client::bench::{IdleFigures, Latency, ServerFigures};
+    use sockit::client::bench::{FloodFigures, IdleFigures, Latency, ServerFigures};
 
     use super::*;
     use crate::cli::{Cli, Command};
@@ -361,6 +425,13 @@ mod tests {
             budget,
         };
         assert!(matches!(c.load, Load::Idle(i) if i == idle) && c.threads == 2);
+        let c = config(&["sockit", "bench", "flood", "--from", "127.0.0.9", "-d", "2"]).unwrap();
+        let two = Duration::from_secs(2);
+        assert!(matches!(c.load, Load::Flood(f) if (f.connections, f.duration) == (10_000, two)));
+        assert_eq!(c.from, Some([127, 0, 0, 9].into()));
+        let c = config(&["sockit", "bench", "echo", "-c", "50", "--from", "127.0.0.2"]).unwrap();
+        assert_eq!(c.from.map(|a| a.to_string()).as_deref(), Some("127.0.0.2"));
+        assert!(config(&["sockit", "bench", "flood", "--from", "nowhere"]).is_err());
         let err = config(&["sockit", "bench", "echo", "-d", "inf"]).unwrap_err();
         assert_eq!(err.to_string(), "--duration inf: not a number of seconds");
     }
@@ -394,6 +465,7 @@ mod tests {
             },
             idle: None,
             server_process: None,
+            flood: None,
         };
         let idle = IdleFigures {
             held: 1000,
@@ -430,6 +502,27 @@ mod tests {
                 mb_per_sec: 0.0,
                 first_error: Some("transferred 5 of 10 bytes".into()),
                 tls: true,
+                ..base.clone()
+            },
+            Report {
+                mode: bench::Mode::Flood,
+                connections: 10000,
+                body_bytes: 0,
+                pipeline: 1,
+                errors: 7,
+                first_error: Some("the server closed the connection without a word".into()),
+                flood: Some(FloodFigures {
+                    source: Some("127.0.0.1".into()),
+                    attempts: 123463,
+                    held: 128,
+                    held_peak: 128,
+                    dropped: 0,
+                    refused_cap: 100000,
+                    refused_rate: 23328,
+                    refused_other: 0,
+                    closed: 5,
+                    connect_errors: 2,
+                }),
                 ..base
             },
         ]
@@ -437,7 +530,7 @@ mod tests {
 
     /// The text `sockit bench` printed for [`samples`] before the bench moved out of the
     /// library's `Display` (bench/compare.py reads the JSON, people and notes read this).
-    const TEXT: [&str; 5] = [
+    const TEXT: [&str; 6] = [
         "echo against 127.0.0.1:9900: 10 connections, 64 B bodies, pipeline 4
   123456 requests ok, 0 errors in 5.00 s: 24671 requests/s, 1.6 MB/s
   latency p50 0 µs p99 1000 µs p99.9 1.50 ms max 2.50 s",
@@ -459,6 +552,13 @@ mod tests {
   0 transfers ok, 0 errors in 0.00 s: 0 transfers/s, 0.0 MB/s
   latency p50 0 µs p99 1000 µs p99.9 1.50 ms max 2.50 s
   first error: transferred 5 of 10 bytes",
+        "flood against 127.0.0.1:9900: 10000 connections, 0 B bodies, pipeline 1
+  123456 answers ok, 7 errors in 5.00 s: 24671 answers/s, 1.6 MB/s
+  latency p50 0 µs p99 1000 µs p99.9 1.50 ms max 2.50 s
+  flood from 127.0.0.1: 123463 attempts; held 128 (128 at once at most, 0 dropped); \
+refused 100000 at the per-address cap, 23328 by the connection rate, 0 otherwise; 5 closed \
+without a reply, 2 connect errors
+  first error: the server closed the connection without a word",
     ];
 
     #[test]

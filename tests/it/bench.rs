@@ -14,6 +14,7 @@ fn config(server: &sockit::net::Endpoint, load: Load) -> Config {
         tls: None,
         server_pid: Some(std::process::id()),
         threads: 1,
+        from: None,
     }
 }
 
@@ -200,4 +201,95 @@ fn the_bench_speaks_tls_like_every_client_and_counts_whole_sessions() {
     )
     .unwrap_err();
     assert!(refused.contains("TLS"), "{refused}");
+}
+
+/// A `sockit bench flood` child process; killed (and reaped) on drop.
+struct FloodProcess(std::process::Child);
+
+impl Drop for FloodProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_flood_from_one_address_is_refused_past_its_cap_while_another_address_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--max-connections-per-ip",
+        "10",
+    ];
+    let server = crate::common::ServerProcess::start(&args, 1);
+    let addr = server.addr("native");
+    let plain = [("SOCKIT_PLAINTEXT", "1".to_string())];
+
+    // 300 attempts at once from 127.0.0.1, for longer than the test: it ends on Ctrl-C.
+    let flood = std::process::Command::new(crate::common::sockit_bin())
+        .args([
+            "bench", "flood", "-s", &addr, "-k", "300", "-d", "600", "--json",
+        ])
+        .env("SOCKIT_PLAINTEXT", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut flood = FloodProcess(flood);
+
+    // The flood says when its first refusal came back.
+    let mut said = String::new();
+    let mut stderr = std::io::BufReader::new(flood.0.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    assert!(
+        said.starts_with("sockit bench flood: first refusal: ") && said.contains("127.0.0.1"),
+        "{said}"
+    );
+    let echo_from = |from: &str, connections: &str, requests: &str| {
+        let args = ["echo", "-s", &addr, "--from", from];
+        bench_cli(
+            &[&args[..], &["-c", connections, "-n", requests]].concat(),
+            &plain,
+        )
+    };
+    // One more connection from 127.0.0.1 is refused too.
+    let refused = echo_from("127.0.0.1", "1", "1").unwrap_err();
+    assert!(refused.contains("too_many_connections"), "{refused}");
+
+    // Meanwhile another address is served, every request of it.
+    let echo = echo_from("127.0.0.2", "3", "20").unwrap();
+    assert_eq!(
+        (echo["ok"].as_u64(), echo["errors"].as_u64()),
+        (Some(60), Some(0)),
+        "{echo}"
+    );
+    assert!(flood.0.try_wait().unwrap().is_none(), "the flood ended");
+
+    // Ctrl-C ends the flood, which reports what it met.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(flood.0.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut flood.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(flood.0.wait().unwrap().success());
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["mode"], "flood");
+    let f = &report["flood"];
+    let count = |key: &str| f[key].as_u64().unwrap_or_else(|| panic!("{key}: {f}"));
+    assert_eq!(f["source"], "127.0.0.1");
+    // Never more held than the cap, and refusals, told by the server in words.
+    assert!(count("held_peak") <= 10, "{f}");
+    assert!(count("refused_cap") + count("refused_rate") > 0, "{f}");
+    assert!(
+        count("attempts") >= count("held") + count("refused_cap"),
+        "{f}"
+    );
+    assert_eq!(
+        report["ok"].as_u64(),
+        Some(count("held") + count("refused_cap") + count("refused_rate") + count("refused_other"))
+    );
 }

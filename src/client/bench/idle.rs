@@ -120,5 +120,6 @@ pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) 
             burst_seconds,
         }),
         server_process,
+        flood: None,
     })
 }

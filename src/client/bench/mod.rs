@@ -1,26 +1,29 @@
 //! The load generator behind `sockit bench`, to run against any sockit server (native protocol).
 //!
 //! Modes: `echo` (C connections, pipelined or not, for a count or a duration), `put` / `get`
-//! (N parallel verified transfers of a generated file) and `idle` (hold K idle connections,
-//! then one echo on each). One tokio task per connection; request frames are encoded once.
+//! (N parallel verified transfers of a generated file), `idle` (hold K idle connections,
+//! then one echo on each), `sessions` (fresh connections, each a login and a stat) and `flood`
+//! (K connection attempts at once from one address, each refused one closed and tried again). One tokio task per connection; request frames are encoded once.
 //! [`run`] takes a plain [`Config`] and returns a [`Report`]: it parses no arguments, knows no
 //! server-side type and prints nothing (the binary's `cli::bench` does those).
 
 mod echo;
+mod flood;
 mod idle;
 mod probe;
 mod report;
 mod sessions;
 mod transfer;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::net::Endpoint;
+use crate::net::{Endpoint, Stream};
 use crate::{Error, Result};
 
-pub use report::{IdleFigures, Latency, Mode, Report, ServerFigures};
+pub use report::{FloodFigures, IdleFigures, Latency, Mode, Report, ServerFigures};
 
 /// One run of the load generator: what load, against which server.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Threads of the load generator's own runtime (1 or less: a current-thread runtime).
     pub threads: usize,
+    /// The source address of the connections (see [`PER_SOURCE`]); `None`: 127.0.0.1 against
+    /// an IPv4 loopback server, the system's choice against any other.
+    pub from: Option<IpAddr>,
 }
 
 /// The load of one run.
@@ -51,6 +57,9 @@ pub enum Load {
     Idle(IdleLoad),
     /// N fresh connections, each doing the handshake, a login and one stat, then closing.
     Sessions(SessionLoad),
+    /// K connection attempts at once from one source address for a while: each served one is
+    /// held, each refused one closed and tried again at once.
+    Flood(FloodLoad),
 }
 
 /// The load of an `echo` run.
@@ -119,6 +128,19 @@ pub struct SessionLoad {
     pub credential: Credential,
 }
 
+/// The load of a `flood` run: what one address opening connections as fast as it can does to
+/// a server, and what the server answers it.
+#[derive(Debug, Clone)]
+pub struct FloodLoad {
+    /// Connection attempts under way at once (the held connections among them).
+    pub connections: usize,
+    /// How long to keep trying; an interrupt (Ctrl-C) ends the run sooner, with its report.
+    pub duration: Duration,
+    /// Gets the server's words of the first refusal, once, as it comes back: from then on the
+    /// address is at its limits (for a caller to say so, or to start what runs beside it).
+    pub refused: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
 /// How a bench logs in.
 #[derive(Debug, Clone)]
 pub enum Credential {
@@ -133,6 +155,8 @@ pub enum Credential {
 pub(super) struct Target {
     pub(super) server: Endpoint,
     pub(super) tls: Option<String>,
+    /// [`Config::from`].
+    pub(super) from: Option<IpAddr>,
 }
 
 /// Runs the load `config` describes and measures it.
@@ -174,6 +198,7 @@ async fn run_here(config: &Config) -> Result<Report> {
     let server = &Target {
         server: config.server.clone(),
         tls: config.tls.clone(),
+        from: config.from,
     };
     match &config.load {
         Load::Echo(load) => echo::run(server, load, probe).await,
@@ -181,6 +206,7 @@ async fn run_here(config: &Config) -> Result<Report> {
         Load::Get(load) => transfer::run(server, load, Mode::Get, probe).await,
         Load::Idle(load) => idle::run(server, load, probe).await,
         Load::Sessions(load) => sessions::run(server, load, probe).await,
+        Load::Flood(load) => flood::run(server, load, probe).await,
     }
 }
 
@@ -188,56 +214,105 @@ async fn run_here(config: &Config) -> Result<Report> {
 ///
 /// A server lets one address hold only so many connections (`serve --max-connections-per-ip`,
 /// 128 by default), so against an IPv4 loopback server the connections are spread over
-/// 127.0.0.0/8, all of which Linux routes to `lo`: connection `i` comes from 127.0.0.1 +
-/// `i / PER_SOURCE`. Against any other server they all come from one address (run the server
-/// with a per-address cap above the connections); so they do where a source cannot be bound.
+/// 127.0.0.0/8, all of which Linux routes to `lo`: connection `i` comes from the first source
+/// (127.0.0.1, or [`Config::from`]) + `i / PER_SOURCE`. Against any other server they all come
+/// from one address (run the server with a per-address cap above the connections): the
+/// system's choice, or [`Config::from`] when it is no loopback address. `flood` never spreads:
+/// all its connections come from one address.
 const PER_SOURCE: usize = 64;
 
 /// Opens connection number `i` of a run to `target` (see [`PER_SOURCE`]), with TLS when
 /// the target says so.
 async fn connect(target: &Target, i: usize) -> Result<Client> {
-    let mut bound = None;
+    let mut stream = None;
     if let Endpoint::Tcp(addr) = &target.server {
         let to = crate::net::resolve(addr).await?;
-        if let std::net::IpAddr::V4(ip) = to.ip()
-            && ip.is_loopback()
-        {
-            bound = crate::net::connect_from(to, source_for(i).into())
-                .await
-                .ok();
+        match target.from {
+            // A source asked for: it is bound, or the connection fails.
+            Some(first) => stream = Some(crate::net::connect_from(to, source_for(first, i)).await?),
+            None if is_loopback_v4(to) => {
+                let first = Ipv4Addr::LOCALHOST.into();
+                stream = crate::net::connect_from(to, source_for(first, i))
+                    .await
+                    .ok();
+            }
+            None => {}
         }
     }
-    let stream = match bound {
+    let stream = match stream {
         Some(stream) => stream,
         None => crate::net::connect(&target.server).await?,
     };
-    let stream = match (&target.tls, &target.server) {
-        (Some(pinned), Endpoint::Tcp(_)) => crate::client::tls::connect(stream, pinned).await?,
-        _ => stream,
-    };
-    Ok(Client::from_stream(stream))
+    Ok(Client::from_stream(secure(target, stream).await?))
 }
 
-/// The loopback source address of connection number `i` (see [`PER_SOURCE`]).
-fn source_for(i: usize) -> std::net::Ipv4Addr {
+/// The stream of a new connection to `target` from `source` (`None`: the system's choice),
+/// before any TLS.
+async fn connect_one(target: &Target, source: Option<IpAddr>) -> Result<Stream> {
+    Ok(match (&target.server, source) {
+        (Endpoint::Tcp(addr), Some(source)) => {
+            let to = crate::net::resolve(addr).await?;
+            crate::net::connect_from(to, source).await?
+        }
+        _ => crate::net::connect(&target.server).await?,
+    })
+}
+
+/// `stream` with TLS over it when `target` speaks TLS.
+async fn secure(target: &Target, stream: Stream) -> Result<Stream> {
+    Ok(match (&target.tls, &target.server) {
+        (Some(pinned), Endpoint::Tcp(_)) => crate::client::tls::connect(stream, pinned).await?,
+        _ => stream,
+    })
+}
+
+/// Whether `to` is an IPv4 loopback address, whose connections the bench can spread over
+/// 127.0.0.0/8.
+fn is_loopback_v4(to: SocketAddr) -> bool {
+    matches!(to.ip(), IpAddr::V4(ip) if ip.is_loopback())
+}
+
+/// The source address of connection number `i` when the first comes from `first` (see
+/// [`PER_SOURCE`]): spread over loopback from a loopback `first`, `first` itself otherwise.
+fn source_for(first: IpAddr, i: usize) -> IpAddr {
+    let IpAddr::V4(v4) = first else {
+        return first;
+    };
+    if !v4.is_loopback() {
+        return first;
+    }
     let step = u32::try_from(i / PER_SOURCE).unwrap_or(u32::MAX);
-    let source = u32::from(std::net::Ipv4Addr::LOCALHOST).saturating_add(step);
+    let source = u32::from(v4).saturating_add(step);
     // Never past 127.255.255.254: the last address of 127.0.0.0/8 is its broadcast address.
-    std::net::Ipv4Addr::from(source.min(0x7FFF_FFFE))
+    IpAddr::V4(Ipv4Addr::from(source.min(0x7FFF_FFFE)))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
 
     #[test]
     fn sources_move_on_every_per_source_connections_and_stay_in_loopback() {
-        assert_eq!(source_for(0), Ipv4Addr::new(127, 0, 0, 1));
-        assert_eq!(source_for(PER_SOURCE - 1), Ipv4Addr::new(127, 0, 0, 1));
-        assert_eq!(source_for(PER_SOURCE), Ipv4Addr::new(127, 0, 0, 2));
-        assert_eq!(source_for(3 * PER_SOURCE + 5), Ipv4Addr::new(127, 0, 0, 4));
-        assert_eq!(source_for(usize::MAX), Ipv4Addr::new(127, 255, 255, 254));
+        let first = v4(127, 0, 0, 1);
+        assert_eq!(source_for(first, 0), first);
+        assert_eq!(source_for(first, PER_SOURCE - 1), first);
+        assert_eq!(source_for(first, PER_SOURCE), v4(127, 0, 0, 2));
+        assert_eq!(source_for(first, 3 * PER_SOURCE + 5), v4(127, 0, 0, 4));
+        assert_eq!(source_for(first, usize::MAX), v4(127, 255, 255, 254));
+    }
+
+    #[test]
+    fn a_first_source_shifts_the_spread_and_other_addresses_are_kept_as_they_are() {
+        let first = v4(127, 0, 0, 2);
+        assert_eq!(source_for(first, PER_SOURCE - 1), first);
+        assert_eq!(source_for(first, PER_SOURCE), v4(127, 0, 0, 3));
+        let lan = v4(192, 168, 1, 7);
+        assert_eq!(source_for(lan, 5 * PER_SOURCE), lan);
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(source_for(v6, 5 * PER_SOURCE), v6);
     }
 }

@@ -25,10 +25,13 @@ pub enum Mode {
     Idle,
     /// Fresh connections, each with a handshake, a login and one stat.
     Sessions,
+    /// Connection attempts from one address, refused ones tried again at once.
+    Flood,
 }
 
 impl Mode {
-    /// The mode's name, as on the command line: `echo`, `put`, `get` or `idle`.
+    /// The mode's name, as on the command line: `echo`, `put`, `get`, `idle`, `sessions` or
+    /// `flood`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Echo => "echo",
@@ -36,6 +39,7 @@ impl Mode {
             Mode::Get => "get",
             Mode::Idle => "idle",
             Mode::Sessions => "sessions",
+            Mode::Flood => "flood",
         }
     }
 
@@ -48,7 +52,7 @@ impl Mode {
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `echo`, `put`, `get` or `idle`.
+    /// `echo`, `put`, `get`, `idle`, `sessions` or `flood`.
     pub mode: Mode,
     /// The server driven.
     pub server: String,
@@ -78,6 +82,9 @@ pub struct Report {
     pub idle: Option<IdleFigures>,
     /// The server process, when its PID was given.
     pub server_process: Option<ServerFigures>,
+    /// Flood mode: what the attempts met (absent from the JSON of other modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodFigures>,
 }
 
 /// Latency percentiles, microseconds.
@@ -102,6 +109,34 @@ pub struct IdleFigures {
     pub connect_seconds: f64,
     /// Seconds until the last answered request of the burst.
     pub burst_seconds: f64,
+}
+
+/// Flood mode figures. The report's `ok` counts the attempts the server answered (served or
+/// refused in words), its `errors` those it did not (`closed` + `connect_errors`), its latency
+/// the time from an attempt's connect to that answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FloodFigures {
+    /// The one address every attempt came from (`None`: the system's choice).
+    pub source: Option<String>,
+    /// Connection attempts made.
+    pub attempts: u64,
+    /// Attempts served (their echo answered), then held until the end.
+    pub held: u64,
+    /// The most connections held at once.
+    pub held_peak: u64,
+    /// Held connections the server closed before the end.
+    pub dropped: u64,
+    /// Attempts refused because the address held its cap (`--max-connections-per-ip`).
+    pub refused_cap: u64,
+    /// Attempts refused because the address opened connections too fast (`--connection-rate`).
+    pub refused_rate: u64,
+    /// Attempts refused with another error reply.
+    pub refused_other: u64,
+    /// Attempts that connected, then ended without a reply (a reset, a close, or, over TLS, a
+    /// handshake the server's plaintext refusal broke).
+    pub closed: u64,
+    /// Attempts whose connect failed.
+    pub connect_errors: u64,
 }
 
 /// The server process, read from /proc.
@@ -251,6 +286,7 @@ pub(super) fn report(
         mb_per_sec: (total.ok as f64 * body_bytes as f64) / seconds_nz / 1e6,
         idle: None,
         server_process,
+        flood: None,
     }
 }
 
@@ -262,7 +298,15 @@ mod tests {
 
     #[test]
     fn mode_serialises_as_its_name() {
-        for mode in [Mode::Echo, Mode::Put, Mode::Get, Mode::Idle, Mode::Sessions] {
+        let all = [
+            Mode::Echo,
+            Mode::Put,
+            Mode::Get,
+            Mode::Idle,
+            Mode::Sessions,
+            Mode::Flood,
+        ];
+        for mode in all {
             let json = serde_json::to_value(mode).unwrap();
             assert_eq!(json, mode.name());
         }
@@ -289,6 +333,7 @@ mod tests {
         let server = Target {
             server: "127.0.0.1:1".parse().unwrap(),
             tls: None,
+            from: None,
         };
         let shape = Shape {
             connections: 1,
