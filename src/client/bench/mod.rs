@@ -3,7 +3,8 @@
 //! Modes: `echo` (C connections, pipelined or not, for a count or a duration), `put` / `get`
 //! (N parallel verified transfers of a generated file), `idle` (hold K idle connections,
 //! then one echo on each), `sessions` (fresh connections, each a login and a stat) and `flood`
-//! (K connection attempts at once from one address, each refused one closed and tried again). One tokio task per connection; request frames are encoded once.
+//! (K connection attempts at once from one address, each refused one closed and tried again).
+//! One tokio task per connection; request frames are encoded once.
 //! [`run`] takes a plain [`Config`] and returns a [`Report`]: it parses no arguments, knows no
 //! server-side type and prints nothing (the binary's `cli::bench` does those).
 
