@@ -170,6 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn ops_read_by_name_agree_with_the_full_reading() {
+        // `echo` and `df` skip serde's pass over the map: the result must be the same,
+        // whatever else the header holds.
+        for v in [
+            json!({"op":"echo","total_size":5,"note":"x"}),
+            json!({"op":"df","path":"ignored"}),
+        ] {
+            let h = head(v);
+            let full = Request::deserialize(&h.header).unwrap();
+            assert_eq!(Request::from_head(&h).unwrap(), full);
+        }
+    }
+
+    #[test]
     fn missing_or_mistyped_op_is_a_bad_request() {
         for v in [json!({"filename": "a"}), json!({"op": 7})] {
             assert!(matches!(

@@ -21,6 +21,11 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<()> {
     let mut left = conn.unread_body();
     conn.queue_head(&Reply::ok(Empty {}), left)?;
+    // A small body came with its head: it goes straight into the reply.
+    left -= conn.relay_buffered_body();
+    if left == 0 {
+        return Ok(());
+    }
     let mut chunk = vec![0; usize::try_from(left).unwrap_or(CHUNK).min(CHUNK)];
     while left > 0 {
         let n = conn.body().read(&mut chunk).await?;

@@ -18,6 +18,7 @@ mod transfer;
 pub mod transport;
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,6 +43,10 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// when more pipelined requests wait: a client that pipelines and does not read then meets
 /// the socket's backpressure (and the idle timeout) instead of growing the queue.
 const MAX_QUEUED: usize = 64 * 1024;
+
+/// A connection whose requests never wait (a peer that pipelines without pause) looks at the
+/// shutdown signal once per this many requests.
+const SHUTDOWN_CHECK: u32 = 64;
 
 /// The native protocol service.
 #[derive(Debug, Default)]
@@ -304,14 +309,25 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     // Waited on across requests, so it registers with the token once, not once a request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    let mut served = 0u32;
     loop {
-        // Shutdown is only heard between requests: one in flight runs to its end.
-        let head = tokio::select! {
-            biased;
-            _ = &mut cancelled => return Ok(()),
-            head = conn.read_head() => head?,
+        // Shutdown is only heard between requests: one in flight runs to its end. Each look
+        // at the token takes its lock, so it is looked at when the connection would wait
+        // anyway, and every SHUTDOWN_CHECK requests for a peer that never lets it wait.
+        served = served.wrapping_add(1);
+        if served.is_multiple_of(SHUTDOWN_CHECK) && shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let head = {
+            let read = conn.read_head();
+            tokio::pin!(read);
+            std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(head) => Poll::Ready(Some(head)),
+                Poll::Pending => cancelled.as_mut().poll(cx).map(|()| None),
+            })
+            .await
         };
-        let Some(head) = head else {
+        let Some(head) = head.transpose()?.flatten() else {
             return Ok(());
         };
         let op = head.header.get("op").and_then(|v| v.as_str()).unwrap_or("");
@@ -329,6 +345,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             },
             // Any other request is answered after the writes before it.
+            Ok(request) if batch.is_empty() => native.dispatch(request, op, cx, conn).await,
             Ok(request) => match batch.flush(conn).await {
                 Ok(()) => native.dispatch(request, op, cx, conn).await,
                 Err(e) => Err(e),
