@@ -466,8 +466,14 @@ class Suite:
         data = os.path.join(self.work, "tree-data")
         run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
             input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        # Logged in by key, as ssh is here: a password would add an argon2id hash (tens of
+        # milliseconds, on purpose) to every sockit run and none to the peers'.
+        key = os.path.join(self.work, "tree-key")
+        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
+        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
+            stdout=subprocess.DEVNULL)
         p, port = self.sockit_server(data)
-        env = {**self.client_env(port, tls=True), "SOCKIT_PASSWORD": "bench-pass",
+        env = {**self.client_env(port, tls=True), "SOCKIT_IDENTITY": key,
                "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
         home = os.path.join(data, "homes", "bench")
         for count, size in ((a.tree_files, a.tree_size), (a.tree_many, 1024)):

@@ -126,6 +126,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.unread_body == 0 && Head::check(&self.rbuf, &self.limits).is_ok()
     }
 
+    /// Whether a whole next head is buffered once what the socket holds now is read: reads
+    /// without waiting, until a head is whole or a read would wait (or the stream ended,
+    /// which the next [`Self::read_head`] reports).
+    ///
+    /// # Errors
+    /// I/O errors of the stream.
+    pub async fn head_ready(&mut self) -> Result<bool> {
+        loop {
+            if self.has_buffered_head() {
+                return Ok(true);
+            }
+            if self.unread_body > 0 {
+                return Ok(false);
+            }
+            // One poll: `Pending` leaves this task's waker with the socket (a wake-up for
+            // nothing, at worst), and the buffer as it was.
+            match std::future::poll_fn(|cx| Poll::Ready(self.poll_fill(cx))).await {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                Poll::Ready(Ok(_)) | Poll::Pending => return Ok(false),
+                Poll::Ready(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Bytes queued for the peer and not written yet.
     pub fn queued(&self) -> usize {
         self.wbuf.len()

@@ -338,6 +338,29 @@ impl Home {
     pub(crate) async fn discard(&self, pending: &mut Pending<StoreUpload>) {
         drop(self.storage.discard_upload(&mut pending.upload).await);
     }
+
+    /// Opens a file of a local home and runs `then` on it and its length in the same trip
+    /// to the blocking pool; `None` for a home in an object store.
+    ///
+    /// # Errors
+    /// As [`Storage::open_read`], and `then`'s.
+    pub(crate) async fn open_local_then<T: Send + 'static>(
+        &self,
+        path: &WirePath,
+        then: impl FnOnce(std::fs::File, u64) -> Result<T> + Send + 'static,
+    ) -> Option<Result<T>> {
+        self.storage.open_local_then(path, then).await
+    }
+
+    /// This home with its storage calls made on the calling thread, for code that runs on
+    /// the blocking pool and makes many calls in one trip there; `None` when the storage
+    /// cannot (an object store). The quota and its names lock are the same.
+    pub(crate) fn inline(&self) -> Option<Home> {
+        Some(Home {
+            storage: self.storage.inline()?,
+            ..self.clone()
+        })
+    }
 }
 
 impl UploadWriter {

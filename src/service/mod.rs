@@ -360,7 +360,12 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             debug!(error = %e, "request refused");
             conn.queue(&Reply::error(e.code(), e.to_string()), b"")?;
         }
-        let idle = !conn.has_buffered_head();
+        let mut idle = !conn.has_buffered_head();
+        if idle && !batch.is_empty() && !batch.is_full() {
+            // More of the group may have arrived since the last read: the group ends when
+            // the socket holds no further request, not when the buffer does.
+            idle = !conn.head_ready().await?;
+        }
         if !batch.is_empty() && (idle || batch.is_full()) {
             batch.flush(conn).await?;
         }

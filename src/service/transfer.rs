@@ -198,44 +198,60 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<u64> {
     let source = resolve(&path)?;
-    let (file, size) = home.open_read(&source).await?;
-    if offset > size {
-        return Err(Error::BadRequest(format!(
-            "cannot resume {path} at byte {offset}: it has {size} bytes"
-        )));
-    }
-    let file = match file {
-        StoreReader::Local(file) => file,
-        StoreReader::S3(object) => return get_object(conn, &object, (size, offset), digest).await,
+    let bad_offset = {
+        let path = path.clone();
+        move |size: u64| {
+            Error::BadRequest(format!(
+                "cannot resume {path} at byte {offset}: it has {size} bytes"
+            ))
+        }
     };
     // Digests remembered at upload time spare the server the hashing; md5 (its slowest
-    // part) is computed only for a client that checks it. A small file is read and hashed
-    // whole in the same trip to the blocking pool (`put -r`'s thousands of small files);
-    // a larger one streams.
-    let small = offset == 0 && size <= SMALL_GET;
-    let (file, known, whole) = blocking(move || {
-        let known = remembered_sums(&file).unwrap_or_default();
-        if !small {
-            return Ok((file, known, None));
+    // part) is computed only for a client that checks it. A small local file is opened,
+    // read and hashed whole in one trip to the blocking pool (`get -r`'s thousands of small
+    // files); a larger one streams.
+    let read = {
+        let bad_offset = bad_offset.clone();
+        move |file: std::fs::File, size: u64| {
+            if offset > size {
+                return Err(bad_offset(size));
+            }
+            let known = remembered_sums(&file).unwrap_or_default();
+            if !(offset == 0 && size <= SMALL_GET) {
+                return Ok((file, size, known, None));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&file).take(size).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != size {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file got shorter while it was being sent",
+                )));
+            }
+            let known = Sums {
+                // Always: `GetReady` promises it.
+                blake3: known.blake3.or_else(|| Some(blake3_hex(&bytes))),
+                md5: known.md5.or_else(|| {
+                    (digest == DigestKind::Md5).then(|| hex::encode(Md5::digest(&bytes)))
+                }),
+            };
+            Ok((file, size, known, Some(bytes)))
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        (&file).take(size).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 != size {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file got shorter while it was being sent",
-            )));
-        }
-        let known = Sums {
-            // Always: `GetReady` promises it.
-            blake3: known.blake3.or_else(|| Some(blake3_hex(&bytes))),
-            md5: known
-                .md5
-                .or_else(|| (digest == DigestKind::Md5).then(|| hex::encode(Md5::digest(&bytes)))),
-        };
-        Ok((file, known, Some(bytes)))
-    })
-    .await?;
+    };
+    let (file, size, known, whole) = match home.open_local_then(&source, read).await {
+        Some(opened) => opened?,
+        None => match home.open_read(&source).await? {
+            (_, size) if offset > size => return Err(bad_offset(size)),
+            (StoreReader::S3(object), size) => {
+                return get_object(conn, &object, (size, offset), digest).await;
+            }
+            (StoreReader::Local(_), _) => {
+                return Err(Error::Internal(
+                    "a local file outside the local home".into(),
+                ));
+            }
+        },
+    };
     let ready = Reply::ok(GetReady {
         size,
         offset,

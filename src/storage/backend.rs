@@ -86,25 +86,46 @@ pub(crate) trait Upload: Send + 'static {
 }
 
 /// A home in a local folder, through a confined handle ([`Root`]); the file system calls
-/// run on the blocking pool.
+/// run on the blocking pool, or, for a caller on that pool already, where it runs (see
+/// [`Local::inline`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Local {
     root: Arc<Root>,
+    here: bool,
+}
+
+/// Runs `f` where the caller runs (`here`: the caller is a blocking-pool thread already) or
+/// on the blocking pool.
+async fn on_pool<T: Send + 'static>(
+    here: bool,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if here { f() } else { blocking(f).await }
 }
 
 impl Local {
     /// The home whose folder handle is `root`.
     pub(crate) fn new(root: Arc<Root>) -> Local {
-        Local { root }
+        Local { root, here: false }
     }
 
-    /// Runs `f` on the folder handle, on the blocking pool.
+    /// The same home, its file system calls made on the calling thread: for code that runs
+    /// on the blocking pool already and makes many calls in one trip there (the group
+    /// commit of small files). Each call blocks its caller.
+    pub(crate) fn inline(&self) -> Local {
+        Local {
+            root: self.root.clone(),
+            here: true,
+        }
+    }
+
+    /// Runs `f` on the folder handle, on the blocking pool (or here, see [`Local::inline`]).
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Root) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let root = self.root.clone();
-        blocking(move || f(&root)).await
+        on_pool(self.here, move || f(&root)).await
     }
 }
 
@@ -119,6 +140,8 @@ pub(crate) struct LocalUpload {
     target: WirePath,
     kept: Kept,
     synced: bool,
+    /// Its calls run on the calling thread (see [`Local::inline`]).
+    here: bool,
 }
 
 impl LocalUpload {
@@ -132,10 +155,32 @@ impl LocalUpload {
                 "the upload has no partial file".into(),
             ));
         };
-        let (file, partial) =
-            blocking(move || partial.open_at(offset).map(|f| (f, partial))).await?;
+        let (file, partial) = on_pool(self.here, move || {
+            partial.open_at(offset).map(|f| (f, partial))
+        })
+        .await?;
         self.partial = Some(partial);
         Ok(file)
+    }
+
+    /// Writes `body`, the whole file, into the partial file (from its start).
+    ///
+    /// # Errors
+    /// File system errors.
+    pub(crate) async fn write_whole(&mut self, body: bytes::Bytes) -> Result<()> {
+        let Some(mut partial) = self.partial.take() else {
+            return Err(crate::Error::Internal(
+                "the upload has no partial file".into(),
+            ));
+        };
+        let partial = on_pool(self.here, move || {
+            use std::io::Write;
+            partial.open_at(0)?.write_all(&body)?;
+            Ok(partial)
+        })
+        .await?;
+        self.partial = Some(partial);
+        Ok(())
     }
 }
 
@@ -146,7 +191,9 @@ impl Upload for LocalUpload {
 
     async fn cost(&self) -> u64 {
         let probe = self.probe.clone();
-        blocking(move || Ok(probe.cost())).await.unwrap_or(0)
+        on_pool(self.here, move || Ok(probe.cost()))
+            .await
+            .unwrap_or(0)
     }
 
     fn cost_at_start(&self) -> u64 {
@@ -179,7 +226,7 @@ impl Storage for Local {
     async fn next_page(&self, listing: &mut Listing, limit: usize) -> Result<(Vec<Entry>, bool)> {
         // Lent to the blocking pool and given back; a page that fails ends the listing.
         let mut lent = std::mem::replace(listing, Listing::done());
-        let (lent, page) = blocking(move || {
+        let (lent, page) = on_pool(self.here, move || {
             let page = lent.next_page(limit);
             Ok((lent, page))
         })
@@ -225,6 +272,7 @@ impl Storage for Local {
 
     async fn begin_upload(&self, path: &WirePath) -> Result<LocalUpload> {
         let path = path.clone();
+        let here = self.here;
         self.run(move |root| {
             let partial = root.partial(&path)?;
             let probe = Arc::new(partial.probe()?);
@@ -238,6 +286,7 @@ impl Storage for Local {
                 target: path,
                 kept: Kept::default(),
                 synced: false,
+                here,
             })
         })
         .await
@@ -250,7 +299,10 @@ impl Storage for Local {
             ));
         };
         let (kept, synced) = (upload.kept, upload.synced);
-        blocking(move || partial.commit_verified(size, kept, synced)).await
+        on_pool(self.here, move || {
+            partial.commit_verified(size, kept, synced)
+        })
+        .await
     }
 
     async fn sync(&self) -> Result<()> {
@@ -259,7 +311,7 @@ impl Storage for Local {
 
     async fn discard_upload(&self, upload: &mut LocalUpload) -> Result<()> {
         match upload.partial.take() {
-            Some(partial) => blocking(move || partial.discard()).await,
+            Some(partial) => on_pool(self.here, move || partial.discard()).await,
             None => Ok(()),
         }
     }
@@ -291,6 +343,42 @@ pub(crate) const STREAM_CHUNK: usize = 1 << 20;
 pub(crate) type ByteStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Sync>,
 >;
+
+impl Store {
+    /// This home with its calls made on the calling thread, for a caller on the blocking
+    /// pool already (see [`Local::inline`]); `None` for a home in an object store, whose
+    /// calls are network requests that wait on the runtime.
+    pub(crate) fn inline(&self) -> Option<Store> {
+        match self {
+            Store::Local(local) => Some(Store::Local(local.inline())),
+            Store::S3(_) => None,
+        }
+    }
+}
+
+impl Store {
+    /// Opens a file of a local home for reading and runs `then` on it and its length, in
+    /// the same trip to the blocking pool; `None` for a home in an object store (open it
+    /// with [`Storage::open_read`]).
+    pub(crate) async fn open_local_then<T: Send + 'static>(
+        &self,
+        path: &WirePath,
+        then: impl FnOnce(std::fs::File, u64) -> Result<T> + Send + 'static,
+    ) -> Option<Result<T>> {
+        let Store::Local(local) = self else {
+            return None;
+        };
+        let path = path.clone();
+        Some(
+            local
+                .run(move |root| {
+                    let (file, len) = root.open_read(&path)?;
+                    then(file, len)
+                })
+                .await,
+        )
+    }
+}
 
 impl StoreReader {
     /// The bytes `start..end`, in chunks of up to [`STREAM_CHUNK`]: a local file's read one
