@@ -150,6 +150,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The heads buffered after the last one read, parsed but left in place, up to `max`
+    /// of them, stopping at the first with a body or not yet whole: a look ahead, for a
+    /// server that prepares answers together.
+    pub fn buffered_heads(&self, max: usize) -> Vec<Head> {
+        let mut heads = Vec::new();
+        if self.unread_body > 0 {
+            return heads;
+        }
+        let mut at = 0;
+        while heads.len() < max {
+            match Head::parse(&self.rbuf[at..], &self.limits) {
+                Ok((head, used)) if head.body_len == 0 => {
+                    at += used;
+                    heads.push(head);
+                }
+                _ => break,
+            }
+        }
+        heads
+    }
+
     /// Bytes queued for the peer and not written yet.
     pub fn queued(&self) -> usize {
         self.wbuf.len()

@@ -339,17 +339,16 @@ impl Home {
         drop(self.storage.discard_upload(&mut pending.upload).await);
     }
 
-    /// Opens a file of a local home and runs `then` on it and its length in the same trip
-    /// to the blocking pool; `None` for a home in an object store.
+    /// Runs `then` on a local home's folder handle in one trip to the blocking pool (the
+    /// caller keeps the rules: `then` only reads); `None` for a home in an object store.
     ///
     /// # Errors
-    /// As [`Storage::open_read`], and `then`'s.
-    pub(crate) async fn open_local_then<T: Send + 'static>(
+    /// `then`'s.
+    pub(crate) async fn with_local_root<T: Send + 'static>(
         &self,
-        path: &WirePath,
-        then: impl FnOnce(std::fs::File, u64) -> Result<T> + Send + 'static,
+        then: impl FnOnce(&crate::storage::Root) -> Result<T> + Send + 'static,
     ) -> Option<Result<T>> {
-        self.storage.open_local_then(path, then).await
+        self.storage.with_local_root(then).await
     }
 
     /// This home with its storage calls made on the calling thread, for code that runs on

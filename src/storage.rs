@@ -298,7 +298,7 @@ impl Root {
     /// # Errors
     /// [`Error::BadRequest`] for a folder or anything else but a regular file;
     /// [`Error::NotFound`], [`Error::PermissionDenied`] and other file system errors.
-    fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
+    pub(crate) fn open_read(&self, path: &WirePath) -> Result<(File, u64)> {
         let err = |e| fs_error(path, e);
         let mut options = OpenOptions::new();
         options.read(true).custom_flags(NO_WAIT);

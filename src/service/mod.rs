@@ -164,7 +164,8 @@ impl Native {
                 digest,
             } => {
                 let home = self.home(cx)?;
-                cx.moved = Some(transfer::get(home, (path, offset, digest), conn).await?);
+                let request = (path, offset, digest);
+                cx.moved = Some(transfer::get(home, request, &mut cx.ahead, conn).await?);
                 return Ok(());
             }
             Request::Data { .. } | Request::Done { .. } => {
@@ -220,6 +221,8 @@ struct Context {
     shutdown: tokio_util::sync::CancellationToken,
     /// The file bytes the last transfer moved, for its log line.
     moved: Option<u64>,
+    /// Small files read ahead for the gets buffered behind the last one.
+    ahead: transfer::ReadAhead,
 }
 
 impl TcpService for Native {
@@ -244,6 +247,7 @@ impl TcpService for Native {
             session: session::Session::new(binding),
             shutdown: conn.shutdown.clone(),
             moved: None,
+            ahead: transfer::ReadAhead::default(),
         };
         let result = match refused {
             Some(refused) => {
@@ -335,6 +339,10 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         let request = Request::from_head(&head);
         let report = report::Report::begin(&request, conn.get_ref());
         cx.moved = None;
+        if !matches!(request, Ok(Request::Get { .. })) {
+            // Any other request may change the files read ahead.
+            cx.ahead.clear();
+        }
         let result = match request {
             // Whole small files join the group commit (see `batch`), answered when it ends.
             Ok(Request::Write { path, blake3, keep }) => match native.home(cx) {

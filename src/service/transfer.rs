@@ -37,6 +37,7 @@ use crate::protocol::ops::{GetReady, PutReady, Trailer, Verified};
 use crate::protocol::{DigestKind, Kept, Reply, Request};
 use crate::storage::backend::{StoreReader, StoreUpload, Upload};
 use crate::storage::s3::{S3Reader, S3Upload};
+use crate::storage::{Root, WirePath};
 use crate::{Error, Result};
 
 /// Runs an upload whose `put` head was just read.
@@ -187,7 +188,8 @@ fn checked(
     }))
 }
 
-/// Answers a `get`.
+/// Answers a `get`. A small file's answer may come from `ahead`, read with the get before
+/// it; this get in turn reads ahead the small files of the gets buffered behind it.
 ///
 /// # Errors
 /// Storage errors before the first byte (the connection goes on); I/O errors after it (the
@@ -195,53 +197,46 @@ fn checked(
 pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     home: Home,
     (path, offset, digest): (String, u64, DigestKind),
+    ahead: &mut ReadAhead,
     conn: &mut Connection<S>,
 ) -> Result<u64> {
     let source = resolve(&path)?;
-    let bad_offset = {
-        let path = path.clone();
-        move |size: u64| {
-            Error::BadRequest(format!(
-                "cannot resume {path} at byte {offset}: it has {size} bytes"
-            ))
-        }
-    };
+    if let Some(small) = ahead.take(&source, offset, digest) {
+        let (size, known) = (small.size, small.sums);
+        conn.queue(&ready(size, 0), &small.bytes)?;
+        debug!(%path, size, "sent (read ahead)");
+        let trailer = Trailer {
+            md5: known.md5,
+            blake3: known.blake3,
+        };
+        conn.queue(&Reply::ok(trailer), b"")?;
+        return Ok(size);
+    }
     // Digests remembered at upload time spare the server the hashing; md5 (its slowest
     // part) is computed only for a client that checks it. A small local file is opened,
-    // read and hashed whole in one trip to the blocking pool (`get -r`'s thousands of small
-    // files); a larger one streams.
-    let read = {
-        let bad_offset = bad_offset.clone();
-        move |file: std::fs::File, size: u64| {
-            if offset > size {
-                return Err(bad_offset(size));
-            }
-            let known = remembered_sums(&file).unwrap_or_default();
-            if !(offset == 0 && size <= SMALL_GET) {
-                return Ok((file, size, known, None));
-            }
-            let mut bytes = Vec::with_capacity(size as usize);
-            (&file).take(size).read_to_end(&mut bytes)?;
-            if bytes.len() as u64 != size {
-                return Err(Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file got shorter while it was being sent",
-                )));
-            }
-            let known = Sums {
-                // Always: `GetReady` promises it.
-                blake3: known.blake3.or_else(|| Some(blake3_hex(&bytes))),
-                md5: known.md5.or_else(|| {
-                    (digest == DigestKind::Md5).then(|| hex::encode(Md5::digest(&bytes)))
-                }),
-            };
-            Ok((file, size, known, Some(bytes)))
+    // read and hashed whole in one trip to the blocking pool, together with the small files
+    // of the gets buffered behind it (`get -r`'s thousands of small files); a larger one
+    // streams.
+    let wanted = ReadAhead::wanted(conn);
+    let shown = path.clone();
+    let read = move |root: &Root| {
+        let (file, size) = root.open_read(&source)?;
+        if offset > size {
+            return Err(bad_offset(&shown, offset, size));
         }
+        let opened = if offset == 0 && size <= SMALL_GET {
+            let (sums, bytes) = read_whole(&file, size, digest)?;
+            (file, size, sums, Some(bytes))
+        } else {
+            let known = remembered_sums(&file).unwrap_or_default();
+            (file, size, known, None)
+        };
+        Ok((opened, read_ahead(root, wanted)))
     };
-    let (file, size, known, whole) = match home.open_local_then(&source, read).await {
+    let ((file, size, known, whole), read) = match home.with_local_root(read).await {
         Some(opened) => opened?,
-        None => match home.open_read(&source).await? {
-            (_, size) if offset > size => return Err(bad_offset(size)),
+        None => match home.open_read(&resolve(&path)?).await? {
+            (_, size) if offset > size => return Err(bad_offset(&path, offset, size)),
             (StoreReader::S3(object), size) => {
                 return get_object(conn, &object, (size, offset), digest).await;
             }
@@ -252,11 +247,8 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             }
         },
     };
-    let ready = Reply::ok(GetReady {
-        size,
-        offset,
-        blake3: true,
-    });
+    ahead.files = read;
+    let ready = ready(size, offset);
     let sent = match whole {
         Some(bytes) => {
             conn.queue(&ready, &bytes)?;
@@ -279,6 +271,128 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     };
     conn.queue(&Reply::ok(digest), b"")?;
     Ok(size - offset)
+}
+
+/// The go-ahead of a get of `size` bytes from `offset`.
+fn ready(size: u64, offset: u64) -> Reply<GetReady> {
+    Reply::ok(GetReady {
+        size,
+        offset,
+        blake3: true,
+    })
+}
+
+fn bad_offset(path: &str, offset: u64, size: u64) -> Error {
+    Error::BadRequest(format!(
+        "cannot resume {path} at byte {offset}: it has {size} bytes"
+    ))
+}
+
+/// Reads a small file of `size` bytes whole: its bytes, and its BLAKE3 (always: `GetReady`
+/// promises it) and, when `digest` asks for it, its md5, remembered or computed.
+fn read_whole(file: &std::fs::File, size: u64, digest: DigestKind) -> Result<(Sums, Vec<u8>)> {
+    let known = remembered_sums(file).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(size).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != size {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file got shorter while it was being sent",
+        )));
+    }
+    let sums = Sums {
+        blake3: known.blake3.or_else(|| Some(blake3_hex(&bytes))),
+        md5: known
+            .md5
+            .or_else(|| (digest == DigestKind::Md5).then(|| hex::encode(Md5::digest(&bytes)))),
+    };
+    Ok((sums, bytes))
+}
+
+/// Gets read ahead at most, and their bytes: what a connection may hold for them.
+const AHEAD_FILES: usize = 64;
+const AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Small files read for the `get`s buffered behind the one being served, in its trip to the
+/// blocking pool, and taken by those gets in turn: `get -r` pipelines a window of gets, each
+/// of which would otherwise cost a trip of its own. A file is read only once its get has
+/// arrived, so its answer is the file as it was after the request came. Any other request
+/// drops what is left ([`ReadAhead::clear`]): it may change the files.
+#[derive(Debug, Default)]
+pub(crate) struct ReadAhead {
+    files: std::collections::VecDeque<Small>,
+}
+
+/// A small file read whole.
+#[derive(Debug)]
+struct Small {
+    path: WirePath,
+    size: u64,
+    sums: Sums,
+    bytes: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// Forgets what was read ahead.
+    pub(crate) fn clear(&mut self) {
+        self.files.clear();
+    }
+
+    /// The file read ahead for a get of `path`, if that get is the next one expected.
+    fn take(&mut self, path: &WirePath, offset: u64, digest: DigestKind) -> Option<Small> {
+        let small = self.files.pop_front();
+        match small {
+            Some(small) if &small.path == path && offset == 0 && digest == DigestKind::Blake3 => {
+                Some(small)
+            }
+            _ => {
+                self.clear();
+                None
+            }
+        }
+    }
+
+    /// The paths of the whole-file BLAKE3 gets buffered behind the one being served, up to
+    /// the first other request.
+    fn wanted<S: AsyncRead + AsyncWrite + Unpin>(conn: &Connection<S>) -> Vec<WirePath> {
+        conn.buffered_heads(AHEAD_FILES)
+            .iter()
+            .map_while(|head| match Request::from_head(head) {
+                Ok(Request::Get {
+                    path,
+                    offset: 0,
+                    digest: DigestKind::Blake3,
+                }) => resolve(&path).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Reads the small files of `paths` whole, in order, up to the first that is not one (or
+/// cannot be read: its own get reports why), within [`AHEAD_BYTES`].
+fn read_ahead(root: &Root, paths: Vec<WirePath>) -> std::collections::VecDeque<Small> {
+    let mut read = std::collections::VecDeque::new();
+    let mut bytes = 0;
+    for path in paths {
+        let Ok((file, size)) = root.open_read(&path) else {
+            break;
+        };
+        if size > SMALL_GET || bytes + size > AHEAD_BYTES {
+            break;
+        }
+        let Ok((sums, body)) = read_whole(&file, size, DigestKind::Blake3) else {
+            break;
+        };
+        bytes += size;
+        read.push_back(Small {
+            path,
+            size,
+            sums,
+            bytes: body,
+        });
+    }
+    read
 }
 
 /// Receives the data frame's body into an object-store upload, hashed by `digest`. A store

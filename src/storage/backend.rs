@@ -357,26 +357,16 @@ impl Store {
 }
 
 impl Store {
-    /// Opens a file of a local home for reading and runs `then` on it and its length, in
-    /// the same trip to the blocking pool; `None` for a home in an object store (open it
-    /// with [`Storage::open_read`]).
-    pub(crate) async fn open_local_then<T: Send + 'static>(
+    /// Runs `then` on a local home's folder handle, in one trip to the blocking pool; `None`
+    /// for a home in an object store.
+    pub(crate) async fn with_local_root<T: Send + 'static>(
         &self,
-        path: &WirePath,
-        then: impl FnOnce(std::fs::File, u64) -> Result<T> + Send + 'static,
+        then: impl FnOnce(&Root) -> Result<T> + Send + 'static,
     ) -> Option<Result<T>> {
         let Store::Local(local) = self else {
             return None;
         };
-        let path = path.clone();
-        Some(
-            local
-                .run(move |root| {
-                    let (file, len) = root.open_read(&path)?;
-                    then(file, len)
-                })
-                .await,
-        )
+        Some(local.run(then).await)
     }
 }
 

@@ -231,6 +231,47 @@ async fn pipelined_writes_are_answered_in_order_each_on_its_own_merits() {
     assert!(!fx.data().join("homes/escape.txt").exists());
 }
 
+#[tokio::test]
+async fn pipelined_gets_answer_each_file_as_it_is_when_its_turn_comes() {
+    // The server reads the small files of buffered gets ahead, in one go: a change made by a
+    // request between two gets must still show in the later one.
+    let fx = Fixture::new().await;
+    let mut c = fx.client("alice").await;
+    let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+    let write =
+        |path: &str, body: &[u8]| json!({"op": "write", "path": path, "blake3": hash(body)});
+    let get = |path: &str| json!({"op": "get", "path": path, "digest": "blake3"});
+    let conn = c.connection();
+    conn.queue(&write("a.txt", b"one"), b"one").unwrap();
+    conn.queue(&write("b.txt", b"bee"), b"bee").unwrap();
+    conn.queue(&get("a.txt"), b"").unwrap();
+    conn.queue(&get("b.txt"), b"").unwrap();
+    conn.queue(&write("b.txt", b"two!"), b"two!").unwrap();
+    conn.queue(&get("b.txt"), b"").unwrap();
+    conn.queue(&get("a.txt"), b"").unwrap();
+    conn.queue(&get("missing.txt"), b"").unwrap();
+    conn.flush().await.unwrap();
+    for _ in 0..2 {
+        c.read_reply().await.unwrap();
+    }
+    let mut got = Vec::new();
+    for expected in [&b"one"[..], b"bee", b"", b"two!", b"one"] {
+        if expected.is_empty() {
+            c.read_reply().await.unwrap(); // the second write of b.txt
+            continue;
+        }
+        let (_, body) = c.read_reply().await.unwrap();
+        let (trailer, _) = c.read_reply().await.unwrap();
+        assert_eq!(trailer["blake3"].as_str().unwrap(), hash(&body));
+        got.push(body.to_vec());
+        assert_eq!(got.last().unwrap(), expected);
+    }
+    match c.read_reply().await {
+        Err(sockit::Error::Remote { code, .. }) => assert_eq!(code, ErrorCode::NotFound),
+        other => panic!("a get of a missing file: {other:?}"),
+    }
+}
+
 /// Rewrites the file being sent when the transfer is half way.
 struct RewriteMidway {
     path: PathBuf,
