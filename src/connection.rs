@@ -134,11 +134,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// I/O errors of the stream.
     pub async fn head_ready(&mut self) -> Result<bool> {
         loop {
-            if self.has_buffered_head() {
-                return Ok(true);
-            }
             if self.unread_body > 0 {
                 return Ok(false);
+            }
+            match Head::check(&self.rbuf, &self.limits) {
+                Ok(_) => return Ok(true),
+                Err(FrameError::Incomplete) => {}
+                // A broken head is not read past (so this buffer stays within one head's
+                // limit): the next `read_head` reports it.
+                Err(_) => return Ok(false),
             }
             // One poll: `Pending` leaves this task's waker with the socket (a wake-up for
             // nothing, at worst), and the buffer as it was.
