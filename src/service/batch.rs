@@ -114,7 +114,8 @@ impl Batch {
     /// file, were most of a small file's time.
     ///
     /// # Errors
-    /// Only a reply that cannot be encoded; storage errors become the files' replies.
+    /// Only a reply that cannot be encoded, or the blocking-pool task lost (a panic); storage
+    /// errors become the files' replies.
     pub(super) async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
