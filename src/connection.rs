@@ -155,15 +155,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The heads buffered after the last one read, parsed but left in place, up to `max`
-    /// of them, stopping at the first with a body or not yet whole: a look ahead, for a
-    /// server that prepares answers together.
-    pub fn buffered_heads(&self, max: usize) -> Vec<Head> {
+    /// of them and within `max_bytes` of buffer, stopping at the first with a body or not yet
+    /// whole: a look ahead, for a server that prepares answers together. (The byte bound
+    /// keeps a look ahead per request from parsing more than one request's worth of
+    /// headers.)
+    pub fn buffered_heads(&self, max: usize, max_bytes: usize) -> Vec<Head> {
         let mut heads = Vec::new();
         if self.unread_body > 0 {
             return heads;
         }
         let mut at = 0;
-        while heads.len() < max {
+        while heads.len() < max && at < max_bytes {
             match Head::parse(&self.rbuf[at..], &self.limits) {
                 Ok((head, used)) if head.body_len == 0 => {
                     at += used;

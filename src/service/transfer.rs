@@ -312,6 +312,9 @@ fn read_whole(file: &std::fs::File, size: u64, digest: DigestKind) -> Result<(Su
 /// Gets read ahead at most, and their bytes: what a connection may hold for them.
 const AHEAD_FILES: usize = 64;
 const AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+/// Buffered heads looked at for one get, in bytes: 64 gets of ordinary paths take a few
+/// KiB; a peer that pads its heads gets a shorter look, not more parsing per request.
+const AHEAD_HEADS: usize = 64 * 1024;
 
 /// Small files read for the `get`s buffered behind the one being served, in its trip to the
 /// blocking pool, and taken by those gets in turn: `get -r` pipelines a window of gets, each
@@ -355,7 +358,7 @@ impl ReadAhead {
     /// The paths of the whole-file BLAKE3 gets buffered behind the one being served, up to
     /// the first other request.
     fn wanted<S: AsyncRead + AsyncWrite + Unpin>(conn: &Connection<S>) -> Vec<WirePath> {
-        conn.buffered_heads(AHEAD_FILES)
+        conn.buffered_heads(AHEAD_FILES, AHEAD_HEADS)
             .iter()
             .map_while(|head| match Request::from_head(head) {
                 Ok(Request::Get {
