@@ -279,22 +279,3 @@ fn queue_refusals<S: AsyncRead + AsyncWrite + Unpin>(
     }
     Ok(())
 }
-
-/// Throws away an upload whose bytes do not match their digest: the error to answer.
-pub(super) async fn reject(
-    home: &Home,
-    pending: &mut Pending<StoreUpload>,
-    problem: String,
-) -> Error {
-    if let Some(local) = pending.upload.local() {
-        return match local.partial.take() {
-            Some(partial) => blocking(move || Ok(partial.reject(&problem)))
-                .await
-                .unwrap_or_else(|e| e),
-            None => Error::Internal("the upload has no partial file".into()),
-        };
-    }
-    let target = pending.upload.target().clone();
-    home.discard(pending).await;
-    Error::DigestMismatch(format!("{target}: {problem}; the upload was discarded"))
-}

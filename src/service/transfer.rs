@@ -121,7 +121,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let stored = match checked(digest, ours, Sums { md5, blake3 })? {
         Ok(stored) => stored,
-        Err(problem) => return Err(super::batch::reject(home, pending, problem).await),
+        Err(problem) => return Err(reject(home, pending, problem).await),
     };
     home.commit(pending, size).await?;
     // Downloads of this file can then skip hashing it (see `get`).
@@ -516,4 +516,19 @@ fn disconnected() -> Error {
         std::io::ErrorKind::UnexpectedEof,
         "the client left in the middle of an upload",
     ))
+}
+
+/// Throws away an upload whose bytes do not match their digest: the error to answer.
+async fn reject(home: &Home, pending: &mut Pending<StoreUpload>, problem: String) -> Error {
+    if let Some(local) = pending.upload.local() {
+        return match local.partial.take() {
+            Some(partial) => blocking(move || Ok(partial.reject(&problem)))
+                .await
+                .unwrap_or_else(|e| e),
+            None => Error::Internal("the upload has no partial file".into()),
+        };
+    }
+    let target = pending.upload.target().clone();
+    home.discard(pending).await;
+    Error::DigestMismatch(format!("{target}: {problem}; the upload was discarded"))
 }
