@@ -20,7 +20,7 @@ pub mod ops;
 pub mod request;
 pub mod wire_path;
 
-pub use frame::{Head, Limits, encode_head};
+pub use frame::{Head, Limits, encode_head, encode_ok_head};
 pub use header::{ErrorBody, ErrorCode, Reply};
 pub use request::{DigestKind, Kept, Password, Request};
 pub use wire_path::WirePath;

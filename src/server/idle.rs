@@ -16,7 +16,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -101,9 +101,15 @@ impl Wait {
 /// A timer polled with deadlines that never move back (each wait's is later than the last
 /// one's), made on first use and moved only when it fires: it re-arms about once per
 /// period, not once per wait.
+///
+/// A timer that has not fired and already holds this task's waker is not polled again: it
+/// will wake the task when it fires, and a poll would only register the same waker anew
+/// (an atomic exchange per wait, which showed in the echo profile).
 #[derive(Debug, Default)]
 pub(crate) struct Deadline {
     timer: Option<Pin<Box<Sleep>>>,
+    /// The waker the timer was last polled with.
+    waker: Option<Waker>,
 }
 
 impl Deadline {
@@ -114,11 +120,19 @@ impl Deadline {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        let armed = self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
         while timer.as_mut().poll(cx).is_ready() {
             if timer.deadline() >= due {
+                self.waker = None;
                 return Poll::Ready(());
             }
             timer.as_mut().reset(due);
+        }
+        if !armed {
+            self.waker = Some(cx.waker().clone());
         }
         Poll::Pending
     }

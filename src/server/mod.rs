@@ -12,7 +12,7 @@ mod shutdown;
 mod tcp;
 pub(crate) mod udp;
 
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, any_triggered};
 pub use tcp::{Conn, IoStream, TcpService, serve_tcp};
 pub use udp::{UdpService, serve_udp};
 

@@ -3,10 +3,23 @@
 //! Cancelling the token stops the accept loops and tells each connection to stop after the
 //! request it is on; [`Shutdown::drain`] then waits for the tracked tasks, up to a grace period.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Set, never cleared, once a server of this process has been told to stop.
+static ANY_TRIGGERED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a server of this process has been told to stop: a hint, read without a lock,
+/// that a connection's token may have been cancelled. While it is false no token is; once it
+/// is true the token itself says (another server of the process may be the one stopping).
+/// A connection that waits on its token between requests registers once, then looks at the
+/// token again only when this says so, instead of taking the token's two locks every wait.
+pub fn any_triggered() -> bool {
+    ANY_TRIGGERED.load(Ordering::Acquire)
+}
 
 /// The server's shutdown signal plus the set of tasks it waits for.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +36,8 @@ impl Shutdown {
 
     /// Asks every listener and connection to stop.
     pub fn trigger(&self) {
+        // Before the cancel: a connection woken by it must see the hint.
+        ANY_TRIGGERED.store(true, Ordering::Release);
         self.token.cancel();
     }
 

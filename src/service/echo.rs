@@ -6,8 +6,6 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::connection::{CHUNK, Connection};
-use crate::protocol::Reply;
-use crate::protocol::header::Empty;
 use crate::{Error, Result};
 
 /// Answers the echo request whose head was just read on `conn`.
@@ -20,7 +18,7 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<()> {
     let mut left = conn.unread_body();
-    conn.queue_head(&Reply::ok(Empty {}), left)?;
+    conn.queue_ok_head(left);
     // A small body came with its head: it goes straight into the reply.
     left -= conn.relay_buffered_body();
     if left == 0 {

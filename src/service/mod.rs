@@ -18,7 +18,7 @@ mod transfer;
 pub mod transport;
 
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -313,13 +313,20 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     // Waited on across requests, so it registers with the token once, not once a request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
+    // The waker `cancelled` was last polled with: it wakes this task when the token is
+    // cancelled, so until a shutdown begins it need not be polled again.
+    let mut registered: Option<Waker> = None;
     let mut served = 0u32;
     loop {
         // Shutdown is only heard between requests: one in flight runs to its end. Each look
-        // at the token takes its lock, so it is looked at when the connection would wait
-        // anyway, and every SHUTDOWN_CHECK requests for a peer that never lets it wait.
+        // at the token takes its locks, so it is looked at when the connection would wait
+        // anyway (and there only once a server is stopping), and every SHUTDOWN_CHECK
+        // requests for a peer that never lets it wait.
         served = served.wrapping_add(1);
-        if served.is_multiple_of(SHUTDOWN_CHECK) && shutdown.is_cancelled() {
+        if served.is_multiple_of(SHUTDOWN_CHECK)
+            && crate::server::any_triggered()
+            && shutdown.is_cancelled()
+        {
             return Ok(());
         }
         let head = {
@@ -327,7 +334,16 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             tokio::pin!(read);
             std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
                 Poll::Ready(head) => Poll::Ready(Some(head)),
-                Poll::Pending => cancelled.as_mut().poll(cx).map(|()| None),
+                Poll::Pending => {
+                    let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+                    if !fresh && !crate::server::any_triggered() {
+                        return Poll::Pending;
+                    }
+                    if fresh {
+                        registered = Some(cx.waker().clone());
+                    }
+                    cancelled.as_mut().poll(cx).map(|()| None)
+                }
             })
             .await
         };
@@ -339,7 +355,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         let request = Request::from_head(&head);
         let report = report::Report::begin(&request, conn.get_ref());
         cx.moved = None;
-        if !matches!(request, Ok(Request::Get { .. })) {
+        if !cx.ahead.is_empty() && !matches!(request, Ok(Request::Get { .. })) {
             // Any other request may change the files read ahead.
             cx.ahead.clear();
         }

@@ -336,6 +336,11 @@ struct Small {
 }
 
 impl ReadAhead {
+    /// Whether nothing is read ahead.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// Forgets what was read ahead.
     pub(crate) fn clear(&mut self) {
         self.files.clear();

@@ -34,6 +34,53 @@ fn echo_subcommand_talks_to_serve_and_ctrl_c_stops_it() {
 }
 
 #[test]
+fn ctrl_c_ends_connections_waiting_between_requests_without_the_grace_period() {
+    // A connection waiting for its next request hears the shutdown at once, also one that
+    // has waited before (it looks at its token again only once a stop begins): the server
+    // closes it and exits clean, without waiting out the grace period.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let server = ServerProcess::start_logging_to(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+            "--grace",
+            "30",
+        ],
+        1,
+        &log,
+    );
+    let mut conns: Vec<_> = (0..3)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(server.addr("native")).unwrap();
+            sockit::blocking::Connection::new(stream, sockit::protocol::Limits::default())
+        })
+        .collect();
+    for round in 0..3 {
+        for conn in &mut conns {
+            let text = format!("round {round}");
+            conn.write_frame(&serde_json::json!({"op": "echo"}), text.as_bytes())
+                .unwrap();
+            conn.read_head().unwrap().unwrap();
+            assert_eq!(conn.read_body(64).unwrap(), text.as_bytes());
+        }
+    }
+    let status = server.interrupt();
+    assert!(status.success(), "Ctrl-C is a clean exit: {status}");
+    for conn in &mut conns {
+        assert!(
+            conn.read_head().unwrap().is_none(),
+            "closed between requests"
+        );
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("grace period over"), "{log}");
+}
+
+#[test]
 fn client_errors_are_one_line_on_stderr_with_a_failure_status() {
     // Port 1 on loopback: nothing listens there.
     let out = sockit(&["echo", "x", "-s", "127.0.0.1:1"]);
