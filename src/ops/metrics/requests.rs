@@ -7,7 +7,7 @@
 //! counts into a shard of its own, behind a lock only the scrape ever contends for, and a
 //! scrape adds the shards up: the cost of a request is one uncontended lock and a few adds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -48,8 +48,33 @@ impl Series {
     }
 }
 
-/// One thread's series.
-type Shard = Mutex<HashMap<Key, Series>>;
+/// One thread's series, in a list: a thread sees a few dozen series at most, and the one it
+/// records is found by comparing the fixed words' addresses before their bytes; each hit
+/// moves one place up, so the busiest series sit first. (A `HashMap` hashed both words with
+/// SipHash on every request: a tenth of the cost metrics added to a 64-byte echo.)
+type Shard = Mutex<Vec<(Key, Series)>>;
+
+/// Whether two keys name the same series.
+fn same(a: &Key, b: &Key) -> bool {
+    let word = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+    a.0 == b.0 && word(a.1, b.1) && word(a.2, b.2)
+}
+
+/// The series of `key` in `shard`, added if missing.
+fn series_of(shard: &mut Vec<(Key, Series)>, key: Key) -> &mut Series {
+    let index = match shard.iter().position(|(k, _)| same(k, &key)) {
+        Some(0) => 0,
+        Some(i) => {
+            shard.swap(i, i - 1);
+            i - 1
+        }
+        None => {
+            shard.push((key, Series::default()));
+            shard.len() - 1
+        }
+    };
+    &mut shard[index].1
+}
 
 /// Every live thread's shard, and (first) the sum of those of threads that ended.
 static SHARDS: Mutex<Vec<Arc<Shard>>> = Mutex::new(Vec::new());
@@ -82,7 +107,7 @@ impl Drop for Local {
         let mine = std::mem::take(&mut *lock(&self.0));
         let mut ended = lock(&shards[0]);
         for (key, series) in mine {
-            ended.entry(key).or_default().add(&series);
+            series_of(&mut ended, key).add(&series);
         }
     }
 }
@@ -95,8 +120,8 @@ thread_local! {
 pub(super) fn record(key: Key, seconds: f64) {
     let bucket = super::LATENCY_BUCKETS.partition_point(|&bound| bound < seconds);
     let add = |shard: &Shard| {
-        let mut series = lock(shard);
-        let series = series.entry(key).or_default();
+        let mut shard = lock(shard);
+        let series = series_of(&mut shard, key);
         series.count += 1;
         series.seconds += seconds;
         series.buckets[bucket] += 1;
