@@ -11,7 +11,11 @@
 //! again. Small files (up to [`MAX_WRITE`]) travel in
 //! pipelined `write` frames, [`WINDOW`] in flight, which the server makes durable in groups;
 //! larger ones go one at a time by `put`/`get`, resuming a partial file left by an earlier
-//! run. Permission bits and modification times are kept; empty folders are made.
+//! run. A download asks for the next group of small files before it stores the current one,
+//! and syncs each group once before renaming its files into place: that sync also makes the
+//! renames of the group before durable, and one more after the last group ends the run, so a
+//! file is never visible under its name before its bytes are on disk. Permission bits and
+//! modification times are kept; empty folders are made.
 //!
 //! Symlinks are never followed on either side, so neither tree can lead the transfer out of
 //! itself: they are listed in the report as skipped, as are special files (FIFOs, devices)

@@ -162,6 +162,42 @@ async fn a_folder_goes_up_and_down_whole_and_a_rerun_moves_only_what_changed() {
     assert!(leftovers.filter(|n| n.ends_with(".sockit-part")).count() == 0);
 }
 
+#[tokio::test]
+async fn a_folder_download_stopped_by_a_local_error_leaves_the_connection_in_step() {
+    // A `get -r` asks for the next group of files before it stores the current one. When a
+    // file cannot be stored here, the replies already asked for are read and dropped, so the
+    // next request on the connection (a shell's next command) gets its own answer.
+    let fx = Fixture::new().await;
+    let src = fx.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..150 {
+        std::fs::write(src.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    let mut c = fx.client("bob").await;
+    c.put_tree(&src, "many", &mut Quiet).await.unwrap();
+    // A folder where one file's partial copy would go, early in the first group.
+    let back = fx.dir.path().join("back");
+    let blocker = sockit::client::local_partial(&back.join("f010"));
+    std::fs::create_dir_all(&blocker).unwrap();
+    let err = c.get_tree("many", &back, &mut Quiet).await.unwrap_err();
+    assert!(err.to_string().contains("f010"), "{err}");
+    let entry = c.stat("many/f149").await.unwrap();
+    assert_eq!(entry.size, "file 149\n".len() as u64);
+    assert_eq!(c.ls("many").await.unwrap().len(), 150);
+    // With the obstacle gone, a rerun brings everything.
+    std::fs::remove_dir(&blocker).unwrap();
+    let down = c.get_tree("many", &back, &mut Quiet).await.unwrap();
+    assert!(down.failed.is_empty(), "{down:?}");
+    assert_eq!(down.transferred + down.unchanged, 150, "{down:?}");
+    for i in [0, 10, 149] {
+        let name = format!("f{i:03}");
+        assert_eq!(
+            std::fs::read(back.join(&name)).unwrap(),
+            std::fs::read(src.join(&name)).unwrap()
+        );
+    }
+}
+
 fn walk_names(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -110,9 +110,24 @@ impl Client {
         }
         progress.planned(jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
         let (small, large): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(Job::small);
-        for group in small.chunks(WINDOW) {
-            self.get_group(remote, local, group, &mut report, progress)
+        let groups: Vec<&[Job]> = small.chunks(WINDOW).collect();
+        if let Some(first) = groups.first() {
+            self.request_group(remote, first)?;
+        }
+        for (i, group) in groups.iter().enumerate() {
+            // The next group is asked for before this one is stored, so the server reads and
+            // sends it while this side syncs and renames.
+            if let Some(next) = groups.get(i + 1) {
+                self.request_group(remote, next)?;
+            }
+            self.conn.flush().await?;
+            let after = groups.get(i + 1).map_or(0, |next| next.len());
+            self.get_group(local, group, after, &mut report, progress)
                 .await?;
+        }
+        if !groups.is_empty() {
+            // The last group's renames (each sync also made the group before's durable).
+            sync_fs(local)?;
         }
         for job in large {
             let dest = local.join(&job.rel);
@@ -128,16 +143,8 @@ impl Client {
         Ok(report)
     }
 
-    /// Fetches a group of small files with pipelined `get`s, then makes them durable with
-    /// one sync and renames them into place.
-    async fn get_group(
-        &mut self,
-        remote: &str,
-        local: &Path,
-        group: &[Job],
-        report: &mut TreeReport,
-        progress: &mut dyn TreeProgress,
-    ) -> Result<()> {
+    /// Queues the pipelined `get`s of a group of small files (the caller flushes).
+    fn request_group(&mut self, remote: &str, group: &[Job]) -> Result<()> {
         for job in group {
             let get = Request::Get {
                 path: join(remote, &job.rel),
@@ -146,15 +153,34 @@ impl Client {
             };
             self.conn.queue(&get, b"")?;
         }
-        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// Reads the replies to a group's `get`s (see [`Self::request_group`]) into partial
+    /// files, makes them durable with one sync and renames them into place. That sync also
+    /// makes the renames of the group before durable; the caller syncs once more after the
+    /// last group. `after` replies were asked for behind this group's: when the group
+    /// stops early, they (and the rest of this group's) are read and dropped, so that a
+    /// shell's connection is at a frame boundary for its next command.
+    async fn get_group(
+        &mut self,
+        local: &Path,
+        group: &[Job],
+        after: usize,
+        report: &mut TreeReport,
+        progress: &mut dyn TreeProgress,
+    ) -> Result<()> {
         let mut fetched = Vec::new();
-        for job in group {
+        for (i, job) in group.iter().enumerate() {
             match self.fetch_one(local, job).await {
                 Ok(done) => fetched.push(done),
                 Err(e @ (Error::Remote { .. } | Error::DigestMismatch(_))) => {
                     settle(job, (Err(e), Source::Local), report, progress)?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.skip_gets(group.len() - i - 1 + after).await;
+                    return Err(e);
+                }
             }
         }
         // Durable before visible, for the whole group at once.
@@ -166,7 +192,27 @@ impl Client {
             };
             settle(&job, (moved, Source::Local), report, progress)?;
         }
-        sync_fs(local)
+        if synced.is_err() {
+            self.skip_gets(after).await;
+        }
+        synced
+    }
+
+    /// Reads and drops the replies to `n` pipelined `get`s. Best effort: a connection that
+    /// fails meanwhile is broken anyway, and the caller reports the first error.
+    async fn skip_gets(&mut self, n: usize) {
+        for _ in 0..n {
+            let Ok(Some(head)) = self.conn.read_head().await else {
+                return;
+            };
+            // A file's reply is its head, its bytes (skipped by the next read) and a
+            // trailer; a refusal is one error frame.
+            if Reply::from_head(&head).is_ok()
+                && !matches!(self.conn.read_head().await, Ok(Some(_)))
+            {
+                return;
+            }
+        }
     }
 
     /// Reads the reply to one pipelined `get` and stores it in its partial file, checked.
