@@ -21,6 +21,10 @@ Started by bench/run.sh (which installs the peers and builds sockit). Sections:
          connections, B-byte bodies, D seconds, plaintext) without and with `sockit bench flood
          -k K` from 127.0.0.1 running for the whole echo run; rounds interleaved, the order
          alternating; the server's RSS and threads sampled from /proc every 20 ms.
+  mixed  a folder of --mixed-gib GiB (10) in files of mixed sizes, half the bytes in four
+         large files and half in files of 1 KiB to 1 MiB (not in the default run): sockit
+         put -r / get -r against rsync -a over ssh, one round each; --mixed-src /dev/shm
+         keeps the source and the downloads off a small disk.
 Every load has a count or time bound; every process is stopped by PID at exit. Loopback only.
 """
 import argparse
@@ -29,6 +33,7 @@ import glob
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -621,6 +626,77 @@ class Suite:
         servers["pyftpdlib"] = (port, root)
         return servers
 
+    def mixed(self):
+        """A folder of --mixed-gib GiB in files of mixed sizes (a few large, many small), up
+        and down once each: sockit put -r / get -r (TLS, key login, verified, durable)
+        against rsync -a over ssh. The source is built in --mixed-src (/dev/shm keeps a
+        10 GiB run within a small disk); uploads land on the work folder's disk, downloads
+        in --mixed-src again once the source is gone."""
+        a = self.a
+        sshport, opts = self.sshd()
+        ssh_cmd = " ".join(["ssh", "-p", str(sshport), *opts])
+        data = os.path.join(self.work, "mixed-data")
+        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        key = os.path.join(self.work, "mixed-key")
+        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
+        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
+            stdout=subprocess.DEVNULL)
+        p, port = self.sockit_server(data)
+        env = {**self.client_env(port, tls=True), "SOCKIT_IDENTITY": key,
+               "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
+        home = os.path.join(data, "homes", "bench")
+        os.makedirs(home, exist_ok=True)
+        base = tempfile.mkdtemp(prefix="sockit-mixed-", dir=a.mixed_src or self.work)
+        src, down = os.path.join(base, "src"), os.path.join(base, "down")
+        total = a.mixed_gib << 30
+        # Half the bytes in four large files, half in files of 1 KiB to 1 MiB (sizes spread
+        # evenly on a log scale), 200 to a folder.
+        rng = random.Random(7)
+        block = os.urandom(1 << 20)
+        sizes = [total // 8] * 4
+        small_left = total - sum(sizes)
+        while small_left > 0:
+            size = min(small_left, int(2 ** rng.uniform(10, 20)))
+            sizes.append(size)
+            small_left -= size
+        for i, size in enumerate(sizes):
+            folder = os.path.join(src, "large" if i < 4 else f"d{(i - 4) // 200:04d}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"f{i:07d}"), "wb") as f:
+                f.write(i.to_bytes(8, "little"))
+                left = size - 8
+                while left > 0:
+                    n = min(left, len(block))
+                    f.write(block[:n])
+                    left -= n
+        label = f"{a.mixed_gib} GiB, {len(sizes)} files"
+        remote = os.path.join(home, "mixed")
+        results = {}
+
+        def go(name, prepare, cmd):
+            prepare()
+            run(["sync"], 600)
+            try:
+                results[name] = timed(lambda: run(cmd, 7200, env=env, stdout=subprocess.DEVNULL))
+            except Exception as e:  # one broken peer must not lose the table
+                print(f"{name}: {e}", file=sys.stderr)
+                results[name] = None
+
+        fresh = lambda *paths: [shutil.rmtree(x, ignore_errors=True) for x in paths]
+        go("sockit put -r", lambda: fresh(remote), [a.sockit, "put", "-r", "-q", src, "mixed"])
+        go("rsync -a over ssh, up", lambda: fresh(remote),
+           ["rsync", "-a", "-e", ssh_cmd, src + "/", f"root@127.0.0.1:{remote}/"])
+        fresh(src)  # the downloads read the copy rsync left where sockit's home has it
+        go("sockit get -r", lambda: fresh(down), [a.sockit, "get", "-r", "-q", "mixed", down])
+        go("rsync -a over ssh, down", lambda: fresh(down),
+           ["rsync", "-a", "-e", ssh_cmd, f"root@127.0.0.1:{remote}/", down + "/"])
+        for name, secs in results.items():
+            self.rows.append(("mixed", f"{label}: {name}", {
+                "secs": secs, "mb_s": total / secs / 1e6 if secs else None}))
+        fresh(base, remote)
+        stop(p)
+
     def idle(self):
         a = self.a
         # The server keeps its default per-address cap (128): `sockit bench` spreads its
@@ -857,6 +933,22 @@ class Suite:
                 rate = f"{f['files_s']:,.0f}" if f["files_s"] else ""
                 out.append(f"| {name} | {shown} | {rate} | {f['runs']} | {ratio} |")
             out.append("")
+        mixed = {name: f for s, name, f in self.rows if s == "mixed"}
+        if mixed:
+            out.append("### A folder of mixed sizes (sockit: TLS, every file verified and "
+                       "durable; rsync syncs nothing), one round each\n")
+            out.append("| transfer | seconds | MB/s | sockit × |")
+            out.append("|---|---|---|---|")
+            for name, f in mixed.items():
+                size, _, who = name.partition(": ")
+                ours = mixed.get(f"{size}: sockit {'put' if 'up' in who else 'get'} -r", {})
+                ratio = ""
+                if f["secs"] and ours.get("secs") and not who.startswith("sockit"):
+                    ratio = f"{f['secs'] / ours['secs']:.2f}×"
+                shown = f"{f['secs']:.1f}" if f["secs"] else "failed"
+                rate = f"{f['mb_s']:,.0f}" if f["mb_s"] else ""
+                out.append(f"| {name} | {shown} | {rate} | {ratio} |")
+            out.append("")
         sessions = [(name, f) for s, name, f in self.rows if s == "sessions"]
         if sessions:
             out.append(f"### Sessions: fresh connection + handshake + login + one request, "
@@ -888,7 +980,7 @@ def main():
     ap.add_argument("--sockit", required=True)
     ap.add_argument("--tokio-echo", required=True)
     ap.add_argument("--only", choices=["echo", "files", "tree", "sessions", "idle", "metrics",
-                                       "flood"],
+                                       "flood", "mixed"],
                     action="append")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--body", type=int, default=64)
@@ -913,6 +1005,11 @@ def main():
                     help="echo connections from another address in the flood section")
     ap.add_argument("--flood-fresh", type=int, default=50,
                     help="new connections at once from a third address in the flood section")
+    ap.add_argument("--mixed-gib", type=int, default=10,
+                    help="size of the mixed folder of the mixed section (run only when named)")
+    ap.add_argument("--mixed-src", metavar="DIR",
+                    help="where the mixed section builds its source and downloads "
+                         "(default: the work folder; /dev/shm spares the disk)")
     ap.add_argument("--tree-many", type=int, default=100000,
                     help="files of 1 KiB in the second folder test (0: skip it)")
     a = ap.parse_args()

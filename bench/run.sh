@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh                 # everything, the table on stdout
 #   bash bench/run.sh --only echo     # one section: echo, files, tree, sessions, idle;
-#                                     # metrics and flood run only when named
+#                                     # metrics, flood and mixed run only when named
 #   bash bench/run.sh --help          # sizes, durations, repetitions
 #
 # It installs the peers by package name when missing (apt-get: socat netcat-openbsd
