@@ -41,8 +41,10 @@ impl Shutdown {
         self.token.cancel();
     }
 
-    /// The token that connections watch between requests.
-    pub fn token(&self) -> &CancellationToken {
+    /// The token that connections watch between requests. Stop through
+    /// [`Shutdown::trigger`], never by cancelling it here: connections waiting between
+    /// requests look at their token only once [`any_triggered`] says to.
+    pub(crate) fn token(&self) -> &CancellationToken {
         &self.token
     }
 
