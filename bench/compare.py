@@ -461,6 +461,24 @@ class Suite:
         self.ssh = (sshport, opts)
         return self.ssh
 
+    def keyed_sockit(self, name):
+        """A sockit server with user `bench` logged in by key, as ssh is logged in by key
+        here (a password would add an argon2id hash, tens of milliseconds on purpose, to
+        every sockit run and none to the peers'): (process, client environment, the user's
+        home folder)."""
+        a = self.a
+        data = os.path.join(self.work, f"{name}-data")
+        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
+            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
+        key = os.path.join(self.work, f"{name}-key")
+        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
+        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
+            stdout=subprocess.DEVNULL)
+        p, port = self.sockit_server(data)
+        env = {**self.client_env(port, tls=True), "SOCKIT_IDENTITY": key,
+               "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
+        return p, env, os.path.join(data, "homes", "bench")
+
     def tree(self):
         """Folders of many small files, both ways: sockit put -r / get -r (TLS, verified,
         durable) against rsync over ssh, scp -r and sftp put -r / get -r (none of which
@@ -468,19 +486,7 @@ class Suite:
         a = self.a
         sshport, opts = self.sshd()
         ssh_cmd = " ".join(["ssh", "-p", str(sshport), *opts])
-        data = os.path.join(self.work, "tree-data")
-        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
-            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
-        # Logged in by key, as ssh is here: a password would add an argon2id hash (tens of
-        # milliseconds, on purpose) to every sockit run and none to the peers'.
-        key = os.path.join(self.work, "tree-key")
-        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
-        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
-            stdout=subprocess.DEVNULL)
-        p, port = self.sockit_server(data)
-        env = {**self.client_env(port, tls=True), "SOCKIT_IDENTITY": key,
-               "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
-        home = os.path.join(data, "homes", "bench")
+        p, env, home = self.keyed_sockit("tree")
         for count, size in ((a.tree_files, a.tree_size), (a.tree_many, 1024)):
             if count == 0:
                 continue
@@ -635,17 +641,7 @@ class Suite:
         a = self.a
         sshport, opts = self.sshd()
         ssh_cmd = " ".join(["ssh", "-p", str(sshport), *opts])
-        data = os.path.join(self.work, "mixed-data")
-        run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
-            input=b"bench-pass\n", stdout=subprocess.DEVNULL)
-        key = os.path.join(self.work, "mixed-key")
-        run([a.sockit, "key", "gen", key], 60, stdout=subprocess.DEVNULL)
-        run([a.sockit, "user", "key", "add", "bench", key + ".pub", "--data", data], 60,
-            stdout=subprocess.DEVNULL)
-        p, port = self.sockit_server(data)
-        env = {**self.client_env(port, tls=True), "SOCKIT_IDENTITY": key,
-               "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
-        home = os.path.join(data, "homes", "bench")
+        p, env, home = self.keyed_sockit("mixed")
         os.makedirs(home, exist_ok=True)
         base = tempfile.mkdtemp(prefix="sockit-mixed-", dir=a.mixed_src or self.work)
         src, down = os.path.join(base, "src"), os.path.join(base, "down")
