@@ -41,7 +41,7 @@ fn op_label(request: &Result<Request>) -> &'static str {
 pub(super) struct Report {
     op: &'static str,
     /// For the metrics: `None` when they are off.
-    since: Option<Instant>,
+    since: Option<metrics::Started>,
     /// For a transfer's log line: its path, when it began, and the stream's byte counts
     /// then.
     transfer: Option<(String, Instant, u64, u64)>,
