@@ -31,6 +31,7 @@ import argparse
 import atexit
 import glob
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -453,13 +454,29 @@ class Suite:
                     "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
                     "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
                     "MaxStartups 100:30:200\nMaxSessions 100\n")
-        start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{ssh}/sshd_config"],
-              stderr=open(f"{ssh}/sshd.log", "w"))
+        self.sshd_process = start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{ssh}/sshd_config"],
+                                  stderr=open(f"{ssh}/sshd.log", "w"))
         wait_port(sshport)
         opts = ["-i", f"{ssh}/user", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
         self.ssh = (sshport, opts)
         return self.ssh
+
+    def sshd_idle(self):
+        """Waits (up to 10 s) until the private sshd has no session left: an scp, rsync or
+        sftp client exits before its server side has finished, and the next contender must
+        not be timed while that side still runs. Returns the seconds waited."""
+        if not self.ssh:
+            return 0.0
+        began = time.monotonic()
+        task = f"/proc/{self.sshd_process.pid}/task"
+        while time.monotonic() - began < 10:
+            children = "".join(open(os.path.join(task, t, "children")).read()
+                               for t in os.listdir(task))
+            if not children.strip():
+                break
+            time.sleep(0.01)
+        return time.monotonic() - began
 
     def keyed_sockit(self, name):
         """A sockit server with user `bench` logged in by key, as ssh is logged in by key
@@ -498,50 +515,59 @@ class Suite:
                 os.makedirs(d, exist_ok=True)
                 with open(os.path.join(d, f"f{i:06d}"), "wb") as f:
                     f.write(os.urandom(size))
-            remote_dir = os.path.join(self.work, "tree-remote")
-            local_dir = os.path.join(self.work, "tree-local")
+            # No run deletes anything before the next: each writes to a folder of its own,
+            # and the downloads read one seeded copy. This VM's ext4 has no journal, and
+            # without one ext4 will not reuse an inode freed in the last minute (five when
+            # its table block is dirty): each new file's inode is found by walking past the
+            # inodes the previous rounds' deletions freed, a cost that grew round by round
+            # and doubled a sockit get -r. On a journaled file system no one pays it.
+            seed = os.path.join(self.work, f"tree-seed-{count}")
+            shutil.copytree(src, seed)
+            shutil.copytree(src, os.path.join(home, f"seed-{count}"))
+            runs = itertools.count()
 
-            def fresh(*paths):
-                for path in paths:
-                    shutil.rmtree(path, ignore_errors=True)
+            def dest(kind):
+                """A folder no run has used, beside the others of its kind."""
+                return os.path.join(self.work, f"tree-{kind}-{count}-{next(runs)}")
 
-            def seeded():  # a remote copy for the downloads
-                fresh(remote_dir)
-                shutil.copytree(src, remote_dir)
+            def home_dest():
+                """A folder of the sockit user's home that no run has used."""
+                return f"t-{count}-{next(runs)}"
 
             contenders = {
-                "sockit put -r": (lambda: fresh(os.path.join(home, "t")),
-                                  [a.sockit, "put", "-r", "-q", src, "t"]),
-                "sockit get -r": (lambda: (fresh(local_dir), fresh(os.path.join(home, "t")),
-                                           shutil.copytree(src, os.path.join(home, "t"))),
-                                  [a.sockit, "get", "-r", "-q", "t", local_dir]),
-                "rsync -a over ssh, up": (lambda: fresh(remote_dir),
-                                          ["rsync", "-a", "-e", ssh_cmd, src + "/",
-                                           f"root@127.0.0.1:{remote_dir}/"]),
-                "rsync -a over ssh, down": (lambda: (fresh(local_dir), seeded()),
-                                            ["rsync", "-a", "-e", ssh_cmd,
-                                             f"root@127.0.0.1:{remote_dir}/", local_dir + "/"]),
-                "scp -r, up": (lambda: fresh(remote_dir),
-                               ["scp", "-q", "-r", "-P", str(sshport), *opts, src,
-                                f"root@127.0.0.1:{remote_dir}"]),
-                "scp -r, down": (lambda: (fresh(local_dir), seeded()),
-                                 ["scp", "-q", "-r", "-P", str(sshport), *opts,
-                                  f"root@127.0.0.1:{remote_dir}", local_dir]),
+                "sockit put -r": lambda: [a.sockit, "put", "-r", "-q", src, home_dest()],
+                "sockit get -r": lambda: [a.sockit, "get", "-r", "-q", f"seed-{count}",
+                                          dest("local")],
+                "rsync -a over ssh, up": lambda: ["rsync", "-a", "-e", ssh_cmd, src + "/",
+                                                  f"root@127.0.0.1:{dest('remote')}/"],
+                "rsync -a over ssh, down": lambda: ["rsync", "-a", "-e", ssh_cmd,
+                                                    f"root@127.0.0.1:{seed}/",
+                                                    dest("local") + "/"],
+                "scp -r, up": lambda: ["scp", "-q", "-r", "-P", str(sshport), *opts, src,
+                                       f"root@127.0.0.1:{dest('remote')}"],
+                "scp -r, down": lambda: ["scp", "-q", "-r", "-P", str(sshport), *opts,
+                                         f"root@127.0.0.1:{seed}", dest("local")],
             }
-            for up in (True, False):
-                batch = os.path.join(self.work, f"sftp-{up}.batch")
+
+            def sftp(up):
+                batch = os.path.join(self.work, f"sftp-{next(runs)}.batch")
                 with open(batch, "w") as f:
-                    f.write(f"put -r {src} {remote_dir}\n" if up else
-                            f"get -r {remote_dir} {local_dir}\n")
-                contenders["sftp put -r" if up else "sftp get -r"] = (
-                    (lambda: fresh(remote_dir)) if up else (lambda: (fresh(local_dir), seeded())),
-                    ["sftp", "-q", "-b", batch, "-P", str(sshport), *opts, "root@127.0.0.1"])
+                    f.write(f"put -r {src} {dest('remote')}\n" if up else
+                            f"get -r {seed} {dest('local')}\n")
+                return ["sftp", "-q", "-b", batch, "-P", str(sshport), *opts, "root@127.0.0.1"]
+
+            contenders["sftp put -r"] = lambda: sftp(True)
+            contenders["sftp get -r"] = lambda: sftp(False)
             contenders = self.chosen(contenders)
             times = {name: [] for name in contenders}
             reps = a.tree_reps if count == a.tree_files else 1
             for _ in range(reps):
-                for name, (prepare, cmd) in contenders.items():
-                    prepare()
+                for name, command in contenders.items():
+                    cmd = command()
+                    waited = self.sshd_idle()
+                    if waited > 0.05:
+                        print(f"tree: waited {waited:.2f} s for sshd's last session to end "
+                              f"before {name}", file=sys.stderr)
                     run(["sync"], 120)
                     try:
                         times[name].append(timed(lambda: run(cmd, 1800, env=env,
@@ -554,7 +580,10 @@ class Suite:
                     "secs": secs, "files_s": count / secs if secs else None,
                     "runs": [round(t, 2) for t in ts],
                 }))
-            shutil.rmtree(src, ignore_errors=True)
+            for path in [src, seed, *glob.glob(os.path.join(self.work, f"tree-*-{count}-*")),
+                         *glob.glob(os.path.join(home, f"t-{count}-*")),
+                         os.path.join(home, f"seed-{count}")]:
+                shutil.rmtree(path, ignore_errors=True)
         stop(p)
 
     def sessions(self):

@@ -277,13 +277,21 @@ fn local_dir(dir: &Path, report: &mut TreeReport) -> Result<()> {
 /// permission bits and time.
 fn write_part(part: &Path, body: &[u8], job: &Job) -> Result<()> {
     use std::io::Write;
-    let _ = std::fs::remove_file(part);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(part)
-        .map_err(|e| local_error(part, e))?;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(part)
+    };
+    // A partial file left by an earlier run is replaced; the usual case costs one call.
+    let created = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(part).and_then(|()| create())
+        }
+        other => other,
+    };
+    let mut file = created.map_err(|e| local_error(part, e))?;
     file.write_all(body).map_err(|e| local_error(part, e))?;
     keep_on(&file, job).map_err(|e| local_error(part, e))
 }
