@@ -111,7 +111,30 @@ def wait_port(port, timeout=10):
 
 
 def run(cmd, timeout, **kw):
-    return subprocess.run(cmd, check=True, timeout=timeout, **kw)
+    """`subprocess.run` with `check`. Without pipes, Python waits for a child with a timeout
+    by polling, sleeping up to 50 ms between looks, which a timed run would count (runs of
+    0.12 s measured 0.12 or 0.17); so such a child is waited for by a blocking `waitpid`,
+    and killed by a timer if it overstays."""
+    piped = "input" in kw or kw.get("capture_output") or subprocess.PIPE in (
+        kw.get("stdin"), kw.get("stdout"), kw.get("stderr"))
+    if piped:
+        return subprocess.run(cmd, check=True, timeout=timeout, **kw)
+    overstayed = threading.Event()
+    with subprocess.Popen(cmd, **kw) as p:
+        def kill():
+            overstayed.set()
+            p.kill()
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            code = p.wait()
+        finally:
+            timer.cancel()
+    if overstayed.is_set():
+        raise subprocess.TimeoutExpired(cmd, timeout)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+    return subprocess.CompletedProcess(cmd, code)
 
 
 def md5_of(path):
@@ -134,8 +157,12 @@ def repeat(cmd, n, concurrency, env):
 
     def once(_):
         t = time.perf_counter()
-        ok = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, timeout=60).returncode == 0
+        try:
+            run(cmd, 60, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            ok = True
+        except subprocess.SubprocessError:
+            ok = False
         return time.perf_counter() - t, ok
 
     t = time.perf_counter()
@@ -478,13 +505,13 @@ class Suite:
             time.sleep(0.01)
         return time.monotonic() - began
 
-    def keyed_sockit(self, name):
+    def keyed_sockit(self, name, base=None):
         """A sockit server with user `bench` logged in by key, as ssh is logged in by key
         here (a password would add an argon2id hash, tens of milliseconds on purpose, to
         every sockit run and none to the peers'): (process, client environment, the user's
         home folder)."""
         a = self.a
-        data = os.path.join(self.work, f"{name}-data")
+        data = os.path.join(base or self.work, f"{name}-data")
         run([a.sockit, "user", "add", "bench", "--password-stdin", "--data", data], 60,
             input=b"bench-pass\n", stdout=subprocess.DEVNULL)
         key = os.path.join(self.work, f"{name}-key")
@@ -496,6 +523,26 @@ class Suite:
                "SOCKIT_SERVER": f"127.0.0.1:{port}", "SOCKIT_USER": "bench"}
         return p, env, os.path.join(data, "homes", "bench")
 
+    def tree_fs(self):
+        """The folder the tree section works in (its sources, every contender's destination
+        and sockit's data): the suite's own folder, or with --tree-fs ext4 a new ext4 file
+        system of default settings (so with a journal), in a sparse image mounted by loop.
+        The disk of this VM holds an ext4 without a journal, where the inode allocator walks
+        past every inode freed in the last minutes (see the tree section): what a file costs
+        to create there depends on what was deleted before. Needs root and a loop device."""
+        if self.a.tree_fs == "here":
+            return self.work
+        image = os.path.join(self.work, "tree-fs.img")
+        mount = os.path.join(self.work, "tree-fs")
+        os.makedirs(mount)
+        with open(image, "wb") as f:
+            f.truncate(self.a.tree_fs_gib << 30)
+        run(["mkfs.ext4", "-q", "-F", image], 300)
+        run(["mount", "-o", "loop", image, mount], 60)
+        atexit.register(lambda: subprocess.run(["umount", mount], check=False,
+                                               stderr=subprocess.DEVNULL))
+        return mount
+
     def tree(self):
         """Folders of many small files, both ways: sockit put -r / get -r (TLS, verified,
         durable) against rsync over ssh, scp -r and sftp put -r / get -r (none of which
@@ -503,12 +550,13 @@ class Suite:
         a = self.a
         sshport, opts = self.sshd()
         ssh_cmd = " ".join(["ssh", "-p", str(sshport), *opts])
-        p, env, home = self.keyed_sockit("tree")
+        work = self.tree_fs()
+        p, env, home = self.keyed_sockit("tree", work)
         for count, size in ((a.tree_files, a.tree_size), (a.tree_many, 1024)):
             if count == 0:
                 continue
             label = f"{count} × {size} B"
-            src = os.path.join(self.work, f"tree-{count}")
+            src = os.path.join(work, f"tree-{count}")
             per = max(1, count // 10)
             for i in range(count):
                 d = os.path.join(src, f"d{i // per:03d}")
@@ -521,14 +569,14 @@ class Suite:
             # its table block is dirty): each new file's inode is found by walking past the
             # inodes the previous rounds' deletions freed, a cost that grew round by round
             # and doubled a sockit get -r. On a journaled file system no one pays it.
-            seed = os.path.join(self.work, f"tree-seed-{count}")
+            seed = os.path.join(work, f"tree-seed-{count}")
             shutil.copytree(src, seed)
             shutil.copytree(src, os.path.join(home, f"seed-{count}"))
             runs = itertools.count()
 
             def dest(kind):
                 """A folder no run has used, beside the others of its kind."""
-                return os.path.join(self.work, f"tree-{kind}-{count}-{next(runs)}")
+                return os.path.join(work, f"tree-{kind}-{count}-{next(runs)}")
 
             def home_dest():
                 """A folder of the sockit user's home that no run has used."""
@@ -580,11 +628,13 @@ class Suite:
                     "secs": secs, "files_s": count / secs if secs else None,
                     "runs": [round(t, 2) for t in ts],
                 }))
-            for path in [src, seed, *glob.glob(os.path.join(self.work, f"tree-*-{count}-*")),
+            for path in [src, seed, *glob.glob(os.path.join(work, f"tree-*-{count}-*")),
                          *glob.glob(os.path.join(home, f"t-{count}-*")),
                          os.path.join(home, f"seed-{count}")]:
                 shutil.rmtree(path, ignore_errors=True)
         stop(p)
+        if work != self.work:
+            run(["umount", work], 60)
 
     def sessions(self):
         """Fresh connections, each a handshake, a login and one small request: sockit's
@@ -1035,6 +1085,11 @@ def main():
     ap.add_argument("--tree-files", type=int, default=1000)
     ap.add_argument("--tree-size", type=int, default=4096)
     ap.add_argument("--tree-reps", type=int, default=3)
+    ap.add_argument("--tree-fs", choices=["here", "ext4"], default="here",
+                    help="where the tree section works: the suite's folder, or a new journaled "
+                         "ext4 in a loop-mounted image (root)")
+    ap.add_argument("--tree-fs-gib", type=int, default=8,
+                    help="size of the sparse image of --tree-fs ext4")
     ap.add_argument("--flood", type=int, default=10000,
                     help="connection attempts at once of the flood section's `sockit bench flood`")
     ap.add_argument("--flood-connections", type=int, default=50,

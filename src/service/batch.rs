@@ -30,7 +30,7 @@ use crate::{Error, Result};
 
 /// Files in one group at most: each holds its one-writer lock and a reservation from the
 /// group's end until its commit.
-pub(super) const MAX_FILES: usize = 64;
+pub(super) const MAX_FILES: usize = 256;
 /// Bytes in one group at most: a connection holds them in memory until the group ends (the
 /// `write` that crosses this line, up to [`MAX_WRITE`] bytes, is the group's last).
 pub(super) const MAX_BYTES: u64 = 4 * 1024 * 1024;

@@ -190,7 +190,10 @@ impl Client {
         Ok(report)
     }
 
-    /// Sends small files as pipelined `write` frames, [`WINDOW`] in flight.
+    /// Sends small files as pipelined `write` frames, two server groups ([`WINDOW`] each) in
+    /// flight: the next group is on its way while the server stores the last. The replies
+    /// to both (about 150 bytes each) fit in the kernel's socket buffers, so the server never
+    /// waits on this side to read them while this side waits on it to read.
     async fn write_many(
         &mut self,
         local: &Path,
@@ -216,10 +219,10 @@ impl Client {
                 }
                 Err(e) => settle(&job, (Err(e), Source::Local), report, progress)?,
             }
-            if in_flight.len() >= WINDOW || self.conn.queued() >= 1 << 20 {
+            if in_flight.len() >= 2 * WINDOW || self.conn.queued() >= 1 << 20 {
                 self.conn.flush().await?;
             }
-            while in_flight.len() >= WINDOW {
+            while in_flight.len() >= 2 * WINDOW {
                 self.answer(&mut in_flight, report, progress).await?;
             }
         }
