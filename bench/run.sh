@@ -5,6 +5,7 @@
 #   bash bench/run.sh                 # everything, the table on stdout
 #   bash bench/run.sh --only echo     # one section: echo, files, tree, sessions, idle;
 #                                     # metrics, flood and mixed run only when named
+#   bash bench/run.sh --only tree --tree-fs ext4   # folders on a fresh journaled ext4 (loop, root)
 #   bash bench/run.sh --help          # sizes, durations, repetitions
 #
 # It installs the peers by package name when missing (apt-get: socat netcat-openbsd
