@@ -126,7 +126,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Adds a request to `key`'s totals in `ended`.
+/// Adds `totals` to those of `key` in `ended`.
 fn add_ended(ended: &mut Vec<(Key, Totals)>, key: Key, totals: &Totals) {
     match ended.iter_mut().find(|(k, _)| same(k, &key)) {
         Some((_, mine)) => mine.add(totals),
