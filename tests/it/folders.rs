@@ -167,10 +167,13 @@ async fn a_folder_download_stopped_by_a_local_error_leaves_the_connection_in_ste
     // A `get -r` asks for the next group of files before it stores the current one. When a
     // file cannot be stored here, the replies already asked for are read and dropped, so the
     // next request on the connection (a shell's next command) gets its own answer.
+    // More files than one group, so that the next group is asked for when the first fails.
+    let count = sockit::client::tree::WINDOW + 50;
+    let last = count - 1;
     let fx = Fixture::new().await;
     let src = fx.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    for i in 0..150 {
+    for i in 0..count {
         std::fs::write(src.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
     }
     let mut c = fx.client("bob").await;
@@ -181,15 +184,15 @@ async fn a_folder_download_stopped_by_a_local_error_leaves_the_connection_in_ste
     std::fs::create_dir_all(&blocker).unwrap();
     let err = c.get_tree("many", &back, &mut Quiet).await.unwrap_err();
     assert!(err.to_string().contains("f010"), "{err}");
-    let entry = c.stat("many/f149").await.unwrap();
-    assert_eq!(entry.size, "file 149\n".len() as u64);
-    assert_eq!(c.ls("many").await.unwrap().len(), 150);
+    let entry = c.stat(&format!("many/f{last:03}")).await.unwrap();
+    assert_eq!(entry.size, format!("file {last}\n").len() as u64);
+    assert_eq!(c.ls("many").await.unwrap().len(), count);
     // With the obstacle gone, a rerun brings everything.
     std::fs::remove_dir(&blocker).unwrap();
     let down = c.get_tree("many", &back, &mut Quiet).await.unwrap();
     assert!(down.failed.is_empty(), "{down:?}");
-    assert_eq!(down.transferred + down.unchanged, 150, "{down:?}");
-    for i in [0, 10, 149] {
+    assert_eq!(down.transferred + down.unchanged, count as u64, "{down:?}");
+    for i in [0, 10, last] {
         let name = format!("f{i:03}");
         assert_eq!(
             std::fs::read(back.join(&name)).unwrap(),
