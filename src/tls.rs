@@ -74,14 +74,60 @@ impl Identity {
     /// # Errors
     /// When the key does not fit the certificate or is of a kind rustls cannot use.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| config(format!("TLS settings: {e}")))?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| config(format!("the TLS certificate and key: {e}")))?;
         Ok(Arc::new(config))
+    }
+}
+
+/// rustls's ring provider with the TLS 1.3 cipher suites in the order this machine runs
+/// fastest, as Go's TLS orders them: AES-128-GCM first when the CPU has AES and carry-less
+/// multiply instructions (TLS 1.3's mandatory suite: four fewer AES rounds per block than
+/// AES-256, with a key no search can reach), else ChaCha20-Poly1305 first (several times
+/// faster than AES done in software). A rustls server follows the client's order, so the
+/// client's hardware decides.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let cipher_suites = if aes_in_hardware() {
+        vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+    } else {
+        vec![
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+        ]
+    };
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites,
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
+/// Whether this CPU runs AES-GCM in hardware.
+pub(crate) fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 

@@ -120,7 +120,7 @@ pub fn normalise(written: &str) -> Result<String> {
 pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
     let verifier = Verifier {
         check: Check::Pinned(normalise(pinned)?),
-        provider: Arc::new(rustls::crypto::ring::default_provider()),
+        provider: crate::tls::provider(),
     };
     handshake(stream, Arc::new(verifier)).await
 }
@@ -134,7 +134,7 @@ pub async fn connect(stream: Stream, pinned: &str) -> Result<Stream> {
 pub async fn connect_any(stream: Stream) -> Result<(Stream, String)> {
     let verifier = Arc::new(Verifier {
         check: Check::Record(std::sync::Mutex::default()),
-        provider: Arc::new(rustls::crypto::ring::default_provider()),
+        provider: crate::tls::provider(),
     });
     let stream = handshake(stream, verifier.clone()).await?;
     let seen = match &verifier.check {
@@ -149,24 +149,33 @@ pub async fn connect_any(stream: Stream) -> Result<(Stream, String)> {
 }
 
 async fn handshake(stream: Stream, verifier: Arc<Verifier>) -> Result<Stream> {
-    let provider = verifier.provider.clone();
     let Stream::Tcp(tcp) = stream else {
         return Err(Error::BadRequest(
             "TLS is spoken over TCP only; a Unix socket is guarded by its permissions".into(),
         ));
     };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = TlsConnector::from(client_config(verifier)?)
+        .connect(server_name()?, tcp)
+        .await?;
+    Ok(Stream::TlsClient(Box::new(tls)))
+}
+
+/// The rustls settings of the client: TLS 1.3 only, [`crate::tls::provider`]'s suites,
+/// the server's certificate judged by `verifier`.
+fn client_config(verifier: Arc<Verifier>) -> Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Internal(format!("TLS settings: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    // The name is not checked (the fingerprint is); it only has to be well formed.
-    let name = ServerName::try_from("sockit").map_err(|e| Error::Internal(e.to_string()))?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    Ok(Stream::TlsClient(Box::new(tls)))
+    Ok(Arc::new(config))
+}
+
+/// The name the client asks for. It is not checked (the fingerprint is); it only has to be
+/// well formed.
+fn server_name() -> Result<ServerName<'static>> {
+    ServerName::try_from("sockit").map_err(|e| Error::Internal(e.to_string()))
 }
 
 #[cfg(test)]
@@ -186,5 +195,44 @@ mod tests {
         for bad in ["", "SHA256:", "MD5:abcd", "SHA256:abc", &b64[..20]] {
             assert!(normalise(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn client_and_server_agree_on_the_suite_this_cpu_runs_fastest() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = crate::tls::Identity::load_or_create(dir.path()).unwrap();
+        let verifier = Verifier {
+            check: Check::Pinned(identity.fingerprint()),
+            provider: crate::tls::provider(),
+        };
+        let mut client = rustls::ClientConnection::new(
+            client_config(Arc::new(verifier)).unwrap(),
+            server_name().unwrap(),
+        )
+        .unwrap();
+        let mut server = rustls::ServerConnection::new(identity.server_config().unwrap()).unwrap();
+        // The handshake, in memory: each side's output is the other's input.
+        let mut wire = Vec::new();
+        while client.is_handshaking() || server.is_handshaking() {
+            wire.clear();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut &wire[..]).unwrap();
+            server.process_new_packets().unwrap();
+            wire.clear();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let agreed = client.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(
+            Some(agreed),
+            server.negotiated_cipher_suite().map(|s| s.suite())
+        );
+        let expected = if crate::tls::aes_in_hardware() {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        } else {
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        };
+        assert_eq!(agreed, expected);
     }
 }
