@@ -247,7 +247,7 @@ async fn begin(home: &Home, file: Received) -> Result<Stored> {
     let size = file.body.len() as u64;
     let mut pending = home.begin_upload(&file.target, size, false).await?;
     let written = match &mut pending.upload {
-        StoreUpload::Local(local) => local.write_whole(file.body).await,
+        StoreUpload::Local(local) => local.write_whole(file.body, file.kept).await,
         // Held in memory until the group commits: a single PUT each.
         StoreUpload::S3(s3) => match s3.start(0, size, DigestKind::Blake3).await {
             Ok(()) => s3.write(file.body).await,

@@ -163,19 +163,19 @@ impl LocalUpload {
         Ok(file)
     }
 
-    /// Writes `body`, the whole file, into the partial file (from its start).
+    /// Writes `body`, the whole file, into the partial file (from its start), with the
+    /// `kept` mode and time (see [`PartialFile::write_whole`]).
     ///
     /// # Errors
     /// File system errors.
-    pub(crate) async fn write_whole(&mut self, body: bytes::Bytes) -> Result<()> {
+    pub(crate) async fn write_whole(&mut self, body: bytes::Bytes, kept: Kept) -> Result<()> {
         let Some(mut partial) = self.partial.take() else {
             return Err(crate::Error::Internal(
                 "the upload has no partial file".into(),
             ));
         };
         let partial = on_pool(self.here, move || {
-            use std::io::Write;
-            partial.open_at(0)?.write_all(&body)?;
+            partial.write_whole(&body, kept)?;
             Ok(partial)
         })
         .await?;

@@ -116,6 +116,9 @@ pub(crate) struct PartialFile {
     part: String,
     /// Shared with this upload's [`PartProbe`]: the upload keeps its name until both end.
     lock: std::sync::Arc<UploadLock>,
+    /// Set by [`PartialFile::write_whole`]: the bytes written, with the kept mode and time
+    /// already on the file, so a commit after a group sync need not open it again.
+    written: Option<u64>,
 }
 
 impl PartialFile {
@@ -128,6 +131,7 @@ impl PartialFile {
             name: name.to_owned(),
             part: part_name(name),
             lock: std::sync::Arc::new(lock),
+            written: None,
         })
     }
 
@@ -185,22 +189,25 @@ impl PartialFile {
         Ok(file)
     }
 
-    /// Checks the partial file against the announced size, then renames it to the target in
-    /// one atomic step, once it is durable. The caller has already checked the content, with
-    /// a digest computed over exactly the bytes it wrote (a mismatch goes to
-    /// [`PartialFile::reject`] instead), so the file is not read again.
-    ///
-    /// On a size mismatch the partial file is removed, so the next attempt starts from zero.
+    /// Writes `body`, the whole file, into the partial file (from its start) and gives it
+    /// the `kept` mode and time, all through one open. The group sync that follows makes
+    /// the attributes durable with the bytes, and the commit only checks and renames.
     ///
     /// # Errors
-    /// [`Error::DigestMismatch`] when the size differs; [`Error::AlreadyExists`] when the
-    /// target is a folder (the partial is kept); file system errors otherwise.
-    pub(crate) fn commit_verified(self, expected_len: u64, kept: Kept, synced: bool) -> Result<()> {
-        let file = self.open_part()?;
-        let len = file
-            .metadata()
-            .map_err(|e| fs_error(&self.target, e))?
-            .len();
+    /// As [`PartialFile::open_at`], and write errors.
+    pub(crate) fn write_whole(&mut self, body: &[u8], kept: Kept) -> Result<()> {
+        use std::io::Write;
+        self.written = None;
+        let mut file = self.open_at(0)?;
+        file.write_all(body)
+            .map_err(|e| fs_error(&self.target, e))?;
+        self.apply(&file, kept)?;
+        self.written = Some(body.len() as u64);
+        Ok(())
+    }
+
+    /// Gives the partial `file` the kept mode and modification time.
+    fn apply(&self, file: &File, kept: Kept) -> Result<()> {
         let err = |e| fs_error(&self.target, e);
         if let Some(mode) = kept.mode {
             // Permission bits only: never set-id or sticky, and always the owner's to read
@@ -217,7 +224,46 @@ impl PartialFile {
             };
             file.set_modified(at).map_err(err)?;
         }
-        self.publish(file, len, expected_len, synced)
+        Ok(())
+    }
+
+    /// Checks the partial file against the announced size, then renames it to the target in
+    /// one atomic step, once it is durable. The caller has already checked the content, with
+    /// a digest computed over exactly the bytes it wrote (a mismatch goes to
+    /// [`PartialFile::reject`] instead), so the file is not read again.
+    ///
+    /// On a size mismatch the partial file is removed, so the next attempt starts from zero.
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`] when the size differs; [`Error::AlreadyExists`] when the
+    /// target is a folder (the partial is kept); file system errors otherwise.
+    pub(crate) fn commit_verified(self, expected_len: u64, kept: Kept, synced: bool) -> Result<()> {
+        if synced && self.written.is_some() {
+            // Written whole and already durable: a look at the name is the size check (a
+            // folder or anything else swapped into its place is refused by it too).
+            let len = match self.dir.symlink_metadata(&self.part) {
+                Ok(meta) if meta.is_file() => meta.len(),
+                Ok(_) => {
+                    return Err(self.reject("something other than a file replaced its bytes"));
+                }
+                Err(e) => return Err(fs_error(&self.target, e)),
+            };
+            return self.publish(None, len, expected_len);
+        }
+        let file = self.open_part()?;
+        let len = file
+            .metadata()
+            .map_err(|e| fs_error(&self.target, e))?
+            .len();
+        if self.written.is_none() {
+            self.apply(&file, kept)?;
+        }
+        // Durable before visible: a crash after the rename must not leave an empty file.
+        // (A group commit made it durable already, with one `syncfs` for the group.)
+        if !synced {
+            file.sync_all().map_err(|e| fs_error(&self.target, e))?;
+        }
+        self.publish(Some(file), len, expected_len)
     }
 
     /// Opens the partial file for reading and writing, creating it (so that an empty
@@ -268,20 +314,15 @@ impl PartialFile {
         }
     }
 
-    /// Renames the checked partial `file` of `len` bytes into place, once it is durable.
-    fn publish(self, file: File, len: u64, expected_len: u64, synced: bool) -> Result<()> {
+    /// Renames the durable partial file (`file`, when open) of `len` bytes into place, once
+    /// that is the announced length.
+    fn publish(self, file: Option<File>, len: u64, expected_len: u64) -> Result<()> {
+        drop(file);
         if len != expected_len {
-            drop(file);
             return Err(self.reject(&format!(
                 "received {len} bytes but {expected_len} were announced"
             )));
         }
-        // Durable before visible: a crash after the rename must not leave an empty file.
-        // (A group commit made it durable already, with one `syncfs` for the group.)
-        if !synced {
-            file.sync_all().map_err(|e| fs_error(&self.target, e))?;
-        }
-        drop(file);
         if self
             .dir
             .symlink_metadata(&self.name)

@@ -249,6 +249,49 @@ fn commit_with_a_wrong_digest_or_size_keeps_nothing() {
 }
 
 #[test]
+fn a_file_written_whole_commits_after_a_group_sync_with_its_mode_and_time() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = fixture();
+    let kept = Kept {
+        mode: Some(0o640),
+        modified: Some(1_577_880_000),
+    };
+    let mut part = f.root.partial(&p("a.txt")).unwrap();
+    part.write_whole(b"whole", kept).unwrap();
+    f.root.sync().unwrap();
+    part.commit_verified(5, Kept::default(), true).unwrap();
+    assert_eq!(read(&f.root, "a.txt").unwrap(), "whole");
+    let meta = fs::metadata(f.home.join("a.txt")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.mtime(), 1_577_880_000);
+
+    // Bytes added behind the writer's back between the write and the commit: refused,
+    // and nothing is left.
+    let mut part = f.root.partial(&p("b.txt")).unwrap();
+    part.write_whole(b"whole", kept).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(f.home.join(".b.txt.sockit-part"))
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    let err = part.commit_verified(5, Kept::default(), true).unwrap_err();
+    assert!(err.to_string().contains("received 14 bytes but 5"), "{err}");
+    assert!(matches!(read(&f.root, "b.txt"), Err(Error::NotFound(_))));
+    assert!(!f.home.join(".b.txt.sockit-part").exists());
+
+    // A folder swapped into the partial's place: refused, the folder untouched.
+    let mut part = f.root.partial(&p("c.txt")).unwrap();
+    part.write_whole(b"whole", kept).unwrap();
+    let swapped = f.home.join(".c.txt.sockit-part");
+    fs::remove_file(&swapped).unwrap();
+    fs::create_dir(&swapped).unwrap();
+    assert!(part.commit_verified(5, Kept::default(), true).is_err());
+    assert!(swapped.is_dir());
+    assert!(matches!(read(&f.root, "c.txt"), Err(Error::NotFound(_))));
+}
+
+#[test]
 fn empty_uploads_commit() {
     let f = fixture();
     let part = f.root.partial(&p("empty")).unwrap();
