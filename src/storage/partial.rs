@@ -173,6 +173,8 @@ impl PartialFile {
     /// [`Error::BadRequest`] when `offset` is past what was received; [`Error::Fs`] and
     /// friends when the file cannot be opened, cut or positioned.
     pub(crate) fn open_at(&mut self, offset: u64) -> Result<File> {
+        // Whatever is written through this handle is not known here.
+        self.written = None;
         let err = |e| fs_error(&self.target, e);
         let mut file = self.open_part()?;
         let len = file.metadata().map_err(err)?.len();
@@ -197,7 +199,6 @@ impl PartialFile {
     /// As [`PartialFile::open_at`], and write errors.
     pub(crate) fn write_whole(&mut self, body: &[u8], kept: Kept) -> Result<()> {
         use std::io::Write;
-        self.written = None;
         let mut file = self.open_at(0)?;
         file.write_all(body)
             .map_err(|e| fs_error(&self.target, e))?;
@@ -259,8 +260,9 @@ impl PartialFile {
             self.apply(&file, kept)?;
         }
         // Durable before visible: a crash after the rename must not leave an empty file.
-        // (A group commit made it durable already, with one `syncfs` for the group.)
-        if !synced {
+        // (A group commit made it durable already, with one `syncfs` for the group.) A file
+        // of the wrong size is not worth it: `publish` refuses it.
+        if !synced && len == expected_len {
             file.sync_all().map_err(|e| fs_error(&self.target, e))?;
         }
         self.publish(Some(file), len, expected_len)
