@@ -8,14 +8,14 @@
 //! its file (a `get` from its end, so no bytes move) and this side its own, and equal BLAKE3s
 //! skip the file. A download then sets the local time to the server's; an upload leaves the
 //! server's time as it is (the protocol has no op to change it), so the next run compares
-//! again. Small files (up to [`MAX_WRITE`]) travel in
-//! pipelined `write` frames, two groups of [`WINDOW`] in flight, which the server makes durable in groups;
-//! larger ones go one at a time by `put`/`get`, resuming a partial file left by an earlier
-//! run. A download asks for the next group of small files before it stores the current one,
-//! and syncs each group once before renaming its files into place: that sync also makes the
-//! renames of the group before durable, and one more after the last group ends the run, so a
-//! file is never visible under its name before its bytes are on disk. Permission bits and
-//! modification times are kept; empty folders are made.
+//! again. Small files (up to [`MAX_WRITE`]) travel in pipelined `write` frames, two groups
+//! of [`WINDOW`] in flight, which the server makes durable in groups; larger ones go one at
+//! a time by `put`/`get`, resuming a partial file left by an earlier run. A download asks
+//! for the next group of small files before it stores the current one, and syncs each group
+//! once before renaming its files into place: that sync also makes the renames of the group
+//! before durable, and one more after the last group ends the run, so a file is never
+//! visible under its name before its bytes are on disk. Permission bits and modification
+//! times are kept; empty folders are made.
 //!
 //! Symlinks are never followed on either side, so neither tree can lead the transfer out of
 //! itself: they are listed in the report as skipped, as are special files (FIFOs, devices)
