@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
@@ -57,6 +57,9 @@ pub struct Connection<S> {
     head_since: Option<tokio::time::Instant>,
     /// The timer of `head_timeout`.
     head_timer: Deadline,
+    /// Bytes written by [`Self::poll_push`] that the stream may still hold (TLS records
+    /// not yet on the socket): a read that waits flushes them.
+    unflushed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -71,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             head_timeout: None,
             head_since: None,
             head_timer: Deadline::default(),
+            unflushed: false,
         }
     }
 
@@ -294,6 +298,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// [`Self::flush`] for a side with requests in flight: whenever the peer takes no more
+    /// bytes, what it sends meanwhile (replies to the requests before) is read into the read
+    /// buffer, up to `room` bytes, for the next [`Self::read_head`]. A server that stops
+    /// reading while its replies wait to be written (as one that bounds its memory must)
+    /// then never waits on this side while this side waits on it.
+    ///
+    /// # Errors
+    /// I/O errors of the stream; an `UnexpectedEof` when the peer closes while this side
+    /// still writes.
+    pub async fn flush_reading(&mut self, room: usize) -> Result<()> {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(done) = self.poll_push(cx) {
+                    return Poll::Ready(done);
+                }
+                // The peer takes nothing now: take in what it sends, so that it can.
+                if self.rbuf.len() >= room {
+                    return Poll::Pending;
+                }
+                match ready!(self.poll_fill(cx)) {
+                    Ok(0) => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the peer closed the connection while requests were sent",
+                        )));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        })
+        .await?;
+        release_if_large(&mut self.wbuf);
+        Ok(())
+    }
+
+    /// Writes what is queued as far as the stream takes it now, then flushes the stream;
+    /// `Ready` once all of it is written and flushed. What a read waits for may be the
+    /// answer to what is still queued, so a head's read pushes the queue too (see
+    /// [`Self::poll_fill_head`]).
+    fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            match ready!(Pin::new(&mut self.stream).poll_write(cx, &self.wbuf)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.unflushed = true;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
+    }
+
     /// Queues a frame and flushes: one write for the head and body together.
     ///
     /// # Errors
@@ -398,6 +458,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     "a request head took longer than {timeout:?} (the head timeout)"
                 ))));
             }
+        }
+        // Requests queued and not all written yet (a window of pipelined ones): written as
+        // the peer takes them, while their replies are read.
+        if (!self.wbuf.is_empty() || self.unflushed)
+            && let Poll::Ready(Err(e)) = self.poll_push(cx)
+        {
+            return Poll::Ready(Err(e.into()));
         }
         self.poll_fill(cx).map_err(Error::from)
     }

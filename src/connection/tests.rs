@@ -217,3 +217,52 @@ impl AsyncWrite for ChunkStream {
         Poll::Ready(Ok(()))
     }
 }
+
+/// A peer that answers each request before it reads the next, over a pipe that holds 1 KiB:
+/// a window of 200 requests is only ever written whole if its replies are taken in while it
+/// is written, and requests still queued are only sent if reading their replies sends them.
+#[tokio::test]
+async fn a_window_larger_than_the_pipe_goes_out_while_its_replies_come_in() {
+    let (ours, theirs) = tokio::io::duplex(1024);
+    let server = tokio::spawn(async move {
+        let mut conn = Connection::new(theirs, Limits::default());
+        while let Some(head) = conn.read_head().await.unwrap() {
+            let n = head.header["n"].clone();
+            conn.write_frame(&json!({ "ok": true, "n": n, "pad": "x".repeat(100) }), b"")
+                .await
+                .unwrap();
+        }
+    });
+    // Stuck, both sides would wait for ever: the deadline turns that into a failure.
+    let client = async move {
+        let mut conn = Connection::new(ours, Limits::default());
+        window(&mut conn, 0..200);
+        conn.flush_reading(1 << 20).await.unwrap();
+        for n in 0..100 {
+            let head = conn.read_head().await.unwrap().unwrap();
+            assert_eq!(head.header["n"], n);
+        }
+        // Another window, queued and not flushed: the reads of the replies send it.
+        window(&mut conn, 200..400);
+        for n in 100..400 {
+            let head = conn.read_head().await.unwrap().unwrap();
+            assert_eq!(head.header["n"], n);
+        }
+    };
+    let limit = std::time::Duration::from_secs(60);
+    tokio::time::timeout(limit, client)
+        .await
+        .expect("the window got stuck");
+    server.await.unwrap();
+}
+
+/// Queues a `stat` request numbered `n` for each of `ns`.
+fn window<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, ns: std::ops::Range<u32>) {
+    for n in ns {
+        conn.queue(
+            &json!({ "op": "stat", "n": n, "pad": "y".repeat(100) }),
+            b"",
+        )
+        .unwrap();
+    }
+}

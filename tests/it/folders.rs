@@ -591,3 +591,89 @@ fn a_folder_of_100000_entries_is_listed_whole_and_in_order_in_flat_memory_on_bot
     assert!(client_grew < FLAT, "the client grew by {client_grew} bytes");
     assert!(server_grew < FLAT, "the server grew by {server_grew} bytes");
 }
+
+/// A Unix socket buffers what its sender wrote up to the sender's send buffer (about
+/// 208 KiB by default) and never grows it, unlike loopback TCP. A window of `write`s that
+/// are all refused, each refusal naming a path of about 1,000 bytes, is answered with more
+/// than that, and the requests behind them are more than that too: a client that reads
+/// replies only once its window is written waits on the server to read, while the server
+/// waits on it to read, until the idle timeout ends the connection.
+#[test]
+fn a_window_of_refused_writes_whose_replies_outgrow_the_socket_buffers_is_answered_whole() {
+    let (dir, data) = ann_data();
+    // 600 files of 2 KiB in the deep folder; on the server, a folder already holds each
+    // file's name, so every `write` is refused.
+    let deep = deep_folder();
+    let src = dir.path().join("long");
+    std::fs::create_dir_all(src.join(&deep)).unwrap();
+    let taken = data.join("homes/ann/long").join(&deep);
+    for i in 0..600 {
+        let name = format!("file-{i:04}");
+        std::fs::write(src.join(&deep).join(&name), format!("{i:04}").repeat(512)).unwrap();
+        std::fs::create_dir_all(taken.join(&name)).unwrap();
+    }
+    let out = over_unix_socket(dir.path(), &data, &["put", "-r", "long"]);
+    // Every refusal reported, and the report of the whole run: the connection lasted.
+    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = err
+        .lines()
+        .filter(|l| l.starts_with("sockit: failed "))
+        .count();
+    assert_eq!(refused, 600, "{err}");
+    let line = report_line(&out);
+    assert!(line.contains("sent 0 files"), "{line}\n{err}");
+    assert!(line.contains("600 failed"), "{line}\n{err}");
+}
+
+/// The other way: two windows of `get`s naming paths of about 1,000 bytes are more than a
+/// Unix socket holds, and so are the files that answer the first window. A client that
+/// waits to have written all its requests before it reads would wait on a server that
+/// waits on it to read.
+#[test]
+fn a_window_of_gets_larger_than_the_socket_buffers_is_answered_whole() {
+    let (dir, data) = ann_data();
+    let deep = deep_folder();
+    let home = data.join("homes/ann/long");
+    std::fs::create_dir_all(home.join(&deep)).unwrap();
+    for i in 0..600 {
+        let body = format!("{i:04}").repeat(512);
+        std::fs::write(home.join(&deep).join(format!("file-{i:04}")), body).unwrap();
+    }
+    let out = over_unix_socket(dir.path(), &data, &["get", "-r", "long", "copy"]);
+    assert!(out.status.success(), "{out:?}");
+    let copy = dir.path().join("copy").join(&deep);
+    for i in 0..600 {
+        let name = format!("file-{i:04}");
+        assert_eq!(
+            std::fs::read(copy.join(&name)).unwrap(),
+            std::fs::read(home.join(&deep).join(&name)).unwrap()
+        );
+    }
+}
+
+/// Four folders, one in the other, of 240-byte names: a path of about 1,000 bytes.
+fn deep_folder() -> PathBuf {
+    ["a", "b", "c", "d"].iter().map(|c| c.repeat(240)).collect()
+}
+
+/// Runs `sockit ARGS` as ann in `dir` against a server of `data` on a Unix socket (whose
+/// buffers do not grow), with an idle timeout that soon ends a stalled connection: its
+/// output. The server is stopped after.
+fn over_unix_socket(dir: &Path, data: &Path, args: &[&str]) -> std::process::Output {
+    let listen = format!("unix:{}", dir.join("native.sock").display());
+    let data = data.to_str().unwrap();
+    let server = ServerProcess::start(
+        &["--listen", &listen, "--data", data, "--idle-timeout", "10"],
+        1,
+    );
+    let out = std::process::Command::new(sockit_bin())
+        .args(args)
+        .args(["-s", &listen, "-u", "ann"])
+        .env("SOCKIT_PASSWORD", "pw-ann")
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    drop(server);
+    out
+}

@@ -120,7 +120,9 @@ impl Client {
             if let Some(next) = groups.get(i + 1) {
                 self.request_group(remote, next)?;
             }
-            self.conn.flush().await?;
+            // Not waited for here: the server stops reading while a reply waits to be
+            // read, and these requests may be more than the socket buffers hold. Reading
+            // the replies writes them on as the server takes them (see `read_head`).
             let after = groups.get(i + 1).map_or(0, |next| next.len());
             self.get_group(local, group, after, &mut report, progress)
                 .await?;
@@ -143,7 +145,7 @@ impl Client {
         Ok(report)
     }
 
-    /// Queues the pipelined `get`s of a group of small files (the caller flushes).
+    /// Queues the pipelined `get`s of a group of small files; reading their replies sends them.
     fn request_group(&mut self, remote: &str, group: &[Job]) -> Result<()> {
         for job in group {
             let get = Request::Get {

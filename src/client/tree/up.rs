@@ -191,9 +191,10 @@ impl Client {
     }
 
     /// Sends small files as pipelined `write` frames, two server groups ([`WINDOW`] each) in
-    /// flight: the next group is on its way while the server stores the last. The replies
-    /// to both (about 150 bytes each) fit in the kernel's socket buffers, so the server never
-    /// waits on this side to read them while this side waits on it to read.
+    /// flight: the next group is on its way while the server stores the last. While the
+    /// server takes no more, its replies are read as they come (up to [`REPLY_ROOM`]): a
+    /// window of refusals, each naming its path, may be more than the socket buffers hold,
+    /// and the server does not read on while its replies wait.
     async fn write_many(
         &mut self,
         local: &Path,
@@ -220,13 +221,13 @@ impl Client {
                 Err(e) => settle(&job, (Err(e), Source::Local), report, progress)?,
             }
             if in_flight.len() >= 2 * WINDOW || self.conn.queued() >= 1 << 20 {
-                self.conn.flush().await?;
+                self.conn.flush_reading(REPLY_ROOM).await?;
             }
             while in_flight.len() >= 2 * WINDOW {
                 self.answer(&mut in_flight, report, progress).await?;
             }
         }
-        self.conn.flush().await?;
+        self.conn.flush_reading(REPLY_ROOM).await?;
         while !in_flight.is_empty() {
             self.answer(&mut in_flight, report, progress).await?;
         }
@@ -250,6 +251,10 @@ impl Client {
         settle(&job, (stored, Source::Connection), report, progress)
     }
 }
+
+/// Replies to a window of `write`s taken in while requests are still written: a refusal
+/// names its path (4 KiB at most), twice at worst, so two windows of them fit.
+const REPLY_ROOM: usize = 2 * WINDOW * 16 * 1024;
 
 /// A whole small file and what to keep of it, read so that a file changing meanwhile is
 /// caught rather than sent torn.
