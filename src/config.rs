@@ -132,6 +132,10 @@ pub struct Options {
     pub connection_burst: Option<u32>,
     /// Sessions (logged-in connections, any door) one user may hold at once [default: 64].
     pub max_sessions_per_user: Option<usize>,
+    /// Bytes of small files read ahead for pipelined gets, all connections together
+    /// [default: 64 MiB].
+    #[serde(deserialize_with = "de_size")]
+    pub max_read_ahead: Option<u64>,
     /// Bytes per second the server takes in, all clients together [default: no limit].
     #[serde(deserialize_with = "de_size")]
     pub max_rate_up: Option<u64>,
@@ -234,6 +238,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Sessions one user may hold at once.
     pub max_sessions_per_user: usize,
+    /// Bytes read ahead for pipelined gets, all connections together.
+    pub max_read_ahead: u64,
     /// Bandwidth limits.
     pub rates: Rates,
     /// The HTTP door's address, if asked for.
@@ -348,6 +354,9 @@ impl Options {
                 .max_sessions_per_user
                 .unwrap_or(DEFAULT_MAX_SESSIONS_PER_USER)
                 .max(1),
+            max_read_ahead: self
+                .max_read_ahead
+                .unwrap_or(crate::service::DEFAULT_MAX_READ_AHEAD),
             rates: Rates {
                 up: self.max_rate_up,
                 down: self.max_rate_down,

@@ -142,6 +142,10 @@ pub struct ServeOptions {
     /// login is refused [default: 64].
     #[arg(long, value_name = "N")]
     pub max_sessions_per_user: Option<usize>,
+    /// Bytes of small files read ahead for pipelined gets, all connections together, e.g.
+    /// 64MB; 0: none [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_read_ahead: Option<u64>,
     /// Bytes per second the server takes in, all clients together, e.g. 100MB
     /// [default: no limit]. Per user: `sockit user limit NAME --up R`.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -259,6 +263,7 @@ impl ServeOptions {
             connection_rate,
             connection_burst,
             max_sessions_per_user,
+            max_read_ahead,
             max_rate_up,
             max_rate_down,
             max_rate_up_per_connection,
@@ -314,6 +319,7 @@ impl ServeOptions {
             connection_rate: connection_rate.or(file.connection_rate),
             connection_burst: connection_burst.or(file.connection_burst),
             max_sessions_per_user: max_sessions_per_user.or(file.max_sessions_per_user),
+            max_read_ahead: max_read_ahead.or(file.max_read_ahead),
             max_rate_up: max_rate_up.or(file.max_rate_up),
             max_rate_down: max_rate_down.or(file.max_rate_down),
             max_rate_up_per_connection: max_rate_up_per_connection
@@ -441,7 +447,7 @@ mod tests {
             assert!(Options::from_toml(&toml).is_ok(), "{toml}");
             checked += 1;
         }
-        assert_eq!(checked, 52, "every flag but --config");
+        assert_eq!(checked, 53, "every flag but --config");
     }
 
     #[test]

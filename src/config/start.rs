@@ -148,7 +148,8 @@ pub async fn start(settings: Settings) -> Result<Running> {
     let files = Arc::new(files.with_max_sessions_per_user(settings.max_sessions_per_user));
     let mut native = Native::with_files(files.clone())
         .with_transport(transport.clone())
-        .with_rates(ServerRates::new(settings.rates));
+        .with_rates(ServerRates::new(settings.rates))
+        .with_max_read_ahead(settings.max_read_ahead);
     let sandbox = match settings.allow_exec {
         true => Some(Arc::new(exec_sandbox(&settings).await?)),
         false => None,

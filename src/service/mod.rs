@@ -17,6 +17,8 @@ pub mod time;
 mod transfer;
 pub mod transport;
 
+pub use transfer::DEFAULT_MAX_READ_AHEAD;
+
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -49,7 +51,7 @@ const MAX_QUEUED: usize = 64 * 1024;
 const SHUTDOWN_CHECK: u32 = 64;
 
 /// The native protocol service.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Native {
     /// Users, homes and quotas; without them only `echo` is served.
     files: Option<Arc<session::FileService>>,
@@ -59,6 +61,20 @@ pub struct Native {
     transport: Option<transport::Shared>,
     /// The server-wide and per-connection bandwidth limits.
     rates: ServerRates,
+    /// What all connections together may hold read ahead for pipelined gets.
+    read_ahead: Arc<transfer::AheadBudget>,
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Native {
+            files: None,
+            exec: None,
+            transport: None,
+            rates: ServerRates::default(),
+            read_ahead: transfer::AheadBudget::new(transfer::DEFAULT_MAX_READ_AHEAD),
+        }
+    }
 }
 
 impl Native {
@@ -100,6 +116,15 @@ impl Native {
     /// This service with bandwidth limits (`--max-rate-*`).
     pub fn with_rates(self, rates: ServerRates) -> Self {
         Native { rates, ..self }
+    }
+
+    /// This service with at most `bytes` read ahead for pipelined gets, all connections
+    /// together (`--max-read-ahead`; 0: no reading ahead).
+    pub fn with_max_read_ahead(self, bytes: u64) -> Self {
+        Native {
+            read_ahead: transfer::AheadBudget::new(bytes),
+            ..self
+        }
     }
 
     /// The file service, or the reason there is none.
@@ -247,7 +272,7 @@ impl TcpService for Native {
             session: session::Session::new(binding),
             shutdown: conn.shutdown.clone(),
             moved: None,
-            ahead: transfer::ReadAhead::default(),
+            ahead: transfer::ReadAhead::new(self.read_ahead.clone()),
         };
         let result = match refused {
             Some(refused) => {

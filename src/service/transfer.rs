@@ -21,6 +21,8 @@
 //! while sending, on a thread of its own.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use md5::{Digest, Md5};
@@ -218,6 +220,7 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     // of the gets buffered behind it (`get -r`'s thousands of small files); a larger one
     // streams.
     let wanted = ReadAhead::wanted(conn);
+    let budget = ahead.budget.clone();
     let shown = path.clone();
     let read = move |root: &Root| {
         let (file, size) = root.open_read(&source)?;
@@ -231,7 +234,7 @@ pub(crate) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             let known = remembered_sums(&file).unwrap_or_default();
             (file, size, known, None)
         };
-        Ok((opened, read_ahead(root, wanted)))
+        Ok((opened, read_ahead(root, wanted, &budget)))
     };
     let ((file, size, known, whole), read) = match home.with_local_root(read).await {
         Some(opened) => opened?,
@@ -312,6 +315,10 @@ fn read_whole(file: &std::fs::File, size: u64, digest: DigestKind) -> Result<(Su
 /// Gets read ahead at most, and their bytes: what a connection may hold for them.
 const AHEAD_FILES: usize = 64;
 const AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The default of `serve --max-read-ahead`: what all connections together may hold read
+/// ahead (16 connections' worth of [`AHEAD_BYTES`]).
+pub const DEFAULT_MAX_READ_AHEAD: u64 = 64 * 1024 * 1024;
 /// Buffered heads looked at for one get, in bytes: 64 gets of ordinary paths take a few
 /// KiB; a peer that pads its heads gets a shorter look, not more parsing per request.
 const AHEAD_HEADS: usize = 64 * 1024;
@@ -321,9 +328,10 @@ const AHEAD_HEADS: usize = 64 * 1024;
 /// of which would otherwise cost a trip of its own. A file is read only once its get has
 /// arrived, so its answer is the file as it was after the request came. Any other request
 /// drops what is left ([`ReadAhead::clear`]): it may change the files.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReadAhead {
     files: std::collections::VecDeque<Small>,
+    budget: Arc<AheadBudget>,
 }
 
 /// A small file read whole.
@@ -333,9 +341,69 @@ struct Small {
     size: u64,
     sums: Sums,
     bytes: Vec<u8>,
+    /// Its bytes' share of the server's budget, given back with them.
+    _held: Held,
+}
+
+/// What all connections together may hold read ahead (`serve --max-read-ahead`). A client
+/// that pipelines gets and then reads nothing keeps its connection's read-ahead until the
+/// idle timeout; past this budget, further gets read nothing ahead and are answered one by
+/// one, as they would be without it.
+#[derive(Debug)]
+pub(crate) struct AheadBudget {
+    left: AtomicU64,
+}
+
+impl AheadBudget {
+    /// A budget of `bytes`.
+    pub(crate) fn new(bytes: u64) -> Arc<AheadBudget> {
+        Arc::new(AheadBudget {
+            left: AtomicU64::new(bytes),
+        })
+    }
+
+    /// `n` bytes of the budget, if that much is left; given back when dropped.
+    fn take(self: &Arc<Self>, n: u64) -> Option<Held> {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .ok()?;
+        Some(Held {
+            budget: self.clone(),
+            bytes: n,
+        })
+    }
+
+    /// Bytes left.
+    #[cfg(test)]
+    fn left(&self) -> u64 {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes taken from an [`AheadBudget`].
+#[derive(Debug)]
+struct Held {
+    budget: Arc<AheadBudget>,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl ReadAhead {
+    /// Nothing read ahead yet, within `budget`, which the server's connections share.
+    pub(crate) fn new(budget: Arc<AheadBudget>) -> ReadAhead {
+        ReadAhead {
+            files: std::collections::VecDeque::new(),
+            budget,
+        }
+    }
+
     /// Whether nothing is read ahead.
     pub(crate) fn is_empty(&self) -> bool {
         self.files.is_empty()
@@ -378,8 +446,13 @@ impl ReadAhead {
 }
 
 /// Reads the small files of `paths` whole, in order, up to the first that is not one (or
-/// cannot be read: its own get reports why), within [`AHEAD_BYTES`].
-fn read_ahead(root: &Root, paths: Vec<WirePath>) -> std::collections::VecDeque<Small> {
+/// cannot be read: its own get reports why), within [`AHEAD_BYTES`] and what is left of
+/// `budget`.
+fn read_ahead(
+    root: &Root,
+    paths: Vec<WirePath>,
+    budget: &Arc<AheadBudget>,
+) -> std::collections::VecDeque<Small> {
     let mut read = std::collections::VecDeque::new();
     let mut bytes = 0;
     for path in paths {
@@ -389,6 +462,9 @@ fn read_ahead(root: &Root, paths: Vec<WirePath>) -> std::collections::VecDeque<S
         if size > SMALL_GET || bytes + size > AHEAD_BYTES {
             break;
         }
+        let Some(held) = budget.take(size) else {
+            break;
+        };
         let Ok((sums, body)) = read_whole(&file, size, DigestKind::Blake3) else {
             break;
         };
@@ -398,6 +474,7 @@ fn read_ahead(root: &Root, paths: Vec<WirePath>) -> std::collections::VecDeque<S
             size,
             sums,
             bytes: body,
+            _held: held,
         });
     }
     read
@@ -536,4 +613,52 @@ async fn reject(home: &Home, pending: &mut Pending<StoreUpload>, problem: String
     let target = pending.upload.target().clone();
     home.discard(pending).await;
     Error::DigestMismatch(format!("{target}: {problem}; the upload was discarded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten small files of 64 KiB, and a root on their folder.
+    fn ten_files() -> (tempfile::TempDir, Root, Vec<WirePath>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("f{i}")), vec![i as u8; 64 * 1024]).unwrap();
+            paths.push(resolve(&format!("f{i}")).unwrap());
+        }
+        let root = Root::open(dir.path()).unwrap();
+        (dir, root, paths)
+    }
+
+    #[test]
+    fn read_ahead_stops_at_the_servers_budget_and_gives_it_back_with_the_files() {
+        let (_dir, root, paths) = ten_files();
+        let budget = AheadBudget::new(3 * 64 * 1024 + 1);
+        let first = read_ahead(&root, paths.clone(), &budget);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[2].bytes, vec![2; 64 * 1024]);
+        // Another connection finds nothing left, and reads nothing ahead.
+        assert!(read_ahead(&root, paths.clone(), &budget).is_empty());
+        drop(first);
+        assert_eq!(budget.left(), 3 * 64 * 1024 + 1);
+        // A budget of nothing turns reading ahead off.
+        assert!(read_ahead(&root, paths, &AheadBudget::new(0)).is_empty());
+    }
+
+    #[test]
+    fn a_file_taken_by_its_get_or_dropped_with_the_rest_gives_its_bytes_back() {
+        let (_dir, root, paths) = ten_files();
+        let budget = AheadBudget::new(u64::MAX / 2);
+        let mut ahead = ReadAhead::new(budget.clone());
+        ahead.files = read_ahead(&root, paths.clone(), &budget);
+        assert_eq!(ahead.files.len(), 10);
+        let taken = ahead.take(&paths[0], 0, DigestKind::Blake3).unwrap();
+        assert_eq!(budget.left(), u64::MAX / 2 - 10 * 64 * 1024);
+        drop(taken);
+        // Another get than the one expected drops them all.
+        assert!(ahead.take(&paths[5], 0, DigestKind::Blake3).is_none());
+        assert!(ahead.is_empty());
+        assert_eq!(budget.left(), u64::MAX / 2);
+    }
 }

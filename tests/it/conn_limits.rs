@@ -36,12 +36,7 @@ const MARKERS: usize = 10;
 /// A data folder with user `alice` (password `pw`) whose home holds [`HOME_FILES`] files with
 /// long names and the [`MARKERS`] folders.
 fn data_with_listing() -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let users = Users::open_with(&data, HashCost::Minimal).unwrap();
-    users.add("alice", &Password::new("pw"), None).unwrap();
-    let home = users.home("alice").unwrap();
-    std::fs::create_dir_all(&home).unwrap();
+    let (dir, home) = data_with_alice();
     for i in 0..HOME_FILES {
         let name = format!("{i:05}-{}", "x".repeat(244));
         std::fs::write(home.join(name), b"").unwrap();
@@ -51,6 +46,17 @@ fn data_with_listing() -> TempDir {
         std::fs::write(home.join(format!("m{m}/marker-{m}")), b"").unwrap();
     }
     dir
+}
+
+/// A data folder (`data` in the temporary folder) with user `alice` (password `pw`), and
+/// her home, made.
+fn data_with_alice() -> (TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let users = Users::open_with(&dir.path().join("data"), HashCost::Minimal).unwrap();
+    users.add("alice", &Password::new("pw"), None).unwrap();
+    let home = users.home("alice").unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    (dir, home)
 }
 
 fn serve(data: &Path, extra: &[&str]) -> ServerProcess {
@@ -64,7 +70,13 @@ fn login(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let mut conn = Connection::new(&stream, Limits::default());
+    log_in(&stream);
+    stream
+}
+
+/// Logs in as alice on a connected stream.
+fn log_in<S: Read + Write>(stream: S) {
+    let mut conn = Connection::new(stream, Limits::default());
     conn.write_frame(
         &json!({"op": "login", "user": "alice", "password": "pw"}),
         b"",
@@ -73,7 +85,6 @@ fn login(addr: &str) -> TcpStream {
     let head = conn.read_head().unwrap().unwrap();
     assert_eq!(head.header["ok"], true, "{:?}", head.header);
     conn.discard_body().unwrap();
-    stream
 }
 
 /// Bytes queued in the kernel for the TCP socket bound to `local`: (send, receive), from
@@ -335,4 +346,79 @@ fn a_trickled_head_is_cut_off_at_the_head_timeout() {
     });
     assert_eq!(code, "timeout");
     assert!(message.contains("head timeout"), "{message}");
+}
+
+/// Gets a connection pipelines: 64 files of 64 KiB, a connection's whole read-ahead.
+const GETS: usize = 64;
+
+/// A data folder whose user alice has [`GETS`] files of 64 KiB in her home.
+fn data_with_small_files() -> TempDir {
+    let (dir, home) = data_with_alice();
+    for i in 0..GETS {
+        std::fs::write(home.join(format!("g{i:02}")), vec![i as u8; 64 * 1024]).unwrap();
+    }
+    dir
+}
+
+/// `conns` connections to the Unix socket `path` (whose buffers hold about 208 KiB and do not
+/// grow), each logged in as alice, that pipeline gets of all [`GETS`] files and then read
+/// nothing. Returns the server's RSS before, and the largest seen until nothing moves.
+fn unread_gets(server: &ServerProcess, path: &Path, conns: usize) -> (u64, u64) {
+    let mut wire = Vec::new();
+    for i in 0..GETS {
+        let get = json!({"op": "get", "path": format!("g{i:02}"), "offset": 0, "digest": "blake3"});
+        wire.extend(frame(&get, b""));
+    }
+    let before = server.rss();
+    let streams: Vec<std::os::unix::net::UnixStream> = (0..conns)
+        .map(|_| {
+            let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            log_in(&stream);
+            (&stream).write_all(&wire).unwrap();
+            stream
+        })
+        .collect();
+    // No event tells when the server is done reading ahead and blocked on the full sockets:
+    // wait for its RSS to stay the same over five samples in a row, 200 ms apart.
+    let started = Instant::now();
+    let (mut peak, mut last, mut same) = (0, 0, 0);
+    while same < 5 {
+        assert!(started.elapsed() < DEADLINE, "the server never settled");
+        std::thread::sleep(Duration::from_millis(200));
+        let rss = server.rss();
+        peak = peak.max(rss);
+        same = if rss == last { same + 1 } else { 0 };
+        last = rss;
+    }
+    drop(streams);
+    (before, peak)
+}
+
+#[test]
+fn gets_pipelined_and_never_read_hold_no_more_than_the_read_ahead_budget() {
+    let dir = data_with_small_files();
+    let data = dir.path().join("data");
+    let socket = dir.path().join("native.sock");
+    let listen = format!("unix:{}", socket.display());
+    let rise = |budget: &str| {
+        let args = ["--listen", &listen, "--data", data.to_str().unwrap()];
+        let server = ServerProcess::start(&[&args[..], &["--max-read-ahead", budget]].concat(), 1);
+        let (before, peak) = unread_gets(&server, &socket, 24);
+        eprintln!(
+            "read-ahead budget {budget}: server RSS {} KiB before, {} KiB at most",
+            before >> 10,
+            peak >> 10
+        );
+        peak.saturating_sub(before)
+    };
+    // With room for all, 24 connections hold nearly 4 MiB each: the measure can tell.
+    let open = rise("1GiB");
+    assert!(open > 64 << 20, "24 connections' read-ahead: {open} bytes");
+    // Within 8 MiB, the rest answered one by one: a file and a queue of replies each.
+    let bounded = rise("8MiB");
+    assert!(
+        bounded < 24 << 20,
+        "within an 8 MiB budget: {bounded} bytes"
+    );
 }
