@@ -310,6 +310,7 @@ class Suite:
                 f.write(i.to_bytes(8, "little") + block[8:])
         src_md5 = md5_of(self.src)
         dst = os.path.join(self.work, "dest.bin")
+        self.file_cpu = {}  # sockit contender -> CPU seconds per GiB, both ends, per run
         peers = self.file_peers(dst)
         results = {name: [] for name in peers}
         for _ in range(a.file_reps):
@@ -328,7 +329,9 @@ class Suite:
                 results[name].append((size / secs / 1e6, checked))
         for name, rs in results.items():
             ok = [mbs for mbs, _ in rs if mbs]
+            cpu = self.file_cpu.get(name, [])
             self.rows.append(("files", name, {
+                "cpu_s_per_gib": statistics.median(cpu) if cpu else None,
                 "mb_s": statistics.median(ok) if ok else None,
                 "mb_s_all": [round(m) if m else None for m, _ in rs],
                 "verified": ", ".join(sorted({c for _, c in rs})),
@@ -357,11 +360,17 @@ class Suite:
                         run(["cat", *stored], 300, stdout=subprocess.DEVNULL)
                     what = ["--file", src] if mode == "put" else ["--remote", "bench-source.bin"]
                     out = run([a.sockit, "bench", mode, "-s", f"127.0.0.1:{sport}", "-u", "bench",
-                               *what, "--dir", work, "--json"], 600, capture_output=True, text=True,
+                               *what, "--dir", work, "--server-pid", str(sp.pid), "--json"], 600,
+                              capture_output=True, text=True,
                               env={**self.client_env(sport, tls), **env})
                     r = json.loads(out.stdout)
                     if r["ok"] != 1 or r["tls"] != tls:
                         raise RuntimeError(r["first_error"] or f"tls {r['tls']}")
+                    # What the run cost both ends: on one host they share the cores, so a
+                    # CPU-bound run's speed follows this sum (1/100 s resolution, from /proc).
+                    both = r["client_cpu_seconds"] + r["server_process"]["cpu_seconds"]
+                    self.file_cpu.setdefault(f"sockit {mode}{' TLS' if tls else ''}", []).append(
+                        both / (a.size_mib / 1024))
                     return r["seconds"], "BLAKE3 in-band, timed"
                 peers[f"sockit {mode}{' TLS' if tls else ''}"] = go
 
@@ -986,8 +995,9 @@ class Suite:
         if files:
             out.append(f"### Files: one {a.size_mib} MiB file, file to file, median of "
                        f"{a.file_reps} run(s) (MB = 10^6 B)\n")
-            out.append("| transfer | MB/s | runs | verified | sockit TLS put ×, get × |")
-            out.append("|---|---|---|---|---|")
+            out.append("| transfer | MB/s | runs | verified | sockit TLS put ×, get × | "
+                       "CPU s/GiB, both ends |")
+            out.append("|---|---|---|---|---|---|")
             mbs_of = lambda name: files.get(name, {}).get("mb_s")
             put, get = mbs_of("sockit put TLS"), mbs_of("sockit get TLS")
             for name, f in files.items():
@@ -1003,7 +1013,9 @@ class Suite:
                     paired = f" (paired {statistics.median(pairs):.2f}×)" if pairs else ""
                     ratio = f"TLS ÷ plaintext: {tls / f['mb_s']:.2f}×{paired}" if tls else ""
                 mbs = f"{f['mb_s']:.0f}" if f["mb_s"] else "failed"
-                out.append(f"| {name} | {mbs} | {f['mb_s_all']} | {f['verified']} | {ratio} |")
+                cpu = f"{f['cpu_s_per_gib']:.2f}" if f.get("cpu_s_per_gib") else ""
+                out.append(f"| {name} | {mbs} | {f['mb_s_all']} | {f['verified']} | {ratio} | "
+                           f"{cpu} |")
             out.append("")
         trees = [(name, f) for s, name, f in self.rows if s == "tree"]
         if trees:

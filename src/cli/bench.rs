@@ -366,6 +366,13 @@ fn text(report: &Report) -> String {
             unit.trim_end_matches('s')
         );
     }
+    if report.client_cpu_seconds > 0.0 {
+        let _ = writeln!(
+            s,
+            "  client (this bench): CPU {:.2} s",
+            report.client_cpu_seconds
+        );
+    }
     if let Some(e) = &report.first_error {
         let _ = writeln!(s, "  first error: {e}");
     }
@@ -464,6 +471,7 @@ mod tests {
                 max: 2.5e6,
             },
             idle: None,
+            client_cpu_seconds: 0.0,
             server_process: None,
             flood: None,
         };
@@ -490,6 +498,7 @@ mod tests {
                 mode: bench::Mode::Put,
                 server: "unix:/tmp/s.sock".into(),
                 body_bytes: 104857600,
+                client_cpu_seconds: 0.871,
                 server_process: Some(process),
                 latency_us: Latency::default(),
                 ..base.clone()
@@ -529,7 +538,8 @@ mod tests {
     }
 
     /// The text `sockit bench` printed for [`samples`] before the bench moved out of the
-    /// library's `Display` (bench/compare.py reads the JSON, people and notes read this).
+    /// library's `Display` (bench/compare.py reads the JSON, people and notes read this), and
+    /// the client's CPU line since.
     const TEXT: [&str; 6] = [
         "echo against 127.0.0.1:9900: 10 connections, 64 B bodies, pipeline 4
   123456 requests ok, 0 errors in 5.00 s: 24671 requests/s, 1.6 MB/s
@@ -547,7 +557,8 @@ mod tests {
         "put against unix:/tmp/s.sock: 10 connections, 104857600 B bodies, pipeline 4
   123456 transfers ok, 0 errors in 5.00 s: 24671 transfers/s, 1.6 MB/s
   latency p50 0 µs p99 0 µs p99.9 0 µs max 0 µs
-  server: RSS 12.3 MB (peak 23.5 MB), CPU 1.23 s = 7.2 µs per transfer",
+  server: RSS 12.3 MB (peak 23.5 MB), CPU 1.23 s = 7.2 µs per transfer
+  client (this bench): CPU 0.87 s",
         "get against 127.0.0.1:9900 (TLS): 10 connections, 64 B bodies, pipeline 4
   0 transfers ok, 0 errors in 0.00 s: 0 transfers/s, 0.0 MB/s
   latency p50 0 µs p99 1000 µs p99.9 1.50 ms max 2.50 s
@@ -572,7 +583,7 @@ without a reply, 2 connect errors
 
     #[test]
     fn json_keeps_every_field_name_and_order() {
-        let want = r#"{"mode":"idle","server":"127.0.0.1:9900","tls":false,"connections":10,"body_bytes":64,"pipeline":4,"ok":123456,"errors":0,"first_error":null,"seconds":5.004,"requests_per_sec":24671.3,"mb_per_sec":1.579,"latency_us":{"p50":0.4,"p99":999.6,"p999":1500.0,"max":2500000.0},"idle":{"held":1000,"connect_seconds":0.456,"burst_seconds":0.0789},"server_process":{"rss_bytes":12345678,"peak_rss_bytes":23456789,"cpu_seconds":1.23456,"cpu_us_per_request":7.25}}"#;
+        let want = r#"{"mode":"idle","server":"127.0.0.1:9900","tls":false,"connections":10,"body_bytes":64,"pipeline":4,"ok":123456,"errors":0,"first_error":null,"seconds":5.004,"requests_per_sec":24671.3,"mb_per_sec":1.579,"latency_us":{"p50":0.4,"p99":999.6,"p999":1500.0,"max":2500000.0},"idle":{"held":1000,"connect_seconds":0.456,"burst_seconds":0.0789},"client_cpu_seconds":0.0,"server_process":{"rss_bytes":12345678,"peak_rss_bytes":23456789,"cpu_seconds":1.23456,"cpu_us_per_request":7.25}}"#;
         assert_eq!(serde_json::to_string(&samples()[2]).unwrap(), want);
     }
 }

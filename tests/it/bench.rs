@@ -179,6 +179,30 @@ fn the_bench_speaks_tls_like_every_client_and_counts_whole_sessions() {
         (sessions["ok"].as_u64(), sessions["errors"].as_u64()),
         (Some(12), Some(0))
     );
+
+    // A verified upload over TLS, with what it cost each end: the CPU a run spent is the
+    // figure that explains its speed when both ends share one host's cores.
+    let pid = server.child.id().to_string();
+    let args = [
+        "put",
+        "-s",
+        &addr,
+        "-u",
+        "ann",
+        "--size",
+        "32MiB",
+        "--server-pid",
+        &pid,
+    ];
+    let put = bench_cli(&args, &by_password).unwrap();
+    assert_eq!(
+        (put["ok"].as_u64(), put["tls"].as_bool()),
+        (Some(1), Some(true))
+    );
+    let spent = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    assert!(spent(&put["client_cpu_seconds"]) > 0.0, "{put}");
+    assert!(spent(&put["server_process"]["cpu_seconds"]) > 0.0, "{put}");
+
     let mut wrong = pinned.clone();
     wrong.push(("SOCKIT_PASSWORD", "not-it".into()));
     let refused = bench_cli(&args, &wrong).unwrap_err();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::probe::Probe;
+use super::probe::{Probe, own_cpu_seconds};
 use super::report::{Mode, Report, Shape, Tally, merged, report};
 use super::{EchoLoad, Target, Until, connect};
 use crate::client::Client;
@@ -32,6 +32,7 @@ pub(super) async fn run(server: &Target, load: &EchoLoad, probe: Option<Probe>) 
         conns.push(client);
     }
     let before = probe.as_ref().map(Probe::sample);
+    let own_cpu_before = own_cpu_seconds();
     let start = Instant::now();
     let stop = match load.until {
         Until::Count(n) => Stop::Count(n),
@@ -57,6 +58,7 @@ pub(super) async fn run(server: &Target, load: &EchoLoad, probe: Option<Probe>) 
         total,
         seconds,
         probe.zip(before),
+        own_cpu_before,
     ))
 }
 

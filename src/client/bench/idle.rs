@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::echo::{echo_frame, read_echo};
-use super::probe::Probe;
+use super::probe::{Probe, own_cpu_seconds};
 use super::report::{IdleFigures, Mode, Report, ServerFigures, Tally, per_request};
 use super::{IdleLoad, Target, connect};
 use crate::Result;
@@ -65,6 +65,7 @@ pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) 
     tokio::time::sleep(load.hold).await;
     // The server's figures while the connections sit idle.
     let idle_sample = probe.as_ref().map(Probe::sample);
+    let own_cpu_before = own_cpu_seconds();
     let burst_start = Instant::now();
     go.notify_waiters();
     let mut total = Tally::new();
@@ -119,6 +120,7 @@ pub(super) async fn run(server: &Target, load: &IdleLoad, probe: Option<Probe>) 
             connect_seconds,
             burst_seconds,
         }),
+        client_cpu_seconds: own_cpu_seconds() - own_cpu_before,
         server_process,
         flood: None,
     })

@@ -39,6 +39,16 @@ impl Probe {
     }
 }
 
+/// CPU seconds (user + system, every thread) this process has spent so far; zero when
+/// /proc cannot be read.
+pub(super) fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(cpu_seconds)
+        .unwrap_or(0.0)
+}
+
 /// utime + stime of a /proc/PID/stat line, in seconds (Linux reports them in 1/100 s).
 fn cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) may contain spaces; the fields after it are plain.

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Target;
-use super::probe::{Probe, Sample};
+use super::probe::{Probe, Sample, own_cpu_seconds};
 
 /// Which load a report measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,6 +80,10 @@ pub struct Report {
     pub latency_us: Latency,
     /// Idle mode: connecting and holding.
     pub idle: Option<IdleFigures>,
+    /// CPU seconds (user + system, all threads) this bench process spent during the measured
+    /// part: with the server's, what a run cost the machine (both ends share its cores on
+    /// one host, so a CPU-bound run's speed follows their sum).
+    pub client_cpu_seconds: f64,
     /// The server process, when its PID was given.
     pub server_process: Option<ServerFigures>,
     /// Flood mode: what the attempts met (absent from the JSON of other modes).
@@ -245,7 +249,7 @@ pub(super) struct Shape {
 }
 
 /// The report of an echo, put or get run: `total` over `seconds`, the server's figures
-/// sampled now against `before`.
+/// sampled now against `before`, this process's CPU against `own_cpu_before`.
 pub(super) fn report(
     mode: Mode,
     server: &Target,
@@ -253,6 +257,7 @@ pub(super) fn report(
     total: Tally,
     seconds: f64,
     probe: Option<(Probe, Sample)>,
+    own_cpu_before: f64,
 ) -> Report {
     let seconds_nz = seconds.max(1e-9);
     let server_process = probe.map(|(probe, before)| {
@@ -285,6 +290,7 @@ pub(super) fn report(
         requests_per_sec: total.ok as f64 / seconds_nz,
         mb_per_sec: (total.ok as f64 * body_bytes as f64) / seconds_nz / 1e6,
         idle: None,
+        client_cpu_seconds: own_cpu_seconds() - own_cpu_before,
         server_process,
         flood: None,
     }
@@ -340,7 +346,7 @@ mod tests {
             body_bytes: 64,
             pipeline: 1,
         };
-        let r = report(Mode::Echo, &server, shape, Tally::new(), 0.0, None);
+        let r = report(Mode::Echo, &server, shape, Tally::new(), 0.0, None, 0.0);
         assert_eq!((r.requests_per_sec, r.mb_per_sec), (0.0, 0.0));
         assert_eq!(r.latency_us.max, 0.0);
         assert_eq!(per_request(1.0, 0), 0.0);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::probe::Probe;
+use super::probe::{Probe, own_cpu_seconds};
 use super::report::{Mode, Report, Shape, Tally, merged, report};
 use super::{Credential, SessionLoad, Target, connect};
 use crate::Result;
@@ -21,6 +21,7 @@ pub(super) async fn run(
     one(server, load, 0).await?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let before = probe.as_ref().map(Probe::sample);
+    let own_cpu_before = own_cpu_seconds();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..load.concurrency.max(1) {
@@ -54,6 +55,7 @@ pub(super) async fn run(
         total,
         seconds,
         probe.zip(before),
+        own_cpu_before,
     ))
 }
 
