@@ -1,4 +1,5 @@
-//! The server process's memory and CPU time, read from /proc (Linux) by its PID.
+//! The server process's memory and CPU time, read from /proc (Linux) by its PID, and this
+//! process's own CPU time.
 //!
 //! Reading fails soft: a missing or unreadable /proc gives zeros, never an error.
 
