@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use serde_json::Value;
 
-use super::probe::{Probe, own_cpu_seconds};
+use super::probe::{Before, Probe};
 use super::report::{Mode, Report, Shape, Tally, merged, report};
 use super::{EchoLoad, Target, Until, connect};
 use crate::client::Client;
@@ -31,8 +31,7 @@ pub(super) async fn run(server: &Target, load: &EchoLoad, probe: Option<Probe>) 
         read_echo(conn, &frame, load.body).await?;
         conns.push(client);
     }
-    let before = probe.as_ref().map(Probe::sample);
-    let own_cpu_before = own_cpu_seconds();
+    let before = Before::now(probe);
     let start = Instant::now();
     let stop = match load.until {
         Until::Count(n) => Stop::Count(n),
@@ -51,15 +50,7 @@ pub(super) async fn run(server: &Target, load: &EchoLoad, probe: Option<Probe>) 
         body_bytes: load.body,
         pipeline: depth,
     };
-    Ok(report(
-        Mode::Echo,
-        server,
-        shape,
-        total,
-        seconds,
-        probe.zip(before),
-        own_cpu_before,
-    ))
+    Ok(report(Mode::Echo, server, shape, total, seconds, before))
 }
 
 /// When a worker stops sending.

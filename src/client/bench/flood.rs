@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::echo::echo_frame;
-use super::probe::{Probe, own_cpu_seconds};
+use super::probe::{Before, Probe};
 use super::report::{FloodFigures, Mode, Report, Shape, Tally, report};
 use super::{FloodLoad, Target, connect_one, is_loopback_v4, secure};
 use crate::client::Client;
@@ -41,8 +41,7 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
         refused: load.refused.clone(),
         tally: Mutex::new(Tally::new()),
     });
-    let before = probe.as_ref().map(Probe::sample);
-    let own_cpu_before = own_cpu_seconds();
+    let before = Before::now(probe);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..load.connections.max(1) {
@@ -75,15 +74,7 @@ pub(super) async fn run(server: &Target, load: &FloodLoad, probe: Option<Probe>)
         body_bytes: 0,
         pipeline: 1,
     };
-    let mut report = report(
-        Mode::Flood,
-        server,
-        shape,
-        total,
-        seconds,
-        probe.zip(before),
-        own_cpu_before,
-    );
+    let mut report = report(Mode::Flood, server, shape, total, seconds, before);
     report.flood = Some(counts);
     Ok(report)
 }

@@ -40,6 +40,23 @@ impl Probe {
     }
 }
 
+/// What a measured part starts from: the server's figures (when its PID was given) and this
+/// process's CPU time, taken together so that both cover the same stretch.
+pub(super) struct Before {
+    pub(super) server: Option<(Probe, Sample)>,
+    pub(super) own_cpu_seconds: f64,
+}
+
+impl Before {
+    /// The figures now.
+    pub(super) fn now(probe: Option<Probe>) -> Before {
+        Before {
+            server: probe.map(|p| (p, p.sample())),
+            own_cpu_seconds: own_cpu_seconds(),
+        }
+    }
+}
+
 /// CPU seconds (user + system, every thread) this process has spent so far; zero when
 /// /proc cannot be read.
 pub(super) fn own_cpu_seconds() -> f64 {

@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Target;
-use super::probe::{Probe, Sample, own_cpu_seconds};
+use super::probe::{Before, own_cpu_seconds};
 
 /// Which load a report measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -249,20 +249,19 @@ pub(super) struct Shape {
 }
 
 /// The report of an echo, put or get run: `total` over `seconds`, the server's figures
-/// sampled now against `before`, this process's CPU against `own_cpu_before`.
+/// and this process's CPU, sampled now against `before`.
 pub(super) fn report(
     mode: Mode,
     server: &Target,
     shape: Shape,
     total: Tally,
     seconds: f64,
-    probe: Option<(Probe, Sample)>,
-    own_cpu_before: f64,
+    before: Before,
 ) -> Report {
     let seconds_nz = seconds.max(1e-9);
-    let server_process = probe.map(|(probe, before)| {
+    let server_process = before.server.map(|(probe, at_start)| {
         let after = probe.sample();
-        let cpu = after.cpu_seconds - before.cpu_seconds;
+        let cpu = after.cpu_seconds - at_start.cpu_seconds;
         ServerFigures {
             rss_bytes: after.rss_bytes,
             peak_rss_bytes: after.peak_rss_bytes,
@@ -290,7 +289,7 @@ pub(super) fn report(
         requests_per_sec: total.ok as f64 / seconds_nz,
         mb_per_sec: (total.ok as f64 * body_bytes as f64) / seconds_nz / 1e6,
         idle: None,
-        client_cpu_seconds: own_cpu_seconds() - own_cpu_before,
+        client_cpu_seconds: own_cpu_seconds() - before.own_cpu_seconds,
         server_process,
         flood: None,
     }
@@ -346,7 +345,14 @@ mod tests {
             body_bytes: 64,
             pipeline: 1,
         };
-        let r = report(Mode::Echo, &server, shape, Tally::new(), 0.0, None, 0.0);
+        let r = report(
+            Mode::Echo,
+            &server,
+            shape,
+            Tally::new(),
+            0.0,
+            Before::now(None),
+        );
         assert_eq!((r.requests_per_sec, r.mb_per_sec), (0.0, 0.0));
         assert_eq!(r.latency_us.max, 0.0);
         assert_eq!(per_request(1.0, 0), 0.0);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::probe::{Probe, own_cpu_seconds};
+use super::probe::{Before, Probe};
 use super::report::{Mode, Report, Shape, Tally, merged, report};
 use super::{Credential, SessionLoad, Target, connect};
 use crate::Result;
@@ -20,8 +20,7 @@ pub(super) async fn run(
     // with its own error rather than as N counted failures.
     one(server, load, 0).await?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let before = probe.as_ref().map(Probe::sample);
-    let own_cpu_before = own_cpu_seconds();
+    let before = Before::now(probe);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..load.concurrency.max(1) {
@@ -54,8 +53,7 @@ pub(super) async fn run(
         shape,
         total,
         seconds,
-        probe.zip(before),
-        own_cpu_before,
+        before,
     ))
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::probe::{Probe, own_cpu_seconds};
+use super::probe::{Before, Probe};
 use super::report::{Mode, Report, Shape, Tally, report};
 use super::{Target, TransferLoad, connect};
 use crate::Result;
@@ -61,8 +61,7 @@ pub(super) async fn run(
     for _ in 0..load.parallel {
         clients.push(login(server, load).await?);
     }
-    let before = probe.as_ref().map(Probe::sample);
-    let own_cpu_before = own_cpu_seconds();
+    let before = Before::now(probe);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, mut client) in clients.into_iter().enumerate() {
@@ -94,15 +93,7 @@ pub(super) async fn run(
         body_bytes: size,
         pipeline: 1,
     };
-    let report = report(
-        mode,
-        server,
-        shape,
-        total,
-        seconds,
-        probe.zip(before),
-        own_cpu_before,
-    );
+    let report = report(mode, server, shape, total, seconds, before);
     // Leave the server as it was.
     if given.is_none()
         && let Ok(mut client) = login(server, load).await
