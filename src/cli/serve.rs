@@ -348,6 +348,9 @@ pub async fn run(options: ServeOptions) -> Result<()> {
     let settings = options.settings()?;
     let (data, grace) = (settings.data.clone(), settings.server.grace);
     let running = sockit::config::start(settings).await?;
+    // Ctrl-C and SIGTERM are caught from here on: a script that signals the server as soon as
+    // it has read the listener lines below must get the clean stop, not the default death.
+    let stop = StopSignals::install()?;
     // One line on stdout per listener, so scripts and tests that asked for port 0 learn the
     // real port (logs go to stderr).
     for (what, addr) in &running.listeners {
@@ -359,7 +362,7 @@ pub async fn run(options: ServeOptions) -> Result<()> {
         }
     }
     info!(data = %data.display(), "sockit serving");
-    wait_for_signal().await?;
+    stop.wait().await;
     info!(?grace, "shutting down");
     if !running.stop().await? {
         info!("grace period over; closing the remaining connections");
@@ -367,14 +370,28 @@ pub async fn run(options: ServeOptions) -> Result<()> {
     Ok(())
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment they are installed.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    /// Waits for either.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -218,8 +218,9 @@ impl ServerProcess {
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit status.
     pub fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        // Sent at once, as a terminal's Ctrl-C is (not by a `kill` process started first).
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
         self.child.wait().unwrap()
     }
 
